@@ -1,0 +1,18 @@
+"""vcut: ComfyUI entry point. Registers the pack's nodes (V3 node API) and its web extension; nothing else."""
+from comfy_api.latest import ComfyExtension, io
+
+from .nodes import ALL_NODES
+
+WEB_DIRECTORY = "./web/js"
+
+
+class VcutExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(ALL_NODES)
+
+
+async def comfy_entrypoint() -> VcutExtension:
+    return VcutExtension()
+
+
+__all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

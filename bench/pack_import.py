@@ -1,0 +1,19 @@
+"""Import the pack the way ComfyUI does (its folder as a package), under the name `vcut`, from scripts and tests.
+
+The package object is registered without running the pack's `__init__.py` (which needs ComfyUI), so `vcut.cut`,
+`vcut.loop`, `vcut.codec` and `vcut.bench` import whatever this checkout's folder is called.
+"""
+import pathlib
+import sys
+import types
+
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = PACK_ROOT.parent / "shared" / "data"
+
+
+def register_pack(name: str = "vcut") -> None:
+    if name not in sys.modules:
+        package = types.ModuleType(name)
+        package.__path__ = [str(PACK_ROOT)]
+        package.__file__ = str(PACK_ROOT / "__init__.py")
+        sys.modules[name] = package

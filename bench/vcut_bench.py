@@ -1,0 +1,181 @@
+"""VCUT benchmark: the paper's efficiency tables (Table II, III) recomputed, and wall-clock ratios in one run.
+
+Part 1 (no weights, seconds): MACs and parameters of the full-size SVD (14 frames) and SVD-XT (25 frames) UNets at
+576x1024, diffusers' UNetSpatioTemporalConditionModel on the meta device, baseline vs VCUT exact vs VCUT paper,
+per step (batch 2, as CFG runs) and per 25-step video at cut steps 17 and 20, beside the paper's numbers.
+Part 2 (random weights, CPU): wall-clock of one UNet call per variant at a reduced size, side by side in one run,
+and the per-video time these give at each cut step.
+
+    python bench/vcut_bench.py                  # both parts
+    python bench/vcut_bench.py --no-wallclock   # MAC / parameter tables only
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a script: import the pack as the package `vcut`
+    from pack_import import register_pack
+    register_pack()
+    __package__ = "vcut.bench"
+
+import argparse
+import copy
+import platform
+import time
+
+import torch
+
+from ..cut.accounting import MacCount, cache_fill_macs, count_macs, parameter_count, video_macs
+from ..cut.attention import clear_caches, patch_unet_
+
+T = 1e12
+STEPS = 25
+CUT_STEPS = (17, 20)
+# VCUT paper, Tables II and III (thop convention), T MACs / billions of parameters.
+PAPER = {
+    "SVD": {"step": {"baseline": 36.11, "paper": 35.11}, "params": {"baseline": 1.521, "paper": 1.474},
+            "video": {"baseline": 903, 17: 719, 20: 772}},
+    "SVD-XT": {"step": {"baseline": 64.41, "paper": 62.86}, "params": {"baseline": 1.524, "paper": 1.474},
+               "video": {"baseline": 1610, 17: 1288, 20: 1382}},
+}
+MODELS = {"SVD": 14, "SVD-XT": 25}
+VARIANTS = ("baseline", "exact", "paper")
+
+
+def build_unet(device="meta", config=None):
+    """diffusers' SVD UNet (its default config is SVD's), on `device` with uninitialised weights."""
+    from diffusers import UNetSpatioTemporalConditionModel
+    with torch.device("meta"):
+        unet = UNetSpatioTemporalConditionModel(**(config or {}))
+    # AlphaBlender creates its mix factor with the legacy torch.Tensor(), which ignores the default device.
+    return unet.to("meta").to_empty(device=device) if device != "meta" else unet.to("meta")
+
+
+def unet_inputs(batch, frames, height, width, device="meta", dtype=torch.float32, seed=0):
+    generator = None if device == "meta" else torch.Generator(device).manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
+    contexts = randn(batch, 1, 1024)
+    return (randn(batch, frames, 8, height // 8, width // 8), torch.full((batch,), 0.5, device=device),
+            contexts, randn(batch, 3))
+
+
+def variants_of(unet):
+    """{variant: (unet, plan or None)} with VCUT applied to copies."""
+    out = {"baseline": (unet, None)}
+    for mode in ("exact", "paper"):
+        patched = copy.deepcopy(unet)
+        out[mode] = (patched, patch_unet_(patched, mode))
+    return out
+
+
+def mac_tables():
+    rows = []
+    unet = build_unet()
+    models = variants_of(unet)
+    for name, frames in MODELS.items():
+        for variant, (model, _plan) in models.items():
+            def step(batch):
+                with torch.device("meta"):
+                    return count_macs(lambda: model(*unet_inputs(batch, frames, 576, 1024)))
+            guided, unguided = step(2), step(1)
+            fill = cache_fill_macs(model, distinct_contexts=2)
+            videos = {"baseline": video_macs(guided, unguided, STEPS, STEPS + 1, fill)}
+            for c in CUT_STEPS:
+                videos[c] = video_macs(guided, unguided, STEPS, c, fill)
+            rows.append({"model": name, "variant": variant, "step": guided, "videos": videos,
+                         "params": parameter_count(model)})
+    return rows
+
+
+def _fmt(value: float, reference: float | None) -> str:
+    return f"{value:8.2f}" + (f" ({reference:g})" if reference is not None else "").ljust(9)
+
+
+def print_mac_tables(rows):
+    print("MACs in T and parameters in B. In brackets: the VCUT paper's number (thop convention, Tables II-III).")
+    print("'video, no cut' = 25 guided steps; 'c=17' = steps 1-16 guided (batch 2), 17-25 conditional only (batch 1).")
+    for convention in ("linear_conv", "all_matmuls"):
+        label = ("paper's convention: linear + conv layers (thop), no attention matmuls" if convention == "linear_conv"
+                 else "FlopCounterMode: all matmuls incl. attention")
+        print(f"\n## {label}")
+        print(f"{'model':7} {'variant':9} {'per step':>17} {'video, no cut':>17} {'video c=17':>17} "
+              f"{'video c=20':>17} {'params (B)':>17}")
+        for row in rows:
+            paper = PAPER[row["model"]] if convention == "linear_conv" else None
+            variant = row["variant"]
+
+            def ref(table, key):
+                return paper[table].get(key) if paper else None
+            vcut_ref = "paper" if variant != "baseline" else "baseline"
+            step_ref = ref("step", vcut_ref) if variant != "exact" else None
+            cells = [_fmt(getattr(row["step"], convention) / T, step_ref),
+                     _fmt(getattr(row["videos"]["baseline"], convention) / T,
+                          ref("video", "baseline") if variant == "baseline" else None)]
+            for c in CUT_STEPS:
+                cells.append(_fmt(getattr(row["videos"][c], convention) / T,
+                                  ref("video", c) if variant == "paper" else None))
+            cells.append(f"{row['params'] / 1e9:8.3f}" + (f" ({ref('params', vcut_ref):g})" if paper and variant != "exact" else ""))
+            print(f"{row['model']:7} {variant:9} " + " ".join(cells))
+
+
+def wallclock(frames=8, height=64, width=128, repeats=3, seed=0):
+    """Seconds per UNet call, batch 2 and batch 1, per variant, on the CPU with random weights."""
+    torch.manual_seed(seed)
+    unet = build_unet(device="cpu")
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.normal_(0, 0.02)
+        for b in unet.buffers():
+            b.zero_()
+    unet.eval()
+    results = {}
+    models = variants_of(unet)
+    with torch.no_grad():
+        for batch in (2, 1):
+            inputs = unet_inputs(batch, frames, height, width, device="cpu", seed=seed)
+            for variant, (model, _plan) in models.items():
+                clear_caches(model)
+                model(*inputs)  # warm-up; fills the VCUT caches as step 1 of a run does
+            timings = {v: [] for v in models}
+            for _ in range(repeats):  # interleaved, so machine noise hits every variant alike
+                for variant, (model, _plan) in models.items():
+                    start = time.perf_counter()
+                    model(*inputs)
+                    timings[variant].append(time.perf_counter() - start)
+            for variant, times in timings.items():
+                results[(variant, batch)] = min(times)
+    return results
+
+
+def print_wallclock(results, frames, height, width):
+    print(f"\n## CPU wall-clock, random weights, {frames} frames at {height}x{width} "
+          f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    base2, base1 = results[("baseline", 2)], results[("baseline", 1)]
+    print(f"{'variant':9} {'s/call b2':>10} {'ratio':>6} {'s/call b1':>10} {'ratio':>6} "
+          f"{'video no cut':>13} {'video c=17':>11} {'video c=20':>11}")
+    base_video = STEPS * base2
+    for variant in VARIANTS:
+        t2, t1 = results[(variant, 2)], results[(variant, 1)]
+        videos = [min(c - 1, STEPS) * t2 + (STEPS - min(c - 1, STEPS)) * t1 for c in (STEPS + 1, *CUT_STEPS)]
+        print(f"{variant:9} {t2:10.3f} {t2 / base2:6.3f} {t1:10.3f} {t1 / base1:6.3f} "
+              + " ".join(f"{v / base_video:11.3f}x" for v in videos))
+    print("video columns: time of 25 steps relative to the unpatched model with guidance on every step.")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-wallclock", action="store_true", help="only the MAC / parameter tables")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    print(f"vcut benchmark, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    print_mac_tables(mac_tables())
+    if not args.no_wallclock:
+        results = wallclock(args.frames, args.height, args.width, args.repeats)
+        print_wallclock(results, args.frames, args.height, args.width)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""VCUT's guidance cut: classifier-free guidance only in the semantic-binding stage (no ComfyUI import).
+
+VCUT paper Sec. III-D, Eq. 3-4: steps are numbered 1..N; steps 1..c-1 run CFG (Eq. 3,
+eps = eps_u + w (eps_c - eps_u)); from step c on the unconditional branch is not computed and the prediction is
+the conditional one (as with w = 1). c = 17 of 25 steps gives 16 guided + 9 unguided steps (the paper's 1288T).
+
+Steps are read off the sampler's sigma schedule, not counted by calls (second-order samplers call the model
+twice per step). A sigma alone is ambiguous for Heun-type samplers, whose second call of step k uses exactly the
+sigma that starts step k+1; the sampler's per-step callback resolves that, and the schedule bounds it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+AFTER_CUT = ("drop", "reuse_delta")
+
+
+def cut_step_from_fraction(fraction: float, total_steps: int) -> int:
+    """c for a fraction of the schedule: the first round(fraction * N) steps are guided (0.64 of 25 -> c = 17)."""
+    if not (0.0 < fraction <= 1.0) or math.isnan(fraction):
+        raise ValueError(f"cut_fraction must be in (0, 1] (or 0 to use cut_step), got {fraction}")
+    return int(round(fraction * total_steps)) + 1
+
+
+def validate_cut_step(cut_step: int) -> int:
+    if int(cut_step) != cut_step or cut_step < 1:
+        raise ValueError(f"cut_step must be a whole number >= 1 (steps are numbered 1..N), got {cut_step}")
+    return int(cut_step)
+
+
+def schedule_summary(cut_step: int, total_steps: int) -> str:
+    """One line for the log: what this cut does on a schedule of `total_steps` steps."""
+    guided = min(cut_step - 1, total_steps)
+    if cut_step > total_steps:
+        return f"cut step {cut_step} > {total_steps} steps: nothing is cut, all {total_steps} steps use guidance"
+    if cut_step == 1:
+        return f"cut step 1: no guidance at all ({total_steps} conditional-only steps)"
+    return (f"cut step {cut_step}: steps 1-{guided} use guidance, steps {cut_step}-{total_steps} "
+            f"({total_steps - guided}) run the conditional branch only")
+
+
+class StepCounter:
+    """Maps a model call's sigma to its step number 1..N on the sampling schedule `sigmas` (N + 1 values)."""
+
+    def __init__(self, sigmas: torch.Tensor, callbacks: bool = True, rtol: float = 1e-4):
+        """callbacks: the sampler reports each finished step through step_done (ComfyUI's k-diffusion samplers do
+        once our wrapper hands them a callback); without it the schedule alone decides."""
+        self.sigmas = [float(s) for s in sigmas.flatten()]
+        self.total_steps = len(self.sigmas) - 1
+        self.callbacks = callbacks
+        self.rtol = rtol
+        self.completed_steps = 0
+
+    def step_done(self, index: int) -> None:
+        self.completed_steps = max(self.completed_steps, int(index) + 1)
+
+    def step_of(self, sigma: float) -> int:
+        """Step number (1-based) of a model call at `sigma`."""
+        starts = self.sigmas[:-1]
+        # The call lies in step k when sigma is in (sigmas[k+1], sigmas[k]]: `upper` counts the step starts at or
+        # above sigma; `lower` the ones strictly above it. They differ only when sigma equals a step start, which
+        # is either that step's first call or the previous step's last call (Heun); the callback tells which.
+        upper = sum(s >= sigma * (1 - self.rtol) for s in starts) - 1
+        lower = sum(s > sigma * (1 + self.rtol) for s in starts) - 1
+        upper = min(max(upper, 0), self.total_steps - 1)
+        lower = min(max(lower, 0), upper)
+        in_range = lower <= self.completed_steps <= upper
+        index = self.completed_steps if self.callbacks and in_range else upper
+        return index + 1
+
+
+@dataclasses.dataclass
+class CutSchedule:
+    """When to stop guidance within one sampling run, and what to do after.
+
+    cut_step: steps >= cut_step are unguided. auto_threshold > 0: also cut from the step after the first guided
+    step whose relative guidance delta |cond - uncond| / |cond| falls below it. after_cut: "drop" (the paper:
+    prediction = conditional) or "reuse_delta" (prediction = conditional - last measured delta as the
+    unconditional, so CFG keeps applying the last guidance direction at no UNet cost).
+    """
+    cut_step: int
+    auto_threshold: float = 0.0
+    after_cut: str = "drop"
+    auto_min_step: int = 2
+
+    def __post_init__(self):
+        validate_cut_step(self.cut_step)
+        if self.after_cut not in AFTER_CUT:
+            raise ValueError(f"after_cut must be one of {AFTER_CUT}, got {self.after_cut!r}")
+        if not (self.auto_threshold >= 0.0):
+            raise ValueError(f"auto_threshold must be >= 0 (0 turns auto off), got {self.auto_threshold}")
+
+    def new_run(self) -> "CutRun":
+        return CutRun(self)
+
+
+class CutRun:
+    """The state of one sampling run: the step at which guidance stopped, the last guidance delta."""
+
+    def __init__(self, schedule: CutSchedule):
+        self.schedule = schedule
+        self.cut_at = schedule.cut_step
+        self.last_delta: torch.Tensor | None = None
+        self.guided_calls = 0
+        self.unguided_calls = 0
+
+    def is_guided(self, step: int) -> bool:
+        return step < self.cut_at
+
+    def observe(self, step: int, cond_out: torch.Tensor, uncond_out: torch.Tensor) -> None:
+        """Record a guided call's outputs: keeps the delta for reuse, and applies the auto rule."""
+        self.guided_calls += 1
+        delta = cond_out - uncond_out
+        if self.schedule.after_cut == "reuse_delta":
+            self.last_delta = delta
+        threshold = self.schedule.auto_threshold
+        if threshold > 0 and step >= self.schedule.auto_min_step:
+            relative = float(delta.norm() / cond_out.norm().clamp_min(1e-12))
+            if relative < threshold:
+                self.cut_at = min(self.cut_at, step + 1)
+
+    def unguided_outputs(self, cond_out: torch.Tensor) -> list[torch.Tensor]:
+        """[cond, uncond] to hand to CFG after the cut: CFG of these gives cond (drop) or cond + (w-1) delta."""
+        self.unguided_calls += 1
+        if self.last_delta is not None and self.last_delta.shape == cond_out.shape:
+            return [cond_out, cond_out - self.last_delta]
+        return [cond_out, cond_out]

@@ -1,0 +1,1 @@
+"""Loop and frame conditioning core: ALSS, SDSLC, FGSM, frame anchoring, saliency, loop metrics."""

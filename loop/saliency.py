@@ -1,0 +1,328 @@
+"""Salient-object masks without learned weights (for LoopAnimate's FGSM, Eq. 9-10: the region allowed to move).
+
+LoopAnimate gets M0 = SOD(F0) from a trained salient-object detector; this pack has no downloadable weights, so the
+detector here is classical:
+
+1. saliency map = minimum barrier distance to the image border (Zhang et al. 2015, FastMBD raster scans; a pixel is
+   salient when every path from it to the border must cross a large colour barrier) + border-colour contrast
+   (MB+'s backgroundness: Mahalanobis distance to the colours of each border strip, the most deviant strip dropped
+   because the object may touch it), smoothed and contrast-stretched;
+2. threshold (Otsu on the map, or a fixed level);
+3. GrabCut (OpenCV) seeded from the map refines the boundary to the image's colour edges;
+4. clean-up: holes filled, opened/closed, components smaller than `min_area` dropped;
+5. on a video batch the maps are smoothed over time before thresholding, and the binary masks are voted over a
+   3-frame window, so the mask does not flicker.
+
+All functions take and return numpy arrays; `salient_masks` works on ComfyUI-style torch batches [B,H,W,C].
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+WORK_SIZE = 256  # the long side the maps are computed at (speed; masks are upsampled to the input size)
+
+
+def _to_work(rgb: np.ndarray, work_size: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = work_size / max(h, w)
+    if scale >= 1.0:
+        return rgb.copy()
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    if hi - lo < 1e-12:
+        return np.zeros_like(x, dtype=np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def minimum_barrier_distance(channel: np.ndarray, passes: int = 3) -> np.ndarray:
+    """Approximate minimum barrier distance from every pixel to the image border (seeds) for one channel.
+
+    The barrier of a path is max - min of the values along it; raster scans (down, right, up, left) relax each pixel
+    from its neighbour, keeping the running max/min of the best path (FastMBD, Zhang et al., ICCV 2015).
+    """
+    img = channel.astype(np.float32)
+    h, w = img.shape
+    dist = np.full((h, w), np.inf, dtype=np.float32)
+    hi = img.copy()
+    lo = img.copy()
+    dist[0, :] = dist[-1, :] = 0.0
+    dist[:, 0] = dist[:, -1] = 0.0
+
+    def relax(y_or_x, prev, axis):
+        if axis == 0:
+            cur = (y_or_x, slice(None))
+            ref = (prev, slice(None))
+        else:
+            cur = (slice(None), y_or_x)
+            ref = (slice(None), prev)
+        new_hi = np.maximum(hi[ref], img[cur])
+        new_lo = np.minimum(lo[ref], img[cur])
+        new_d = new_hi - new_lo
+        better = new_d < dist[cur]
+        if better.any():
+            d = dist[cur]
+            d[better] = new_d[better]
+            dist[cur] = d
+            t = hi[cur]
+            t[better] = new_hi[better]
+            hi[cur] = t
+            t = lo[cur]
+            t[better] = new_lo[better]
+            lo[cur] = t
+
+    for _ in range(passes):
+        for y in range(1, h):
+            relax(y, y - 1, 0)
+        for x in range(1, w):
+            relax(x, x - 1, 1)
+        for y in range(h - 2, -1, -1):
+            relax(y, y + 1, 0)
+        for x in range(w - 2, -1, -1):
+            relax(x, x + 1, 1)
+    return dist
+
+
+def _border_contrast(lab: np.ndarray, frac: float = 0.08) -> np.ndarray:
+    """MB+ backgroundness: Mahalanobis colour distance to each border strip; the most deviant strip is dropped."""
+    h, w, _ = lab.shape
+    bh, bw = max(2, round(h * frac)), max(2, round(w * frac))
+    strips = [lab[:bh].reshape(-1, 3), lab[-bh:].reshape(-1, 3), lab[:, :bw].reshape(-1, 3), lab[:, -bw:].reshape(-1, 3)]
+    flat = lab.reshape(-1, 3)
+    maps = []
+    for s in strips:
+        mean = s.mean(0)
+        cov = np.cov(s.T) + np.eye(3) * 1e-2
+        inv = np.linalg.inv(cov)
+        d = flat - mean
+        m = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, inv, d), 0.0))
+        maps.append(_normalize(m.reshape(h, w)))
+    maps = np.stack(maps)
+    return _normalize(maps.sum(0) - maps.max(0))
+
+
+def saliency_cues(rgb: np.ndarray, work_size: int = WORK_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The two raw cues at the working resolution: minimum barrier distance and border-colour contrast, in [0, 1]."""
+    small = _to_work(np.clip(rgb, 0.0, 1.0).astype(np.float32), work_size)
+    small = cv2.GaussianBlur(small, (0, 0), 1.0)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)  # L in [0,100], a,b in about [-127,127]
+    mbd = sum(minimum_barrier_distance(lab[..., c]) for c in range(3))
+    return _normalize(mbd), _border_contrast(lab)
+
+
+def combine_cues(mbd: np.ndarray, contrast: np.ndarray, centre_sigma: float = 0.5, gain: float = 10.0,
+                 mbd_weight: float = 1.0) -> np.ndarray:
+    """MB+ post-processing: weighted sum, edge-preserving smoothing, centre bias, sigmoid contrast stretch."""
+    h, w = mbd.shape
+    sal = mbd_weight * mbd + contrast
+    # Smooth inside regions but keep edges: a morphological open/close then a small blur.
+    k = max(3, int(round(0.02 * max(h, w))) | 1)
+    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    sal = cv2.morphologyEx(_normalize(sal), cv2.MORPH_OPEN, ker)
+    sal = cv2.morphologyEx(sal, cv2.MORPH_CLOSE, ker)
+    # Centre bias (MB+): a broad Gaussian; the object is rarely hugging a corner.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    centre = np.exp(-(((yy - h / 2) / (centre_sigma * h)) ** 2 + ((xx - w / 2) / (centre_sigma * w)) ** 2) / 2.0)
+    sal = _normalize(_normalize(sal) * centre)
+    # Contrast enhancement: a sigmoid around the map's mean level.
+    sal = 1.0 / (1.0 + np.exp(-gain * (sal - max(0.2, float(sal.mean())))))
+    return _normalize(sal)
+
+
+def saliency_map(rgb: np.ndarray, work_size: int = WORK_SIZE) -> np.ndarray:
+    """Saliency map in [0, 1] at the working resolution (long side `work_size`) for an RGB float image in [0, 1]."""
+    return combine_cues(*saliency_cues(rgb, work_size))
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold of values in [0, 1]."""
+    u8 = np.clip(values * 255.0, 0, 255).astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return float(t) / 255.0
+
+
+def grabcut_refine(rgb_small: np.ndarray, sal: np.ndarray, threshold: float, iterations: int = 4) -> np.ndarray:
+    """GrabCut seeded from the saliency map: confident parts fixed, the rest probable; returns a bool mask."""
+    fg = sal >= threshold
+    if fg.all() or not fg.any():
+        return fg
+    gc = np.full(sal.shape, cv2.GC_PR_BGD, dtype=np.uint8)
+    gc[fg] = cv2.GC_PR_FGD
+    gc[sal < 0.5 * threshold] = cv2.GC_BGD
+    core = cv2.erode(fg.astype(np.uint8), np.ones((5, 5), np.uint8), iterations=2).astype(bool)
+    gc[core & (sal >= min(1.0, threshold + 0.5 * (1.0 - threshold)))] = cv2.GC_FGD
+    if not ((gc == cv2.GC_BGD) | (gc == cv2.GC_PR_BGD)).any():
+        return fg
+    bgd = np.zeros((1, 65), np.float64)
+    fgd = np.zeros((1, 65), np.float64)
+    img8 = np.clip(rgb_small * 255.0, 0, 255).astype(np.uint8)
+    try:
+        cv2.grabCut(img8, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return fg
+    return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+
+
+def clean_mask(mask: np.ndarray, min_area: float = 0.01, fill_holes: bool = True) -> np.ndarray:
+    """Open/close, drop components smaller than `min_area` (fraction of the image), fill holes. Bool in, bool out."""
+    h, w = mask.shape
+    k = max(3, int(round(0.01 * max(h, w))) | 1)
+    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    m = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, ker)
+    m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, ker)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    keep = np.zeros(n, dtype=bool)
+    if n > 1:
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        keep[1:] = areas >= min_area * h * w
+        if not keep.any():  # never drop everything: keep the largest component
+            keep[1 + int(np.argmax(areas))] = True
+    m = keep[labels]
+    if fill_holes:
+        inv = (~m).astype(np.uint8)
+        n2, lab2, _, _ = cv2.connectedComponentsWithStats(inv, connectivity=4)
+        border_labels = set(np.unique(np.concatenate([lab2[0], lab2[-1], lab2[:, 0], lab2[:, -1]])).tolist())
+        holes = np.isin(lab2, [i for i in range(1, n2) if i not in border_labels])
+        m = m | holes
+    return m
+
+
+def _smooth_over_time(maps: np.ndarray, strength: float) -> np.ndarray:
+    """Forward-backward exponential smoothing of a [T,h,w] stack (strength 0 = none, toward 1 = very smooth)."""
+    if strength <= 0 or len(maps) < 2:
+        return maps
+    a = 1.0 - float(strength)
+    fwd = maps.copy()
+    for t in range(1, len(maps)):
+        fwd[t] = a * maps[t] + (1 - a) * fwd[t - 1]
+    bwd = maps.copy()
+    for t in range(len(maps) - 2, -1, -1):
+        bwd[t] = a * maps[t] + (1 - a) * bwd[t + 1]
+    return 0.5 * (fwd + bwd)
+
+
+def salient_masks(
+    images: torch.Tensor,
+    threshold: float = -1.0,
+    refine: bool = True,
+    min_area: float = 0.01,
+    dilate: int = 0,
+    feather: float = 0.0,
+    temporal_smoothing: float = 0.5,
+    work_size: int = WORK_SIZE,
+    progress=None,
+) -> torch.Tensor:
+    """Salient-object masks for an IMAGE batch [B,H,W,C] (float, 0..1) -> MASK [B,H,W] float in [0, 1].
+
+    threshold: saliency level in (0, 1], or < 0 for Otsu per frame. refine: GrabCut refinement. min_area: smallest
+    kept component as a fraction of the image. dilate: grow the mask by this many pixels (output resolution).
+    feather: Gaussian soft edge sigma in pixels (0 = hard mask). temporal_smoothing: 0..0.95, how much the saliency
+    maps of a video batch are smoothed over time (and, above 0, a 3-frame majority vote on the masks).
+    progress: optional callable(done, total).
+    """
+    if images.ndim != 4 or images.shape[-1] < 3:
+        raise ValueError(f"images must be an IMAGE batch [B,H,W,3]; got shape {tuple(images.shape)}")
+    b, h, w = images.shape[:3]
+    if b == 0:
+        raise ValueError("images is an empty batch; give at least one image")
+    frames = images[..., :3].detach().float().cpu().numpy()
+    frames = np.nan_to_num(frames, nan=0.0, posinf=1.0, neginf=0.0)
+    frames = np.clip(frames, 0.0, 1.0)
+    total = b * 2
+    smalls = [_to_work(f, work_size) for f in frames]
+    maps = []
+    for i, s in enumerate(smalls):
+        maps.append(saliency_map(s, work_size))
+        if progress:
+            progress(i + 1, total)
+    maps = _smooth_over_time(np.stack(maps), min(max(temporal_smoothing, 0.0), 0.95))
+    masks = []
+    for i, (s, m) in enumerate(zip(smalls, maps)):
+        t = otsu_threshold(m) if threshold <= 0 else float(threshold)
+        mk = grabcut_refine(s, m, t) if refine else (m >= t)
+        masks.append(clean_mask(mk, min_area=min_area))
+        if progress:
+            progress(b + i + 1, total)
+    masks = np.stack(masks)
+    if temporal_smoothing > 0 and b >= 3:  # 3-frame majority vote against single-frame flicker
+        padded = np.concatenate([masks[:1], masks, masks[-1:]]).astype(np.uint8)
+        masks = (padded[:-2] + padded[1:-1] + padded[2:]) >= 2
+    out = np.empty((b, h, w), dtype=np.float32)
+    for i, mk in enumerate(masks):
+        full = cv2.resize(mk.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
+        full = full.astype(np.float32)
+        if dilate > 0:
+            ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+            full = cv2.dilate(full, ker)
+        if feather > 0:
+            full = cv2.GaussianBlur(full, (0, 0), float(feather))
+        out[i] = np.clip(full, 0.0, 1.0)
+    return torch.from_numpy(out)
+
+
+def mask_preview(images: torch.Tensor, masks: torch.Tensor, color=(1.0, 0.2, 0.2), alpha: float = 0.5) -> torch.Tensor:
+    """IMAGE batch showing the mask over the image: tinted inside, darkened outside, with the mask's outline."""
+    imgs = torch.nan_to_num(images[..., :3].detach().float().cpu(), nan=0.0).clamp(0, 1).numpy()
+    ms = masks.detach().float().cpu().numpy()
+    out = np.empty_like(imgs)
+    tint = np.asarray(color, dtype=np.float32)
+    for i in range(len(imgs)):
+        m = ms[min(i, len(ms) - 1)][..., None]
+        img = imgs[i]
+        shown = img * (1 - alpha * m) + tint * (alpha * m)
+        shown = shown * (0.55 + 0.45 * m)  # darken the still region
+        edge = cv2.morphologyEx((m[..., 0] >= 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+        shown[edge > 0] = tint
+        out[i] = shown
+    return torch.from_numpy(np.clip(out, 0, 1).astype(np.float32))
+
+
+# ---- baselines used by bench/saliency_eval.py (kept here so tests can check them too) ----
+
+def centred_ellipse_mask(h: int, w: int, axis_frac: float = 0.35) -> np.ndarray:
+    """A centred ellipse with semi-axes axis_frac*W and axis_frac*H (the trivial 'object is in the middle' guess)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return ((xx - (w - 1) / 2) / (axis_frac * w)) ** 2 + ((yy - (h - 1) / 2) / (axis_frac * h)) ** 2 <= 1.0
+
+
+def spectral_residual_map(rgb: np.ndarray) -> np.ndarray:
+    """Spectral residual saliency (Hou & Zhang, CVPR 2007) at the input size, in [0, 1]."""
+    h, w = rgb.shape[:2]
+    gray = cv2.cvtColor(np.clip(rgb, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(gray, (64, max(1, round(64 * h / w))), interpolation=cv2.INTER_AREA)
+    spec = np.fft.fft2(small)
+    log_amp = np.log(np.abs(spec) + 1e-8)
+    phase = np.angle(spec)
+    residual = log_amp - cv2.blur(log_amp, (3, 3))
+    sal = np.abs(np.fft.ifft2(np.exp(residual + 1j * phase))) ** 2
+    sal = cv2.GaussianBlur(sal.astype(np.float32), (0, 0), 2.5)
+    return _normalize(cv2.resize(sal, (w, h), interpolation=cv2.INTER_LINEAR))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    a = a.astype(bool)
+    b = b.astype(bool)
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(a, b).sum() / union)
+
+
+def is_trivial_mask(mask: torch.Tensor) -> str | None:
+    """'all zeros' / 'all ones' when a mask batch carries no region information, else None."""
+    if float(mask.max()) <= 0.0:
+        return "all zeros"
+    if float(mask.min()) >= 1.0:
+        return "all ones"
+    return None
+
+
+__all__ = [
+    "salient_masks", "saliency_map", "mask_preview", "minimum_barrier_distance", "grabcut_refine", "clean_mask",
+    "otsu_threshold", "centred_ellipse_mask", "spectral_residual_map", "iou", "is_trivial_mask",
+]

@@ -1,0 +1,8 @@
+"""ComfyUI node classes of the pack, one module per feature. Each module lists its nodes in NODES."""
+from . import vcut_nodes
+from . import loop_nodes
+
+ALL_NODES = [
+    *vcut_nodes.NODES,
+    *loop_nodes.NODES,
+]
