@@ -1,9 +1,7 @@
-"""vcut: ComfyUI entry point. Registers the pack's nodes (V3 node API) and its web extension; nothing else."""
+"""vcut: ComfyUI entry point. Registers the pack's nodes (V3 node API); nothing else."""
 from comfy_api.latest import ComfyExtension, io
 
 from .nodes import ALL_NODES
-
-WEB_DIRECTORY = "./web/js"
 
 
 class VcutExtension(ComfyExtension):
@@ -15,4 +13,4 @@ async def comfy_entrypoint() -> VcutExtension:
     return VcutExtension()
 
 
-__all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
+__all__ = ["comfy_entrypoint"]

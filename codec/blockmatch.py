@@ -4,8 +4,8 @@ Conventions shared by the whole codec (see ``codec.types``):
 - a vector (dx, dy) belongs to a block of the CURRENT frame; the block is predicted from the previous
   reconstruction at (x + dx, y + dy), with coordinates clamped to the frame (edge replication, like H.264's
   unrestricted motion vectors);
-- the cost is the paper's SAD: m_i = argmin_{u,w} sum_{j,k} |B_i(j,k) - B'_i(j+u, k+w)| (decouple-content-motion
-  Eq. 3), computed exactly in integers;
+- the cost is the paper's SAD: m_i = argmin_{u,w} sum_{j,k} |B_i(j,k) - B'_i(j+u, k+w)| (decouple-content-motion,
+  Sec. "Efficient Decoupled Video Diffusion Model", the motion-vector equation), computed exactly in integers;
 - ties are broken towards the shortest vector (shift order of ``shift_order``), so a static block stays at (0, 0).
 
 SADs are computed with cv2.absdiff on uint8 and block sums read off cv2.integral (int32), which is exact and about
@@ -96,8 +96,9 @@ def gather_blocks(ref_pad: np.ndarray, margin: int, block: int, vectors: np.ndar
 
 
 def sad_around(cur: np.ndarray, ref_pad: np.ndarray, margin: int, block: int, centers: np.ndarray,
-               radius: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """SAD of every block for every offset in [-radius, radius]^2 around its own centre vector.
+               radius: int, diamond: bool = False) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """SAD of every block for every offset in [-radius, radius]^2 (diamond: |ox| + |oy| <= radius) around its own
+    centre vector.
 
     One gather of (block + 2*radius)^2 squares, then one absdiff + integral per offset on the mosaic.
     Returns (int32 [n_offsets, Hb, Wb], offsets in `shift_order` order).
@@ -110,7 +111,7 @@ def sad_around(cur: np.ndarray, ref_pad: np.ndarray, margin: int, block: int, ce
         cur.reshape(hb, block, wb, block)
     hm, wm = mosaic.shape
     target = cur_mosaic[radius:hm - radius, radius:wm - radius]
-    offsets = shift_order(radius)
+    offsets = [s for s in shift_order(radius) if not diamond or abs(s[0]) + abs(s[1]) <= radius]
     out = np.empty((len(offsets), hb, wb), np.int32)
     for n, (ox, oy) in enumerate(offsets):
         moved = mosaic[radius + oy:hm - radius + oy, radius + ox:wm - radius + ox]
@@ -138,10 +139,10 @@ def exhaustive_search(cur_y: np.ndarray, ref_y: np.ndarray, block: int, radius: 
 
 
 def _refine(cur: np.ndarray, ref_pad: np.ndarray, margin: int, block: int, centers: np.ndarray,
-            radius: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+            radius: int, limit: int, diamond: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Best offset in [-radius, radius]^2 around each centre (centre wins ties); vectors stay within +-limit."""
     centers = np.clip(centers, -limit + radius, limit - radius) if limit > radius else np.clip(centers, -limit, limit)
-    sads, offsets = sad_around(cur, ref_pad, margin, block, centers, radius)
+    sads, offsets = sad_around(cur, ref_pad, margin, block, centers, radius, diamond)
     offsets = np.asarray(offsets, np.int32)
     cand = centers[None] + offsets[:, None, None, :]
     outside = (np.abs(cand) > limit).any(-1)

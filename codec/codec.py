@@ -1,10 +1,11 @@
 """Encode a video into first frame + per-block motion vectors + residuals, and decode it back bit-exactly.
 
-Decouple-content-motion (ED-VDM) Sec. "Motion vector and residual": m_i = argmin SAD (Eq. 3), r = frame -
-motion-compensated prediction; decode = warp(previous reconstruction, m) + r. Frames are handled pair by pair
+Decouple-content-motion, Sec. "Efficient Decoupled Video Diffusion Model" (ED-VDM): m_i = argmin SAD over a search
+window, r = frame - motion-compensated prediction; decode = warp(previous reconstruction, m) + r. Frames are handled pair by pair
 (memory bounded by one pair plus the outputs). All arithmetic is integer (uint8 frames, int16 residuals in
-[-255, 255]), so decode(encode(v)) == v exactly. On a CUDA device the search is the exhaustive torch search; on the
-CPU it runs on OpenCV/numpy ("fast": hierarchical + predictors, "exhaustive": full search).
+[-255, 255]), so decode(encode(v)) == v exactly. On a CUDA device (or backend="torch") everything runs in torch and
+the search is the exhaustive one; on the CPU it runs on OpenCV/numpy ("fast": hierarchical + predictors,
+"exhaustive": full search), which is ~100x faster there than the same ops in torch.
 """
 from __future__ import annotations
 
@@ -67,8 +68,15 @@ def predict(ref: torch.Tensor, vectors: torch.Tensor, block_size: int) -> torch.
     return torch.from_numpy(blockmatch.warp(ref.numpy(), vectors.numpy(), block_size))
 
 
+def _use_torch(device: torch.device, backend: str) -> bool:
+    """backend "auto": torch on GPUs, OpenCV/numpy on the CPU; "torch" forces the torch path (also on the CPU)."""
+    if backend not in ("auto", "torch"):
+        raise ValueError(f"backend must be 'auto' or 'torch', got {backend!r}")
+    return backend == "torch" or device.type != "cpu"
+
+
 def encode_pairs(frames: Iterable[torch.Tensor], block_size: int = 16, search_range: int = 16,
-                 method: str = "fast") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 method: str = "fast", backend: str = "auto") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (vectors int16 [Hb, Wb, 2], residual int16 [H, W, C]) for each frame after the first.
 
     Works frame pair by frame pair: only the previous reconstruction is kept. The reconstruction is
@@ -84,7 +92,7 @@ def encode_pairs(frames: Iterable[torch.Tensor], block_size: int = 16, search_ra
         if frame.shape != recon.shape:
             raise ValueError(f"mixed frame sizes: got a {tuple(frame.shape)} frame after {tuple(recon.shape)} "
                              f"frames; all frames of a video must have one size")
-        if frame.device.type == "cpu":
+        if not _use_torch(frame.device, backend):
             cur, ref = frame.contiguous().numpy(), recon.numpy()
             vec = _search_np(cur, ref, block_size, search_range, method, prev_vec)
             pred = blockmatch.warp(ref, vec, block_size)
@@ -92,7 +100,8 @@ def encode_pairs(frames: Iterable[torch.Tensor], block_size: int = 16, search_ra
             recon = torch.from_numpy(_to_hwc(cv2.add(pred, residual, dtype=cv2.CV_8U), cur.shape))
             vec_t, res_t, prev_vec = torch.from_numpy(vec), torch.from_numpy(residual), vec
         else:
-            vec_t = search(frame, recon, block_size, search_range, method)
+            vec_t = torch_ops.exhaustive_search(torch_ops.luma(frame), torch_ops.luma(recon), block_size,
+                                                search_range)
             pred = torch_ops.warp(recon, vec_t, block_size).to(torch.int16)
             res_t = frame.to(torch.int16) - pred
             recon = (pred + res_t).to(torch.uint8)
@@ -105,8 +114,8 @@ def _to_hwc(img: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def encode(frames: torch.Tensor, block_size: int = 16, search_range: int = 16, method: str = "fast",
-           device: str | torch.device = "cpu",
-           progress: Callable[[int, int], None] | None = None) -> tuple[MotionVectors, torch.Tensor]:
+           device: str | torch.device = "cpu", progress: Callable[[int, int], None] | None = None,
+           backend: str = "auto") -> tuple[MotionVectors, torch.Tensor]:
     """Encode uint8 frames [T, H, W, C] -> (MotionVectors, residuals int16 [T-1, H, W, C] on the CPU)."""
     validate_frames(frames)
     t, h, w, _ = frames.shape
@@ -114,9 +123,9 @@ def encode(frames: torch.Tensor, block_size: int = 16, search_range: int = 16, m
     device = torch.device(device)
     vectors = []
     residuals = np.empty((t - 1, *frames.shape[1:]), np.int16)  # numpy: copies here are ~10x cheaper than torch's
-    source = "search:exhaustive" if device.type != "cpu" else f"search:{method}"
+    source = "search:exhaustive" if _use_torch(device, backend) else f"search:{method}"
     stream = (frames[i].to(device) for i in range(t))
-    for i, (vec, res) in enumerate(encode_pairs(stream, block_size, search_range, method)):
+    for i, (vec, res) in enumerate(encode_pairs(stream, block_size, search_range, method, backend)):
         vectors.append(vec)
         residuals[i] = res.cpu().numpy()
         if progress:
@@ -143,7 +152,7 @@ def residuals_for(frames: torch.Tensor, motion: MotionVectors) -> torch.Tensor:
 
 def decode(first_frame: torch.Tensor, motion: MotionVectors, residuals: torch.Tensor | None = None,
            residual_scale: float = 1.0, device: str | torch.device = "cpu",
-           progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+           progress: Callable[[int, int], None] | None = None, backend: str = "auto") -> torch.Tensor:
     """Rebuild uint8 frames [T, H, W, C]: frame_t = clip(warp(frame_{t-1}, m_t) + round(scale * r_t), 0, 255).
 
     With the encoder's residuals and scale 1 this is exact. Without residuals (or scale 0) it is the motion-only
@@ -170,7 +179,7 @@ def decode(first_frame: torch.Tensor, motion: MotionVectors, residuals: torch.Te
     out = torch.empty((pairs + 1, *first_frame.shape), dtype=torch.uint8)
     out[0] = first_frame
     use_res = residuals is not None and residual_scale != 0
-    if device.type == "cpu":
+    if not _use_torch(device, backend):
         recon = first_frame.contiguous().numpy()
         for i in range(pairs):
             pred = blockmatch.warp(recon, motion.vectors[i].numpy(), motion.block_size)

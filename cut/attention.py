@@ -96,7 +96,8 @@ def _weight_signature(*modules: nn.Module) -> tuple:
     for module in modules:
         for tensor in (getattr(module, "weight", None), getattr(module, "bias", None)):
             if tensor is not None:
-                signature += [tensor.data_ptr(), tensor._version, tensor.dtype, tensor.device]
+                version = 0 if tensor.is_inference() else tensor._version  # inference tensors have none
+                signature += [tensor.data_ptr(), version, tensor.dtype, tensor.device]
         signature += [id(f) for f in getattr(module, "weight_function", ())]
     return tuple(signature)
 

@@ -6,7 +6,7 @@ the conditional one (as with w = 1). c = 17 of 25 steps gives 16 guided + 9 ungu
 
 Steps are read off the sampler's sigma schedule, not counted by calls (second-order samplers call the model
 twice per step). A sigma alone is ambiguous for Heun-type samplers, whose second call of step k uses exactly the
-sigma that starts step k+1; the sampler's per-step callback resolves that, and the schedule bounds it.
+sigma that starts step k+1; StepCounter is told when the sampler is of that kind.
 """
 from __future__ import annotations
 
@@ -43,33 +43,31 @@ def schedule_summary(cut_step: int, total_steps: int) -> str:
 
 
 class StepCounter:
-    """Maps a model call's sigma to its step number 1..N on the sampling schedule `sigmas` (N + 1 values)."""
+    """Maps a model call's sigma to its step number 1..N on the sampling schedule `sigmas` (N + 1 values).
 
-    def __init__(self, sigmas: torch.Tensor, callbacks: bool = True, rtol: float = 1e-4):
-        """callbacks: the sampler reports each finished step through step_done (ComfyUI's k-diffusion samplers do
-        once our wrapper hands them a callback); without it the schedule alone decides."""
+    A call lies in step k when its sigma is in (sigmas[k], sigmas[k-1]] (1-based). Samplers that evaluate the
+    model again at the END of a step (Heun: its correction at sigmas[k]) visit each inner schedule sigma twice:
+    the first visit is the end of step k, the second the start of step k+1.
+    """
+
+    def __init__(self, sigmas: torch.Tensor, evaluates_step_end: bool = False, rtol: float = 1e-4):
         self.sigmas = [float(s) for s in sigmas.flatten()]
         self.total_steps = len(self.sigmas) - 1
-        self.callbacks = callbacks
+        self.evaluates_step_end = evaluates_step_end
         self.rtol = rtol
-        self.completed_steps = 0
-
-    def step_done(self, index: int) -> None:
-        self.completed_steps = max(self.completed_steps, int(index) + 1)
+        self._visits: dict[int, int] = {}
 
     def step_of(self, sigma: float) -> int:
         """Step number (1-based) of a model call at `sigma`."""
         starts = self.sigmas[:-1]
-        # The call lies in step k when sigma is in (sigmas[k+1], sigmas[k]]: `upper` counts the step starts at or
-        # above sigma; `lower` the ones strictly above it. They differ only when sigma equals a step start, which
-        # is either that step's first call or the previous step's last call (Heun); the callback tells which.
-        upper = sum(s >= sigma * (1 - self.rtol) for s in starts) - 1
-        lower = sum(s > sigma * (1 + self.rtol) for s in starts) - 1
-        upper = min(max(upper, 0), self.total_steps - 1)
-        lower = min(max(lower, 0), upper)
-        in_range = lower <= self.completed_steps <= upper
-        index = self.completed_steps if self.callbacks and in_range else upper
-        return index + 1
+        # index: the last step start at or above sigma; on_start: sigma is that start (within rtol)
+        index = min(max(sum(s >= sigma * (1 - self.rtol) for s in starts) - 1, 0), self.total_steps - 1)
+        on_start = index > 0 and abs(starts[index] - sigma) <= self.rtol * max(abs(sigma), 1e-12)
+        if not (self.evaluates_step_end and on_start):
+            return index + 1
+        visits = self._visits.get(index, 0)
+        self._visits[index] = visits + 1
+        return index + (1 if visits else 0)
 
 
 @dataclasses.dataclass

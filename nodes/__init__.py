@@ -1,8 +1,12 @@
 """ComfyUI node classes of the pack, one module per feature. Each module lists its nodes in NODES."""
 from . import vcut_nodes
 from . import loop_nodes
+from . import codec_nodes
+from . import loop_analysis_nodes
 
 ALL_NODES = [
     *vcut_nodes.NODES,
     *loop_nodes.NODES,
+    *codec_nodes.NODES,
+    *loop_analysis_nodes.NODES,
 ]

@@ -189,14 +189,14 @@ def test_x264_side_data_mapping_of_partitions_and_quarter_pel():
     dtype = [("source", "<i4"), ("w", "u1"), ("h", "u1"), ("src_x", "<i2"), ("src_y", "<i2"), ("dst_x", "<i2"),
              ("dst_y", "<i2"), ("flags", "<u8"), ("motion_x", "<i4"), ("motion_y", "<i4"), ("motion_scale", "<u2")]
     mvs = np.array([(-1, 16, 8, 0, 0, 8, 4, 0, 6, -2, 4),     # 16x8 at (0,0): (1.5, -0.5) px -> (2, -1)
-                    (-1, 8, 8, 0, 0, 20, 12, 0, -5, 9, 4),    # 8x8 at (16,8): (-1.25, 2.25) -> (-1, 2)
+                    (-1, 8, 8, 0, 0, 28, 12, 0, -5, 9, 4),    # 8x8 at (24,8): (-1.25, 2.25) -> (-1, 2)
                     (1, 16, 16, 0, 0, 8, 24, 0, 40, 40, 4)],  # future reference: ignored
                    dtype=dtype)
     grid = vectors_from_side_data(mvs, 32, 32, 4)
-    assert (grid[0:2, 0:4] == (2, -1)).all() and (grid[2:4, 4:6] == (-1, 2)).all()
-    assert (grid[4:] == 0).all()
-    g16 = vectors_from_side_data(mvs, 32, 32, 16)  # centre pixel (8, 8) of block 0 lies in no partition
-    assert g16.shape == (2, 2, 2) and (g16[0, 1] == (-1, 2)).all()
+    assert (grid[0:2, 0:4] == (2, -1)).all() and (grid[2:4, 6:8] == (-1, 2)).all()
+    assert (grid[4:] == 0).all() and (grid[2:4, :6] == 0).all()  # uncovered (intra) cells: no motion
+    g16 = vectors_from_side_data(mvs, 32, 32, 16)  # each 16px block takes the partition at its centre pixel
+    assert g16.shape == (2, 2, 2) and (g16[0, 1] == (-1, 2)).all() and (g16[0, 0] == 0).all()
 
 
 def test_preview_colour_wheel():
@@ -236,3 +236,13 @@ def test_bad_inputs_raise_clear_errors():
         decode(clip[0], mv, res, residual_scale=float("nan"))
     with pytest.raises(ValueError, match="vector grid"):
         MotionVectors(mv.vectors, 8, (48, 64), "x", 4)
+
+
+def test_torch_backend_the_gpu_path_round_trips_and_matches_the_cpu_path():
+    """backend="torch" runs the code path that GPUs use (here on the CPU, small frames)."""
+    clip = load_clip("car-detection.mp4", 3, start=200, crop=(220, 300, 40, 56))
+    mv_t, res_t = encode(clip, 8, 4, "exhaustive", backend="torch")
+    mv_c, res_c = encode(clip, 8, 4, "exhaustive")
+    assert torch.equal(mv_t.vectors, mv_c.vectors) and torch.equal(res_t, res_c)
+    assert torch.equal(decode(clip[0], mv_t, res_t, backend="torch"), clip)
+    assert torch.equal(decode(clip[0], mv_t, res_t, 0.5, backend="torch"), decode(clip[0], mv_c, res_c, 0.5))

@@ -9,21 +9,16 @@ SIGMAS = torch.tensor([14.6, 7.0, 3.1, 1.2, 0.4, 0.0])  # 5 steps
 
 def test_first_order_sampler_calls_map_to_their_steps():
     counter = StepCounter(SIGMAS)
-    steps = []
-    for i, sigma in enumerate(SIGMAS[:-1]):
-        steps.append(counter.step_of(float(sigma)))
-        counter.step_done(i)
-    assert steps == [1, 2, 3, 4, 5]
+    assert [counter.step_of(float(s)) for s in SIGMAS[:-1]] == [1, 2, 3, 4, 5]
 
 
 def test_heun_second_call_at_next_sigma_belongs_to_the_current_step():
-    counter = StepCounter(SIGMAS)
+    counter = StepCounter(SIGMAS, evaluates_step_end=True)
     steps = []
     for i in range(5):  # Heun: call at sigmas[i], then at sigmas[i+1] (not on the last step, sigma 0)
         steps.append(counter.step_of(float(SIGMAS[i])))
         if SIGMAS[i + 1] > 0:
             steps.append(counter.step_of(float(SIGMAS[i + 1])))
-        counter.step_done(i)  # the sampler's per-step callback
     assert steps == [1, 1, 2, 2, 3, 3, 4, 4, 5]
 
 
@@ -31,13 +26,7 @@ def test_intermediate_sigmas_of_second_order_samplers():
     counter = StepCounter(SIGMAS)
     midpoint = float((SIGMAS[1] * SIGMAS[2]).sqrt())  # dpm_2 evaluates between two schedule sigmas
     assert counter.step_of(midpoint) == 2
-
-
-def test_without_callbacks_the_schedule_alone_decides():
-    assert [StepCounter(SIGMAS, callbacks=False).step_of(float(s)) for s in SIGMAS[:-1]] == [1, 2, 3, 4, 5]
-    counter = StepCounter(SIGMAS)
-    counter.step_done(0)  # a sampler that stopped reporting: a count the sigma contradicts is ignored
-    assert counter.step_of(float(SIGMAS[3])) == 4
+    assert counter.step_of(float(SIGMAS[2]) * (1 + 1e-6)) == 3  # float noise on a schedule sigma
 
 
 def test_cut_step_validation_and_fractions():

@@ -1,0 +1,137 @@
+"""Motion-vector codec benchmark: speed (frames/s) and motion-only PSNR, side by side in one run.
+
+    .venv/bin/python -m bench.codec_bench [--frames 30] [--repeats 3] [--device cpu|cuda]
+
+For each clip (native size, plus vid_h264 at 960x540, the issue's reference size) and each method:
+- ours: Motion Vector Encode (vectors + lossless residuals) with the fast and the exhaustive search;
+- x264 medium / ultrafast through PyAV: encode (P-frames only) + decode with export_mvs + mapping to our grid;
+- OpenCV DIS optical flow (fast preset) on luma.
+fps = pairs / (best of --repeats wall-clock runs; the machine is shared, the minimum is the least disturbed run).
+motion-only PSNR = mean over frame pairs of PSNR(frame_t, warp(frame_{t-1}, vectors_t)) on RGB, warp = our decoder
+without residual (DIS: its dense flow with bilinear remap). Lossless round trip checked for ours.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import platform
+import sys
+import time
+import types
+
+import av
+import cv2
+import numpy as np
+import torch
+
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if "vcut" not in sys.modules:  # import the pack as a package, as ComfyUI and the tests do
+    _pkg = types.ModuleType("vcut")
+    _pkg.__path__ = [str(PACK_ROOT)]
+    sys.modules["vcut"] = _pkg
+
+from vcut.codec import decode, encode, motion_only_psnr, psnr, torch_ops  # noqa: E402
+from vcut.codec.x264 import x264_motion_vectors  # noqa: E402
+
+VIDEOS = PACK_ROOT.parent / "shared" / "data" / "video"
+
+
+def load(name: str, count: int, start: int, size=None) -> torch.Tensor:
+    frames = []
+    with av.open(str(VIDEOS / name)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i < start:
+                continue
+            img = frame.to_ndarray(format="rgb24")
+            if size:
+                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if size[0] < img.shape[1] else cv2.INTER_CUBIC)
+            frames.append(img)
+            if len(frames) == count:
+                break
+    return torch.from_numpy(np.stack(frames))
+
+
+def timed(fn, repeats: int):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def dis_run(frames: np.ndarray):
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    return [dis.calc(gray[i + 1], gray[i], None) for i in range(len(frames) - 1)]  # flow cur -> prev
+
+
+def dis_psnr(frames: np.ndarray, flows) -> float:
+    h, w = frames.shape[1:3]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    vals = [psnr(torch.from_numpy(frames[i + 1]), torch.from_numpy(
+        cv2.remap(frames[i], gx + f[..., 0], gy + f[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)))
+        for i, f in enumerate(flows)]
+    return float(np.mean(vals))
+
+
+def bench_clip(label: str, frames: torch.Tensor, repeats: int, device: str, torch_pairs: int = 0) -> list[tuple]:
+    pairs = frames.shape[0] - 1
+    rows = []
+    for name, block, method in [("ours fast 16x16 +-16", 16, "fast"), ("ours fast 8x8 +-16", 8, "fast"),
+                                ("ours exhaustive 16x16 +-16", 16, "exhaustive")]:
+        if device != "cpu" and method == "fast":
+            continue
+        t, (mv, res) = timed(lambda: encode(frames, block, 16, method, device), repeats)
+        exact = torch.equal(decode(frames[0], mv, res), frames)
+        label_dev = f"{name} ({device})"
+        rows.append((label, label_dev, pairs / t, motion_only_psnr(frames, mv), "yes" if exact else "NO"))
+    if torch_pairs and device == "cpu":  # the plain torch full search (the GPU path) on this CPU: a few pairs only
+        n = min(torch_pairs, pairs)
+
+        def torch_search():
+            for i in range(n):
+                torch_ops.exhaustive_search(torch_ops.luma(frames[i + 1]), torch_ops.luma(frames[i]), 16, 16)
+        t, _ = timed(torch_search, 1)
+        rows.append((label, f"ours exhaustive 16x16 +-16, torch on cpu (search only, {n} pairs)", n / t,
+                     float("nan"), "-"))
+    for preset in ("medium", "ultrafast"):
+        t, mv = timed(lambda: x264_motion_vectors(frames, 4, preset), repeats)
+        p16 = motion_only_psnr(frames, x264_motion_vectors(frames, 16, preset))
+        rows.append((label, f"x264 {preset} (4x4 grid; 16x16 grid: {p16:.2f} dB)", pairs / t,
+                     motion_only_psnr(frames, mv), "-"))
+    np_frames = frames.numpy()
+    t, flows = timed(lambda: dis_run(np_frames), repeats)
+    rows.append((label, "OpenCV DIS fast (dense flow, bilinear)", pairs / t, dis_psnr(np_frames, flows), "-"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--torch-pairs", type=int, default=2, help="frame pairs for the torch full search on the "
+                        "CPU (960x540 clip only; 0 = skip)")
+    args = parser.parse_args()
+    clips = [("vid_h264 960x540", "vid_h264.mp4", 30, (960, 540)),
+             ("vid_h264 1280x720 (native)", "vid_h264.mp4", 30, None),
+             ("car-detection 768x432 (native)", "car-detection.mp4", 100, None)]
+    if args.device != "cpu":
+        clips.append(("vid_h264 1920x1080 (upscaled)", "vid_h264.mp4", 30, (1920, 1080)))
+    print(f"# codec benchmark {time.strftime('%Y-%m-%d %H:%M')} | {platform.processor() or platform.machine()} | "
+          f"torch threads {torch.get_num_threads()} | cv2 threads {cv2.getNumThreads()} | device {args.device} | "
+          f"{args.frames} frames, best of {args.repeats}")
+    print("| clip | method | fps | motion-only PSNR (dB) | lossless |")
+    print("|---|---|---:|---:|---|")
+    for k, (label, name, start, size) in enumerate(clips):
+        frames = load(name, args.frames, start, size)
+        for row in bench_clip(label, frames, args.repeats, args.device, args.torch_pairs if k == 0 else 0):
+            quality = "-" if np.isnan(row[3]) else f"{row[3]:.2f}"
+            print(f"| {row[0]} | {row[1]} | {row[2]:.1f} | {quality} | {row[4]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

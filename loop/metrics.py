@@ -1,0 +1,232 @@
+"""LoopAnimate's video metrics (Sec. 4): Loop-C, FC, CLIP-I, MSE_F0 and motion, plus a per-frame plot.
+
+Definitions (frames F_0..F_{T-1}, input image I, e(.) an image embedding, cos the cosine similarity):
+  Loop-C  = cos(e(F_0), e(F_{T-1}))                       first vs last frame; higher loops better
+  FC      = mean_t cos(e(F_t), e(F_{t+1}))                frame consistency
+  CLIP-I  = mean_t cos(e(F_t), e(I))                      fidelity to the input image
+  MSE_F0  = mean((F_0 - I)^2) on the 0..255 scale         the paper's Table 2 scale (values ~50); lower is better
+  motion  = 1 - mean_t SSIM(F_t, F_{t+1})                 0 for a still video, larger for more motion
+            (the paper measures motion "with SSIM" without a formula; this is the definition used here)
+e(.) is CLIP's image embedding when a CLIP vision model is given; without one it is a pixel-space embedding
+(`pixel_embedding`: the frame area-downsampled to 32x32 RGB, scaled to [-1, 1]), and the metric names say so.
+Frames and images are ComfyUI IMAGE tensors [B,H,W,C], float in [0, 1]. No comfy import here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PIXEL_EMBED_SIZE = 32
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Normalised 2-D Gaussian window [size, size] (SSIM's standard 11x11, sigma 1.5)."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window_size: int = 11,
+         sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004) per image pair of two [B,H,W,C] batches -> [B].
+
+    Gaussian-weighted local statistics (valid region only, as the reference implementation), K1=0.01, K2=0.03,
+    C1=(K1 L)^2, C2=(K2 L)^2, computed per channel and averaged over channels and pixels. Images smaller than the
+    window use a window of their smaller side.
+    """
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"ssim needs two [B,H,W,C] batches of one shape; got {tuple(x.shape)} and {tuple(y.shape)}")
+    size = min(window_size, x.shape[1], x.shape[2])
+    win = gaussian_window(size, sigma).to(torch.float64)
+    c = x.shape[-1]
+    kernel = win.expand(c, 1, size, size).contiguous()
+    a = x.permute(0, 3, 1, 2).to(torch.float64)
+    b = y.permute(0, 3, 1, 2).to(torch.float64)
+    mu_a = F.conv2d(a, kernel, groups=c)
+    mu_b = F.conv2d(b, kernel, groups=c)
+    s_aa = F.conv2d(a * a, kernel, groups=c) - mu_a ** 2
+    s_bb = F.conv2d(b * b, kernel, groups=c) - mu_b ** 2
+    s_ab = F.conv2d(a * b, kernel, groups=c) - mu_a * mu_b
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    smap = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2))
+    return smap.mean(dim=(1, 2, 3)).float()
+
+
+def pixel_embedding(images: torch.Tensor) -> torch.Tensor:
+    """Pixel-space stand-in for a CLIP embedding: [B,H,W,C] -> [B, 32*32*C], area-downsampled, scaled to [-1, 1]."""
+    x = images.permute(0, 3, 1, 2).float()
+    x = F.adaptive_avg_pool2d(x, (PIXEL_EMBED_SIZE, PIXEL_EMBED_SIZE))
+    return (x * 2.0 - 1.0).flatten(1)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine similarity of [N,D] and [N,D] (or broadcastable) in float64; 1.0 for two zero vectors."""
+    a = a.double()
+    b = b.double()
+    num = (a * b).sum(-1)
+    den = a.norm(dim=-1) * b.norm(dim=-1)
+    both_zero = (a.norm(dim=-1) == 0) & (b.norm(dim=-1) == 0)
+    out = num / den.clamp_min(1e-12)
+    return torch.where(both_zero, torch.ones_like(out), out)
+
+
+def resize_to_frames(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Centre-crop to the frames' aspect ratio, then bilinear resize (as SVD_img2vid_Conditioning's upscale does)."""
+    _, h, w, _ = image.shape
+    x = image.permute(0, 3, 1, 2).float()
+    target = width / height
+    if abs(w / h - target) > 1e-6:
+        if w / h > target:
+            nw = max(1, round(h * target))
+            x0 = (w - nw) // 2
+            x = x[..., :, x0:x0 + nw]
+        else:
+            nh = max(1, round(w / target))
+            y0 = (h - nh) // 2
+            x = x[..., y0:y0 + nh, :]
+    x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return x.permute(0, 2, 3, 1).clamp(0, 1)
+
+
+def _check_image_batch(name: str, t: torch.Tensor, min_frames: int) -> None:
+    if not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[-1] not in (1, 3, 4):
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name} must be an IMAGE batch [B,H,W,3]; got {shape}")
+    if t.shape[0] < min_frames:
+        raise ValueError(f"{name} has {t.shape[0]} frame(s); it needs at least {min_frames}")
+    if t.shape[1] < 1 or t.shape[2] < 1:
+        raise ValueError(f"{name} has an empty spatial size {tuple(t.shape[1:3])}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite values; give finite pixel values in [0, 1]")
+
+
+def loop_metrics(frames: torch.Tensor, image: torch.Tensor,
+                 embed: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+    """All five metrics plus per-frame curves. `embed` maps an IMAGE batch to [B,D] (e.g. CLIP); None = pixels.
+
+    Returns a dict with loop_c, fc, clip_i, mse_f0 (0..255 scale), mse_f0_unit (0..1 scale), motion, mean_ssim,
+    embedding ('clip' or 'pixel'), per-frame lists sim_to_first, sim_to_input, sim_consecutive, ssim_consecutive,
+    and notes (what was adjusted, e.g. the input image resized to the frames' size).
+    """
+    _check_image_batch("frames", frames, 2)
+    _check_image_batch("image", image, 1)
+    frames = frames[..., :3].float().cpu() if frames.shape[-1] >= 3 else frames.float().cpu().expand(-1, -1, -1, 3)
+    image = image[..., :3].float().cpu() if image.shape[-1] >= 3 else image.float().cpu().expand(-1, -1, -1, 3)
+    notes = []
+    if image.shape[0] > 1:
+        notes.append(f"image has {image.shape[0]} images; the first one is the input image")
+        image = image[:1]
+    t, h, w, _ = frames.shape
+    if image.shape[1:3] != frames.shape[1:3]:
+        notes.append(f"input image {image.shape[2]}x{image.shape[1]} resized (centre crop + bilinear) to the "
+                     f"frames' {w}x{h}")
+        image = resize_to_frames(image, h, w)
+    kind = "pixel" if embed is None else "clip"
+    fn = embed if embed is not None else pixel_embedding
+    with torch.no_grad():
+        emb = fn(torch.cat([frames, image], 0)).detach().reshape(t + 1, -1).double().cpu()
+    fe, ie = emb[:t], emb[t:]
+    sim_first = cosine(fe, fe[:1])
+    sim_input = cosine(fe, ie)
+    sim_consec = cosine(fe[:-1], fe[1:])
+    ssim_consec = ssim(frames[:-1], frames[1:])
+    mse_unit = float(((frames[0] - image[0]) ** 2).mean())
+    return {
+        "embedding": kind,
+        "loop_c": float(sim_first[-1]),                 # LoopAnimate Loop-C
+        "fc": float(sim_consec.mean()),                 # Frame Consistency
+        "clip_i": float(sim_input.mean()),              # CLIP-I
+        "mse_f0": mse_unit * 255.0 ** 2,                # MSE_F0, 0..255 scale as the paper's Table 2
+        "mse_f0_unit": mse_unit,
+        "mean_ssim": float(ssim_consec.mean()),
+        "motion": 1.0 - float(ssim_consec.mean()),
+        "frames": t,
+        "sim_to_first": sim_first.tolist(),
+        "sim_to_input": sim_input.tolist(),
+        "sim_consecutive": sim_consec.tolist(),
+        "ssim_consecutive": ssim_consec.tolist(),
+        "notes": notes,
+    }
+
+
+def format_metrics(m: dict) -> str:
+    """Plain-text report of `loop_metrics`' numbers, with the embedding the cosine metrics used."""
+    tag = "CLIP" if m["embedding"] == "clip" else "pixel-space (32x32 RGB; no CLIP_VISION given)"
+    lines = [
+        f"frames: {m['frames']}",
+        f"embedding: {tag}",
+        f"Loop-C ({m['embedding']}): {m['loop_c']:.4f}   (cos first vs last frame; higher = better loop)",
+        f"FC ({m['embedding']}): {m['fc']:.4f}   (mean cos of consecutive frames)",
+        f"CLIP-I ({m['embedding']}): {m['clip_i']:.4f}   (mean cos of frames to the input image)",
+        f"MSE_F0: {m['mse_f0']:.2f}   (first frame vs input image, 0..255 scale; {m['mse_f0_unit']:.6f} on 0..1)",
+        f"motion: {m['motion']:.4f}   (1 - mean SSIM of consecutive frames; mean SSIM {m['mean_ssim']:.4f})",
+    ]
+    lines += [f"note: {n}" for n in m["notes"]]
+    return "\n".join(lines)
+
+
+def render_plot(m: dict, width: int = 768, height: int = 384) -> np.ndarray:
+    """Per-frame curves drawn with OpenCV -> float RGB [height, width, 3] in [0, 1].
+
+    Curves: cos to the first frame (the loop closes where it returns to 1), cos to the input image, SSIM to the
+    previous frame. The y axis spans [min(values, 0.5), 1].
+    """
+    img = np.full((height, width, 3), 255, np.uint8)
+    left, right, top, bottom = 56, 16, 34, 40
+    pw, ph = width - left - right, height - top - bottom
+    series = [
+        ("cos to first frame", m["sim_to_first"], (31, 119, 180), 0),
+        ("cos to input image", m["sim_to_input"], (214, 39, 40), 0),
+        ("SSIM to previous frame", m["ssim_consecutive"], (44, 160, 44), 1),
+    ]
+    vals = [v for _, s, _, _ in series for v in s if math.isfinite(v)]
+    y_lo = min(0.5, min(vals) if vals else 0.5)
+    y_lo = math.floor(y_lo * 10) / 10.0
+    y_hi = 1.0
+    n = max(m["frames"], 2)
+
+    def px(i, v):
+        x = left + pw * i / (n - 1)
+        y = top + ph * (y_hi - v) / max(y_hi - y_lo, 1e-6)
+        return int(round(x)), int(round(min(max(y, top), top + ph)))
+
+    grid = (225, 225, 225)
+    for k in range(6):
+        v = y_lo + (y_hi - y_lo) * k / 5
+        _, y = px(0, v)
+        cv2.line(img, (left, y), (left + pw, y), grid, 1)
+        cv2.putText(img, f"{v:.2f}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    step = max(1, (n - 1) // 12)
+    for i in range(0, n, step):
+        x, _ = px(i, y_lo)
+        cv2.line(img, (x, top + ph), (x, top + ph + 4), (60, 60, 60), 1)
+        cv2.putText(img, str(i), (x - 6, top + ph + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.rectangle(img, (left, top), (left + pw, top + ph), (60, 60, 60), 1)
+    cv2.putText(img, "frame", (left + pw // 2 - 20, height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1,
+                cv2.LINE_AA)
+    for name, s, color, offset in series:
+        pts = [px(i + offset, v) for i, v in enumerate(s) if math.isfinite(v)]
+        if len(pts) >= 2:
+            cv2.polylines(img, [np.array(pts, np.int32)], False, color, 2, cv2.LINE_AA)
+        for p in pts:
+            cv2.circle(img, p, 3, color, -1, cv2.LINE_AA)
+    x = left
+    for name, _, color, _ in series:
+        cv2.line(img, (x, 16), (x + 18, 16), color, 3)
+        cv2.putText(img, name, (x + 22, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (30, 30, 30), 1, cv2.LINE_AA)
+        x += 30 + 7 * len(name)
+    title = f"Loop-C {m['loop_c']:.3f}  FC {m['fc']:.3f}  motion {m['motion']:.3f} ({m['embedding']})"
+    cv2.putText(img, title, (width - 8 - 7 * len(title), height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (30, 30, 30), 1,
+                cv2.LINE_AA)
+    return img.astype(np.float32) / 255.0
+
+
+__all__ = ["ssim", "gaussian_window", "pixel_embedding", "cosine", "resize_to_frames", "loop_metrics",
+           "format_metrics", "render_plot"]

@@ -1,0 +1,159 @@
+"""Video Loop Metrics core (loop/metrics.py): SSIM against a reference formula, metrics on constructed videos."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED_DATA
+from vcut.loop.metrics import (
+    cosine, format_metrics, gaussian_window, loop_metrics, pixel_embedding, render_plot, resize_to_frames, ssim,
+)
+
+
+def _reference_ssim(a, b, size=11, sigma=1.5, L=1.0):
+    """Wang et al. 2004 written out window by window in numpy (valid windows, per channel, averaged)."""
+    x = np.arange(size) - (size - 1) / 2
+    g = np.exp(-x ** 2 / (2 * sigma ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = (0.01 * L) ** 2, (0.03 * L) ** 2
+    vals = []
+    for ch in range(a.shape[-1]):
+        for i in range(a.shape[0] - size + 1):
+            for j in range(a.shape[1] - size + 1):
+                pa, pb = a[i:i + size, j:j + size, ch], b[i:i + size, j:j + size, ch]
+                ma, mb = (w * pa).sum(), (w * pb).sum()
+                va, vb = (w * (pa - ma) ** 2).sum(), (w * (pb - mb) ** 2).sum()
+                cov = (w * (pa - ma) * (pb - mb)).sum()
+                vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+    return float(np.mean(vals))
+
+
+def test_ssim_of_identical_images_is_one():
+    x = torch.rand(3, 24, 30, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(ssim(x, x), torch.ones(3), atol=1e-6)
+
+
+def test_ssim_matches_the_reference_formula_on_small_arrays():
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(2, 16, 19, 3, generator=g)
+    b = (a + 0.2 * torch.rand(2, 16, 19, 3, generator=g)).clamp(0, 1)
+    ours = ssim(a, b)
+    for k in range(2):
+        assert abs(float(ours[k]) - _reference_ssim(a[k].double().numpy(), b[k].double().numpy())) < 1e-6
+    assert gaussian_window().sum().item() == pytest.approx(1.0)
+
+
+def test_a_known_shift_gives_a_known_ssim_drop():
+    # A horizontal ramp a(x) = s*x shifted right by d pixels is the ramp minus s*d. Local variances and covariance
+    # are unchanged, so SSIM's contrast-structure term is exactly 1 and only the luminance term drops:
+    # SSIM(x0) = (2 mu_a mu_b + C1) / (mu_a^2 + mu_b^2 + C1), mu_a = s*x0, mu_b = s*(x0 - d).
+    h, w, s, d = 20, 40, 0.02, 10
+    xs = torch.arange(w, dtype=torch.float64)
+    a = (s * xs + 0.1).expand(h, w)
+    b = (s * (xs - d) + 0.1).expand(h, w)
+    img = lambda t: t[None, :, :, None].expand(1, h, w, 3).float()  # noqa: E731
+    got = float(ssim(img(a), img(b))[0])
+    c1 = 0.01 ** 2
+    centres = s * torch.arange(5, w - 5, dtype=torch.float64) + 0.1  # window centres of the valid region
+    mu_a, mu_b = centres, centres - s * d
+    expected = float(((2 * mu_a * mu_b + c1) / (mu_a ** 2 + mu_b ** 2 + c1)).mean())
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert got < 0.9  # a visible drop, not a rounding effect
+
+
+def _frames_from_photo(offsets, size=(64, 96)):
+    img = cv2.imread(str(SHARED_DATA / "photos" / "astronaut.png"))
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    img = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
+    h, w = size
+    out = [img[60 + dy:60 + dy + h, 80 + dx:80 + dx + w] for dx, dy in offsets]
+    return torch.from_numpy(np.stack(out)), torch.from_numpy(img[60:60 + h, 80:80 + w])[None]
+
+
+def test_identical_frames_give_perfect_scores():
+    frames, image = _frames_from_photo([(0, 0)] * 5)
+    m = loop_metrics(frames, image)
+    assert m["loop_c"] == pytest.approx(1.0, abs=1e-9) and m["fc"] == pytest.approx(1.0, abs=1e-9)
+    assert m["clip_i"] == pytest.approx(1.0, abs=1e-9)
+    assert m["mse_f0"] == 0.0 and m["motion"] == pytest.approx(0.0, abs=1e-6)
+    assert m["embedding"] == "pixel" and m["notes"] == []
+
+
+def test_a_loop_ranks_above_a_drift_and_motion_ranks_moving_above_still():
+    loop_path = [(0, 0), (4, 2), (8, 4), (12, 6), (8, 4), (4, 2), (0, 0)]  # out and back: last frame == first
+    drift_path = [(0, 0), (4, 2), (8, 4), (12, 6), (16, 8), (20, 10), (24, 12)]
+    still_path = [(0, 0)] + [(1, 0), (0, 0)] * 3
+    loop = loop_metrics(*_frames_from_photo(loop_path))
+    drift = loop_metrics(*_frames_from_photo(drift_path))
+    still = loop_metrics(*_frames_from_photo(still_path))
+    assert loop["loop_c"] == pytest.approx(1.0, abs=1e-9) and drift["loop_c"] < 0.95
+    assert loop["clip_i"] > drift["clip_i"]
+    assert still["motion"] < loop["motion"] and still["fc"] > loop["fc"]
+    assert 0.0 < loop["motion"] < 1.0
+
+
+def test_a_given_embedding_is_used_and_labelled():
+    frames, image = _frames_from_photo([(0, 0), (3, 0), (0, 0)])
+    proj = torch.randn(64 * 96 * 3, 16, generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def embed(batch):
+        calls.append(batch.shape)
+        return batch.reshape(batch.shape[0], -1) @ proj
+
+    m = loop_metrics(frames, image, embed)
+    assert m["embedding"] == "clip" and calls == [(4, 64, 96, 3)]
+    e = embed(frames)
+    assert m["loop_c"] == pytest.approx(float(cosine(e[:1], e[2:])[0]), abs=1e-6)
+    assert "Loop-C (clip)" in format_metrics(m)
+
+
+def test_input_image_of_another_size_is_resized_and_reported():
+    frames, image = _frames_from_photo([(0, 0), (2, 0)])
+    big = torch.nn.functional.interpolate(image.permute(0, 3, 1, 2), size=(128, 192), mode="bilinear",
+                                          align_corners=False).permute(0, 2, 3, 1)
+    before = big.clone()
+    m = loop_metrics(frames, big)
+    assert any("resized" in n for n in m["notes"]) and "resized" in format_metrics(m)
+    resized = resize_to_frames(big, 64, 96)
+    assert m["mse_f0"] == pytest.approx(float(((frames[0] - resized[0]) ** 2).mean()) * 255 ** 2, rel=1e-6)
+    other = loop_metrics(frames, torch.flip(big, dims=[1, 2]))  # the same size, a different picture
+    assert m["mse_f0"] < 0.2 * other["mse_f0"]
+    assert torch.equal(big, before)
+    wide = resize_to_frames(torch.rand(1, 50, 200, 3), 64, 96)
+    assert wide.shape == (1, 64, 96, 3)
+
+
+def test_pixel_embedding_and_cosine():
+    e = pixel_embedding(torch.rand(2, 40, 50, 3))
+    assert e.shape == (2, 32 * 32 * 3) and e.min() >= -1 and e.max() <= 1
+    assert float(cosine(torch.zeros(1, 3), torch.zeros(1, 3))[0]) == 1.0
+    assert float(cosine(torch.tensor([[1.0, 0]]), torch.tensor([[-1.0, 0]]))[0]) == -1.0
+
+
+def test_bad_input_is_refused_with_a_clear_message():
+    frames, image = _frames_from_photo([(0, 0), (1, 0)])
+    with pytest.raises(ValueError, match="frames has 1 frame"):
+        loop_metrics(frames[:1], image)
+    with pytest.raises(ValueError, match="frames has 0 frame"):
+        loop_metrics(frames[:0], image)
+    bad = frames.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="frames contains NaN"):
+        loop_metrics(bad, image)
+    with pytest.raises(ValueError, match="image must be an IMAGE"):
+        loop_metrics(frames, image[0])
+    m = loop_metrics(frames, torch.cat([image, image]))
+    assert any("first one" in n for n in m["notes"])
+
+
+def test_plot_is_an_image_with_the_curves():
+    m = loop_metrics(*_frames_from_photo([(0, 0), (4, 2), (8, 4), (4, 2), (0, 0)]))
+    plot = render_plot(m)
+    assert plot.shape == (384, 768, 3) and plot.dtype == np.float32
+    assert 0 <= plot.min() and plot.max() <= 1
+    blue = (np.abs(plot[..., 0] - 31 / 255) < 0.02) & (np.abs(plot[..., 2] - 180 / 255) < 0.02)
+    assert blue.sum() > 100  # the cos-to-first-frame curve was drawn
+    assert math.isfinite(m["motion"])
