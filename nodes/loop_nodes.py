@@ -6,7 +6,8 @@ un-anchored input; the patch is two wrappers on a cloned ModelPatcher:
 - OUTER_SAMPLE: per sampling run, takes the sampler's noise and sigma schedule, and at the end sets the anchored
   frames of the finished latent to the anchor (the replacement at sigma = 0, which makes them equal bit for bit);
 - APPLY_MODEL: per model call, sees every CFG branch's rows (transformer_options["cond_or_uncond"]); it replaces
-  the anchored frames of the input by anchor + sigma * noise and those of the denoised output by the clean anchor.
+  the anchored frames of the input by anchor + sigma * noise (the sampler's own initial noise, as ComfyUI's
+  inpainting uses it) and those of the denoised output by the clean anchor.
 Both always call through to the executor they were given, so they compose with VCUT Patch Model (attn2 object
 patches) and Cut Step Scheduler (CALC_COND_BATCH wrapper that runs [cond, None] after the cut step).
 """
@@ -55,8 +56,8 @@ class FrameAnchorPatch:
     def outer_sample(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
         expected = tuple(self.anchor.shape)
         if tuple(noise.shape) != expected:
-            raise ValueError(f"{self.name}: the sampler's latent is {tuple(noise.shape)} but the anchors were built for "
-                             f"{expected} (frames, channels, h, w); sample the LATENT that this node outputs")
+            raise ValueError(f"{self.name}: the sampler's latent is {tuple(noise.shape)} but the anchors were built "
+                             f"for {expected} (frames, channels, h, w); sample the LATENT that this node outputs")
         guider = executor.class_obj
         latent_format = guider.model_patcher.model.latent_format
         anchor = latent_format.process_in(self.anchor.to(device=noise.device, dtype=torch.float32))
@@ -114,8 +115,8 @@ def _zero_branches(tensor, conditional: list[bool]):
 def _video_latent(latent, name: str = "latent") -> torch.Tensor:
     samples = latent.get("samples") if isinstance(latent, dict) else None
     if samples is None or samples.ndim != 4:
-        raise ValueError(f"{name}: expected an SVD video latent [frames, 4, h, w] (e.g. from SVD_img2vid_Conditioning), "
-                         f"got {None if samples is None else tuple(samples.shape)}")
+        raise ValueError(f"{name}: expected an SVD video latent [frames, 4, h, w] (e.g. from "
+                         f"SVD_img2vid_Conditioning), got {None if samples is None else tuple(samples.shape)}")
     if samples.shape[0] < 2:
         raise ValueError(f"{name}: {samples.shape[0]} frame(s); a video to anchor needs at least 2 frames")
     if torch.isnan(samples).any():
@@ -173,10 +174,12 @@ class STIVFrameReplace(io.ComfyNode):
                                 "repeated frames are an error."),
                 io.Float.Input("anchor_steps", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of the "
                                "sampling steps that are anchored, from the first. 1.0: all steps, and the anchored "
-                               "frames of the result equal the anchor exactly; less lets them drift at the end."),
+                               "frames of the result equal the anchor exactly; less lets them drift at the end; 0 only "
+                               "writes the anchors into the output latent."),
                 io.Boolean.Input("jit_cfg", default=True, tooltip="STIV's joint image-text CFG: only the "
                                  "conditional branch sees the anchors; the unconditional branch sees neither anchors "
-                                 "nor the image (concat latent and CLIP embedding zeroed)."),
+                                 "(it gets the sampler's own latent on anchored frames) nor the image (concat latent "
+                                 "and CLIP embedding zeroed). Off: both branches are anchored."),
                 io.Conditioning.Input("positive", optional=True, tooltip="SVD positive conditioning; its image "
                                       "latent (concat_latent_image) is the anchor when no anchor_latent or "
                                       "anchor_image is given."),
@@ -294,7 +297,8 @@ class LoopConditioning(io.ComfyNode):
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The model with the loop anchoring."),
                 io.Conditioning.Output(display_name="positive", tooltip="Positive with the loop concat layout."),
-                io.Conditioning.Output(display_name="negative", tooltip="Negative with the same layout (zeros stay zeros)."),
+                io.Conditioning.Output(display_name="negative",
+                                       tooltip="Negative with the same layout (zeros stay zeros)."),
                 io.Latent.Output(display_name="latent", tooltip="Init latent with 2f-1 frames; sample this."),
             ],
         )
