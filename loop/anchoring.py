@@ -33,7 +33,8 @@ def parse_frame_list(text: str, num_frames: int, name: str = "frames") -> list[i
         try:
             index = int(part)
         except ValueError:
-            raise ValueError(f"{name}: '{part}' is not a whole number; use comma-separated indices such as '0,-1'") from None
+            raise ValueError(f"{name}: '{part}' is not a whole number; use comma-separated indices "
+                             f"such as '0,-1'") from None
         if not -num_frames <= index < num_frames:
             raise ValueError(f"{name}: frame {index} is out of range for {num_frames} frames "
                              f"(valid: 0..{num_frames - 1} or -{num_frames}..-1)")
@@ -100,7 +101,8 @@ def frame_keep_mask(num_frames: int, frames: list[int], height: int, width: int,
 
 
 def place_anchors(num_frames: int, frames: list[int], anchors: torch.Tensor) -> torch.Tensor:
-    """Per-frame anchor tensor [num_frames, C, h, w]: anchors[j] at frames[j] (one anchor serves all), zeros elsewhere."""
+    """Per-frame anchor tensor [num_frames, C, h, w]: anchors[j] at frames[j] (one anchor serves all), zeros
+    elsewhere."""
     if anchors.ndim != 4:
         raise ValueError(f"anchor: expected a latent [frames, C, h, w], got shape {tuple(anchors.shape)}")
     if anchors.shape[0] not in (1, len(frames)):

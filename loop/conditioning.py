@@ -22,7 +22,8 @@ def loop_frame_count(requested: int) -> int:
 
 def _image_latent(image_latent: torch.Tensor) -> torch.Tensor:
     if image_latent.ndim != 4 or image_latent.shape[0] != 1:
-        raise ValueError(f"image latent: expected one encoded image [1, C, h, w], got shape {tuple(image_latent.shape)}")
+        raise ValueError(f"image latent: expected one encoded image [1, C, h, w], "
+                         f"got shape {tuple(image_latent.shape)}")
     return image_latent
 
 

@@ -38,7 +38,9 @@ def test_mask_to_latent_block_aligned_stays_binary_and_validates():
     assert lat.shape == (1, 1, 6, 8)
     assert set(lat.unique().tolist()) == {0.0, 1.0}
     assert lat.sum() == (16 // 8) * (24 // 8)
-    for bad in (torch.full((4, 4), float("nan")), torch.full((4, 4), 2.0), torch.zeros(1, 2, 4, 4), torch.zeros(0, 4, 4)):
+    bad_masks = (torch.full((4, 4), float("nan")), torch.full((4, 4), 2.0), torch.zeros(1, 2, 4, 4),
+                 torch.zeros(0, 4, 4))
+    for bad in bad_masks:
         with pytest.raises(ValueError, match="mask"):
             A.mask_to_latent(bad, 6, 8)
 
