@@ -3,10 +3,12 @@
     .venv/bin/python -m bench.codec_bench [--frames 30] [--repeats 3] [--device cpu|cuda]
 
 For each clip (native size, plus vid_h264 at 960x540, the issue's reference size) and each method:
-- ours: Motion Vector Encode (vectors + lossless residuals) with the fast and the exhaustive search;
+- ours: Motion Vector Encode (vectors + lossless residuals) with the fast and the exhaustive search, two frame
+  pairs at a time (threads=2, the default) or one;
 - x264 medium / ultrafast through PyAV: encode (P-frames only) + decode with export_mvs + mapping to our grid;
 - OpenCV DIS optical flow (fast preset) on luma.
-fps = pairs / (best of --repeats wall-clock runs; the machine is shared, the minimum is the least disturbed run).
+fps = pairs / best of --repeats wall-clock runs, the methods interleaved run by run (the machine is shared: all
+methods see the same load, and the minimum is the least disturbed run).
 motion-only PSNR = mean over frame pairs of PSNR(frame_t, warp(frame_{t-1}, vectors_t)) on RGB, warp = our decoder
 without residual (DIS: its dense flow with bilinear remap). Lossless round trip checked for ours.
 """
@@ -51,15 +53,18 @@ def load(name: str, count: int, start: int, size=None) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames))
 
 
-def timed(fn, repeats: int):
-    best, out = float("inf"), None
+def round_robin(jobs: dict, repeats: int) -> tuple[dict, dict]:
+    """Run every job `repeats` times, interleaved (job A, B, C, A, B, C, ...), so that all methods see the same
+    background load; returns the best wall-clock time and the last output of each."""
+    best, outs = {k: float("inf") for k in jobs}, {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for key, fn in jobs.items():
+            t0 = time.perf_counter()
+            outs[key] = fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            best[key] = min(best[key], time.perf_counter() - t0)
+    return best, outs
 
 
 def dis_run(frames: np.ndarray):
@@ -79,32 +84,38 @@ def dis_psnr(frames: np.ndarray, flows) -> float:
 
 def bench_clip(label: str, frames: torch.Tensor, repeats: int, device: str, torch_pairs: int = 0) -> list[tuple]:
     pairs = frames.shape[0] - 1
+    np_frames = frames.numpy()
+    ours = {f"ours fast 16x16 +-16, 2 threads ({device})": (16, "fast", 2),
+            f"ours fast 16x16 +-16, 1 thread ({device})": (16, "fast", 1),
+            f"ours fast 8x8 +-16, 2 threads ({device})": (8, "fast", 2),
+            f"ours exhaustive 16x16 +-16, 2 threads ({device})": (16, "exhaustive", 2)}
+    if device != "cpu":  # the GPU path is the exhaustive torch search
+        ours = {f"ours exhaustive 16x16 +-16 ({device})": (16, "exhaustive", 1)}
+    jobs = {name: (lambda b=b, m=m, th=th: encode(frames, b, 16, m, device, threads=th))
+            for name, (b, m, th) in ours.items()}
+    for preset in ("medium", "ultrafast"):
+        jobs[f"x264 {preset}"] = lambda preset=preset: x264_motion_vectors(frames, 4, preset)
+    jobs["OpenCV DIS fast (dense flow, bilinear)"] = lambda: dis_run(np_frames)
+    best, outs = round_robin(jobs, repeats)
     rows = []
-    for name, block, method in [("ours fast 16x16 +-16", 16, "fast"), ("ours fast 8x8 +-16", 8, "fast"),
-                                ("ours exhaustive 16x16 +-16", 16, "exhaustive")]:
-        if device != "cpu" and method == "fast":
-            continue
-        t, (mv, res) = timed(lambda: encode(frames, block, 16, method, device), repeats)
+    for name in ours:
+        mv, res = outs[name]
         exact = torch.equal(decode(frames[0], mv, res), frames)
-        label_dev = f"{name} ({device})"
-        rows.append((label, label_dev, pairs / t, motion_only_psnr(frames, mv), "yes" if exact else "NO"))
+        rows.append((label, name, pairs / best[name], motion_only_psnr(frames, mv), "yes" if exact else "NO"))
     if torch_pairs and device == "cpu":  # the plain torch full search (the GPU path) on this CPU: a few pairs only
         n = min(torch_pairs, pairs)
-
-        def torch_search():
-            for i in range(n):
-                torch_ops.exhaustive_search(torch_ops.luma(frames[i + 1]), torch_ops.luma(frames[i]), 16, 16)
-        t, _ = timed(torch_search, 1)
-        rows.append((label, f"ours exhaustive 16x16 +-16, torch on cpu (search only, {n} pairs)", n / t,
-                     float("nan"), "-"))
+        t0 = time.perf_counter()
+        for i in range(n):
+            torch_ops.exhaustive_search(torch_ops.luma(frames[i + 1]), torch_ops.luma(frames[i]), 16, 16)
+        rows.append((label, f"ours exhaustive 16x16 +-16, torch on cpu (search only, {n} pairs, 1 run)",
+                     n / (time.perf_counter() - t0), float("nan"), "-"))
     for preset in ("medium", "ultrafast"):
-        t, mv = timed(lambda: x264_motion_vectors(frames, 4, preset), repeats)
+        name = f"x264 {preset}"
         p16 = motion_only_psnr(frames, x264_motion_vectors(frames, 16, preset))
-        rows.append((label, f"x264 {preset} (4x4 grid; 16x16 grid: {p16:.2f} dB)", pairs / t,
-                     motion_only_psnr(frames, mv), "-"))
-    np_frames = frames.numpy()
-    t, flows = timed(lambda: dis_run(np_frames), repeats)
-    rows.append((label, "OpenCV DIS fast (dense flow, bilinear)", pairs / t, dis_psnr(np_frames, flows), "-"))
+        rows.append((label, f"{name} (4x4 grid; 16x16 grid: {p16:.2f} dB)", pairs / best[name],
+                     motion_only_psnr(frames, outs[name]), "-"))
+    name = "OpenCV DIS fast (dense flow, bilinear)"
+    rows.append((label, name, pairs / best[name], dis_psnr(np_frames, outs[name]), "-"))
     return rows
 
 

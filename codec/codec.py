@@ -1,14 +1,15 @@
 """Encode a video into first frame + per-block motion vectors + residuals, and decode it back bit-exactly.
 
 Decouple-content-motion, Sec. "Efficient Decoupled Video Diffusion Model" (ED-VDM): m_i = argmin SAD over a search
-window, r = frame - motion-compensated prediction; decode = warp(previous reconstruction, m) + r. Frames are handled pair by pair
-(memory bounded by one pair plus the outputs). All arithmetic is integer (uint8 frames, int16 residuals in
+window, r = frame - motion-compensated prediction; decode = warp(previous reconstruction, m) + r. Frames are handled
+pair by pair (memory bounded by one pair plus the outputs). All arithmetic is integer (uint8 frames, int16 residuals in
 [-255, 255]), so decode(encode(v)) == v exactly. On a CUDA device (or backend="torch") everything runs in torch and
 the search is the exhaustive one; on the CPU it runs on OpenCV/numpy ("fast": hierarchical + predictors,
 "exhaustive": full search), which is ~100x faster there than the same ops in torch.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
 
 import cv2
@@ -75,16 +76,29 @@ def _use_torch(device: torch.device, backend: str) -> bool:
     return backend == "torch" or device.type != "cpu"
 
 
+PREDICTOR_LAG = 2  # temporal predictor: the vectors of two pairs back, so pairs can be searched two at a time
+
+
+def _encode_pair_np(cur: np.ndarray, ref: np.ndarray, block_size: int, search_range: int, method: str,
+                    predictors: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vectors, residual int16, reconstruction uint8) of frame `cur` against reconstruction `ref` (numpy)."""
+    vec = _search_np(cur, ref, block_size, search_range, method, predictors)
+    pred = blockmatch.warp(ref, vec, block_size)
+    residual = _to_hwc(cv2.subtract(cur, pred, dtype=cv2.CV_16S), cur.shape)
+    recon = _to_hwc(cv2.add(pred, residual, dtype=cv2.CV_8U), cur.shape)
+    return vec, residual, recon
+
+
 def encode_pairs(frames: Iterable[torch.Tensor], block_size: int = 16, search_range: int = 16,
                  method: str = "fast", backend: str = "auto") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (vectors int16 [Hb, Wb, 2], residual int16 [H, W, C]) for each frame after the first.
 
-    Works frame pair by frame pair: only the previous reconstruction is kept. The reconstruction is
-    prediction + residual, which (lossless residuals) equals the frame itself; it is formed explicitly so the
-    encoder and decoder share one reference. CPU tensors go through OpenCV/numpy (integer ops there are ~10x
-    faster than torch's on this CPU), other devices through torch.
+    Works frame pair by frame pair: only the previous reconstruction (and two vector fields) are kept. The
+    reconstruction is prediction + residual, which (lossless residuals) equals the frame itself; it is formed
+    explicitly so the encoder and decoder share one reference. CPU tensors go through OpenCV/numpy (integer ops
+    there are ~10x faster than torch's on this CPU), other devices through torch.
     """
-    recon, prev_vec = None, None
+    recon, history = None, []
     for frame in frames:
         if recon is None:
             recon = frame.contiguous()
@@ -93,12 +107,11 @@ def encode_pairs(frames: Iterable[torch.Tensor], block_size: int = 16, search_ra
             raise ValueError(f"mixed frame sizes: got a {tuple(frame.shape)} frame after {tuple(recon.shape)} "
                              f"frames; all frames of a video must have one size")
         if not _use_torch(frame.device, backend):
-            cur, ref = frame.contiguous().numpy(), recon.numpy()
-            vec = _search_np(cur, ref, block_size, search_range, method, prev_vec)
-            pred = blockmatch.warp(ref, vec, block_size)
-            residual = _to_hwc(cv2.subtract(cur, pred, dtype=cv2.CV_16S), cur.shape)
-            recon = torch.from_numpy(_to_hwc(cv2.add(pred, residual, dtype=cv2.CV_8U), cur.shape))
-            vec_t, res_t, prev_vec = torch.from_numpy(vec), torch.from_numpy(residual), vec
+            predictors = history[-PREDICTOR_LAG] if len(history) >= PREDICTOR_LAG else None
+            vec, residual, rec = _encode_pair_np(frame.contiguous().numpy(), recon.numpy(), block_size,
+                                                 search_range, method, predictors)
+            history = (history + [vec])[-PREDICTOR_LAG:]
+            recon, vec_t, res_t = torch.from_numpy(rec), torch.from_numpy(vec), torch.from_numpy(residual)
         else:
             vec_t = torch_ops.exhaustive_search(torch_ops.luma(frame), torch_ops.luma(recon), block_size,
                                                 search_range)
@@ -115,24 +128,47 @@ def _to_hwc(img: np.ndarray, shape: tuple) -> np.ndarray:
 
 def encode(frames: torch.Tensor, block_size: int = 16, search_range: int = 16, method: str = "fast",
            device: str | torch.device = "cpu", progress: Callable[[int, int], None] | None = None,
-           backend: str = "auto") -> tuple[MotionVectors, torch.Tensor]:
-    """Encode uint8 frames [T, H, W, C] -> (MotionVectors, residuals int16 [T-1, H, W, C] on the CPU)."""
+           backend: str = "auto", threads: int = 2) -> tuple[MotionVectors, torch.Tensor]:
+    """Encode uint8 frames [T, H, W, C] -> (MotionVectors, residuals int16 [T-1, H, W, C] on the CPU).
+
+    On the CPU path with threads=2, two frame pairs are searched at once (OpenCV releases the GIL). Because the
+    residuals are lossless, the reconstruction of frame t-1 IS frame t-1, so pair t does not have to wait for pair
+    t-1; with the temporal predictor taken from two pairs back the result is identical to ``encode_pairs``.
+    """
     validate_frames(frames)
     t, h, w, _ = frames.shape
     check_params(h, w, block_size, search_range, method)
+    if threads not in (1, 2):
+        raise ValueError(f"threads must be 1 or 2, got {threads}")
     device = torch.device(device)
-    vectors = []
+    vectors = [None] * (t - 1)
     residuals = np.empty((t - 1, *frames.shape[1:]), np.int16)  # numpy: copies here are ~10x cheaper than torch's
     source = "search:exhaustive" if _use_torch(device, backend) else f"search:{method}"
-    stream = (frames[i].to(device) for i in range(t))
-    for i, (vec, res) in enumerate(encode_pairs(stream, block_size, search_range, method, backend)):
-        vectors.append(vec)
-        residuals[i] = res.cpu().numpy()
-        if progress:
-            progress(i + 1, t - 1)
-    residuals = torch.from_numpy(residuals)
+    if _use_torch(device, backend) or threads == 1:
+        stream = (frames[i].to(device) for i in range(t))
+        for i, (vec, res) in enumerate(encode_pairs(stream, block_size, search_range, method, backend)):
+            vectors[i] = vec
+            residuals[i] = res.cpu().numpy()
+            if progress:
+                progress(i + 1, t - 1)
+    else:
+        video = frames.contiguous().numpy()
+
+        def job(k: int):
+            predictors = vectors[k - PREDICTOR_LAG].numpy() if k >= PREDICTOR_LAG else None
+            vec, res, _ = _encode_pair_np(video[k + 1], video[k], block_size, search_range, method, predictors)
+            residuals[k] = res
+            return torch.from_numpy(vec).to(torch.int16)
+
+        with ThreadPoolExecutor(max_workers=PREDICTOR_LAG) as pool:
+            for start in range(0, t - 1, PREDICTOR_LAG):
+                ks = range(start, min(start + PREDICTOR_LAG, t - 1))
+                for k, vec in zip(ks, pool.map(job, ks)):
+                    vectors[k] = vec
+                if progress:
+                    progress(ks[-1] + 1, t - 1)
     mv = MotionVectors(torch.stack(vectors), block_size, (h, w), source, search_range)
-    return mv, residuals
+    return mv, torch.from_numpy(residuals)
 
 
 def residuals_for(frames: torch.Tensor, motion: MotionVectors) -> torch.Tensor:

@@ -9,14 +9,14 @@ from .types import MotionVectors
 
 
 def flow_colours(vectors: np.ndarray, max_len: float) -> np.ndarray:
-    """uint8 RGB [Hb, Wb, 3] of (dx, dy) vectors [Hb, Wb, 2]: hue from the angle, value from length / max_len.
-    Zero motion is black."""
+    """uint8 RGB [Hb, Wb, 3] of (dx, dy) vectors [Hb, Wb, 2]: hue from the angle, brightness sqrt(length / max_len)
+    (the square root keeps small motions visible next to the largest one). Zero motion is black."""
     v = vectors.astype(np.float32)
     mag, ang = cv2.cartToPolar(v[..., 0], v[..., 1], angleInDegrees=True)
     hsv = np.empty((*v.shape[:2], 3), np.uint8)
     hsv[..., 0] = (ang / 2).astype(np.uint8)  # OpenCV hue is 0..179
     hsv[..., 1] = 255
-    hsv[..., 2] = np.clip(mag / max(max_len, 1e-6) * 255, 0, 255).astype(np.uint8)
+    hsv[..., 2] = np.clip(np.sqrt(mag / max(max_len, 1e-6)) * 255, 0, 255).astype(np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 

@@ -246,3 +246,32 @@ def test_torch_backend_the_gpu_path_round_trips_and_matches_the_cpu_path():
     assert torch.equal(mv_t.vectors, mv_c.vectors) and torch.equal(res_t, res_c)
     assert torch.equal(decode(clip[0], mv_t, res_t, backend="torch"), clip)
     assert torch.equal(decode(clip[0], mv_t, res_t, 0.5, backend="torch"), decode(clip[0], mv_c, res_c, 0.5))
+
+
+def test_two_threads_give_the_same_result_as_the_sequential_pair_stream():
+    clip = load_clip("vid_h264.mp4", 6, start=80, crop=(200, 400, 96, 160))
+    mv, res = encode(clip, 16, 8, "fast", threads=2)
+    pairs = list(encode_pairs(iter(clip), 16, 8, "fast"))
+    assert torch.equal(mv.vectors, torch.stack([v for v, _ in pairs]))
+    assert torch.equal(res, torch.stack([r for _, r in pairs]))
+    assert torch.equal(encode(clip, 16, 8, "fast", threads=1)[0].vectors, mv.vectors)
+
+
+@pytest.mark.parametrize("method", ["fast", "exhaustive", "torch"])
+def test_ties_go_to_the_shortest_vector(method):
+    """Flat and periodic static content: many shifts have SAD 0, the zero vector must win (no spurious motion)."""
+    frame = np.full((48, 64), 90, np.uint8)
+    frame[:, ::4] = 200  # vertical stripes with period 4: shifts (4k, dy) all match exactly
+    if method == "torch":
+        vec = torch_ops.exhaustive_search(torch.from_numpy(frame), torch.from_numpy(frame), 16, 8).numpy()
+    else:
+        search = blockmatch.fast_search if method == "fast" else blockmatch.exhaustive_search
+        vec = search(frame, frame, 16, 8)
+    assert (vec == 0).all()
+    # stripes moved by 1 px: candidates (-1 + 4k, dy) tie; the shortest, (-1, 0), wins
+    moved = np.roll(frame, 1, axis=1)  # moved[y, x] = frame[y, x - 1]
+    if method == "torch":
+        vec = torch_ops.exhaustive_search(torch.from_numpy(moved), torch.from_numpy(frame), 16, 8).numpy()
+    else:
+        vec = search(moved, frame, 16, 8)
+    assert (vec[:, 1:] == (-1, 0)).all()  # the first block column sees the clamped left border
