@@ -1,7 +1,10 @@
-"""vcut: ComfyUI entry point. Registers the pack's nodes (V3 node API); nothing else."""
+"""vcut: ComfyUI entry point. Registers the pack's nodes (V3 node API) and its web extension (WEB_DIRECTORY)."""
 from comfy_api.latest import ComfyExtension, io
 
 from .nodes import ALL_NODES
+
+# ComfyUI serves the JavaScript in web/ to the frontend (nodes.load_custom_node reads this for V3 packs too)
+WEB_DIRECTORY = "./web"
 
 
 class VcutExtension(ComfyExtension):
@@ -13,4 +16,4 @@ async def comfy_entrypoint() -> VcutExtension:
     return VcutExtension()
 
 
-__all__ = ["comfy_entrypoint"]
+__all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]

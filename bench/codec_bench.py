@@ -15,42 +15,30 @@ without residual (DIS: its dense flow with bilinear remap). Lossless round trip 
 from __future__ import annotations
 
 import argparse
-import pathlib
 import platform
 import sys
 import time
-import types
 
-import av
 import cv2
 import numpy as np
 import torch
 
-PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if "vcut" not in sys.modules:  # import the pack as a package, as ComfyUI and the tests do
-    _pkg = types.ModuleType("vcut")
-    _pkg.__path__ = [str(PACK_ROOT)]
-    sys.modules["vcut"] = _pkg
+from bench.pack_import import SHARED_DATA, register_pack
 
+register_pack()  # the pack as the package `vcut`, as ComfyUI and the tests import it
 from vcut.codec import decode, encode, motion_only_psnr, psnr, torch_ops  # noqa: E402
 from vcut.codec.x264 import x264_motion_vectors  # noqa: E402
+from vcut.bench.clips import read_frames  # noqa: E402
 
-VIDEOS = PACK_ROOT.parent / "shared" / "data" / "video"
+VIDEOS = SHARED_DATA / "video"
 
 
 def load(name: str, count: int, start: int, size=None) -> torch.Tensor:
-    frames = []
-    with av.open(str(VIDEOS / name)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i < start:
-                continue
-            img = frame.to_ndarray(format="rgb24")
-            if size:
-                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if size[0] < img.shape[1] else cv2.INTER_CUBIC)
-            frames.append(img)
-            if len(frames) == count:
-                break
-    return torch.from_numpy(np.stack(frames))
+    frames = read_frames(VIDEOS / name, count, start)
+    if size:
+        interpolation = cv2.INTER_AREA if size[0] < frames.shape[2] else cv2.INTER_CUBIC
+        frames = np.stack([cv2.resize(img, size, interpolation=interpolation) for img in frames])
+    return torch.from_numpy(frames)
 
 
 def round_robin(jobs: dict, repeats: int) -> tuple[dict, dict]:

@@ -179,7 +179,7 @@ def render_plot(m: dict, width: int = 768, height: int = 384) -> np.ndarray:
     previous frame. The y axis spans [min(values, 0.5), 1].
     """
     img = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 56, 16, 34, 40
+    left, right, top, bottom = 56, 16, 34, 58  # bottom: tick labels, axis label, summary line
     pw, ph = width - left - right, height - top - bottom
     series = [
         ("cos to first frame", m["sim_to_first"], (31, 119, 180), 0),
@@ -209,7 +209,7 @@ def render_plot(m: dict, width: int = 768, height: int = 384) -> np.ndarray:
         cv2.line(img, (x, top + ph), (x, top + ph + 4), (60, 60, 60), 1)
         cv2.putText(img, str(i), (x - 6, top + ph + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (left + pw, top + ph), (60, 60, 60), 1)
-    cv2.putText(img, "frame", (left + pw // 2 - 20, height - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1,
+    cv2.putText(img, "frame", (left + pw // 2 - 20, top + ph + 34), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1,
                 cv2.LINE_AA)
     for name, s, color, offset in series:
         pts = [px(i + offset, v) for i, v in enumerate(s) if math.isfinite(v)]

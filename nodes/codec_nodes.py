@@ -10,7 +10,7 @@ import torch
 
 import comfy.model_management
 import comfy.utils
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from .. import codec
 
@@ -99,7 +99,9 @@ class MotionVectorEncode(io.ComfyNode):
         else:
             motion, residual = codec.encode(frames, block, search_range, mode, _search_device(),
                                             progress=lambda i, n: bar.update_absolute(i, n))
-        return io.NodeOutput(motion, codec.residual_to_image(residual), codec.motion_preview(motion))
+        preview = codec.motion_preview(motion)
+        # ui: the vector-field picture is shown on the node itself (ComfyUI's temp-image preview)
+        return io.NodeOutput(motion, codec.residual_to_image(residual), preview, ui=ui.PreviewImage(preview, cls=cls))
 
 
 class MotionVectorDecode(io.ComfyNode):

@@ -5,7 +5,7 @@ import logging
 
 import comfy.utils
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..loop.metrics import format_metrics, loop_metrics, render_plot
 from ..loop.saliency import is_trivial_mask, mask_preview, salient_masks
@@ -69,7 +69,9 @@ class VCUTSalientMask(io.ComfyNode):
         trivial = is_trivial_mask(masks)
         if trivial:
             log.warning("Salient Mask: the mask is %s (no distinct salient object found)", trivial)
-        return io.NodeOutput(masks, mask_preview(images, masks))
+        preview = mask_preview(images, masks)
+        # ui: the tinted mask is shown on the node itself (ComfyUI's temp-image preview)
+        return io.NodeOutput(masks, preview, ui=ui.PreviewImage(preview, cls=cls))
 
 
 class VCUTVideoLoopMetrics(io.ComfyNode):

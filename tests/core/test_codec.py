@@ -3,13 +3,13 @@ brute-force loop, CPU (OpenCV) and torch implementations agreeing, lossless roun
 vectors, and bad inputs."""
 import itertools
 
-import av
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from tests.conftest import SHARED_DATA
+from vcut.bench.clips import read_frames
 from vcut.codec import (MotionVectors, blockmatch, decode, encode, encode_pairs, image_to_residual, image_to_uint8,
                         motion_only_psnr, motion_preview, predict, residual_to_image, residuals_for, torch_ops,
                         uint8_to_image, x264_motion_vectors)
@@ -19,19 +19,11 @@ VIDEOS = SHARED_DATA / "video"
 
 def load_clip(name: str, count: int, start: int = 0, crop=None) -> torch.Tensor:
     """`count` RGB frames of a shared clip from frame `start`, cropped to (y, x, h, w)."""
-    frames = []
-    with av.open(str(VIDEOS / name)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i < start:
-                continue
-            img = frame.to_ndarray(format="rgb24")
-            if crop:
-                y, x, h, w = crop
-                img = img[y:y + h, x:x + w]
-            frames.append(np.ascontiguousarray(img))
-            if len(frames) == count:
-                break
-    return torch.from_numpy(np.stack(frames))
+    frames = read_frames(VIDEOS / name, count, start)
+    if crop:
+        y, x, h, w = crop
+        frames = frames[:, y:y + h, x:x + w]
+    return torch.from_numpy(np.ascontiguousarray(frames))
 
 
 def photo(name="chelsea.png") -> np.ndarray:

@@ -1,0 +1,159 @@
+"""The web extension in headless Chromium against a real ComfyUI server on loopback (its real frontend).
+
+Starts `main.py --cpu --listen 127.0.0.1 --port P --base-directory TMP` with TMP/custom_nodes/vcut -> this checkout
+(so ComfyUI's own loader loads the pack and serves web/), then runs tests/web/web_test.mjs (playwright-core driving
+/usr/bin/chromium): every workflow loads with no missing node, the pack's nodes carry the pack colour, the Cut Step
+Scheduler's step bar shows the connected KSampler's split (values and pixels, against Python's cut rule), and a
+graph queued through /prompt shows the Salient Mask and Motion Vector Encode previews on their nodes.
+Screenshots go to test-output/web/; with VCUT_UPDATE_SCREENSHOTS=1 they are also copied to docs/screenshots/.
+Needs: `apt-get install -y chromium` and `npm ci --prefix tests/web` (scripts/test.sh does both).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import harness
+
+PACK_ROOT = harness.PACK_ROOT
+WEB_TESTS = PACK_ROOT / "tests" / "web"
+CHROMIUM = pathlib.Path("/usr/bin/chromium")
+SHARED_DATA = PACK_ROOT.parent / "shared" / "data"
+OUT_DIR = PACK_ROOT / "test-output" / "web"
+SCREENSHOTS = ("cut_step_scheduler.png", "salient_mask_preview.png", "motion_vector_preview.png",
+               "workflow_vcut.png")
+INPUT_IMAGE = "vcut_frames.png"
+
+
+def _schedule_module():
+    """cut/schedule.py on its own (it imports only torch), for the Python side of the cut rule."""
+    spec = importlib.util.spec_from_file_location("vcut_schedule_for_web", PACK_ROOT / "cut" / "schedule.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_frames(path: pathlib.Path) -> None:
+    """Three frames (4 apart) of a real clip (downscaled to 128x72) as one animated PNG: LoadImage loads every
+    frame of a multi-frame image, so one input file gives Motion Vector Encode a moving batch."""
+    import av
+    from PIL import Image
+    frames = []
+    with av.open(str(SHARED_DATA / "video" / "vid_h264.mp4")) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i >= 20 and i % 4 == 0:
+                frames.append(frame.to_image().convert("RGB").resize((128, 72), Image.BILINEAR))
+            if len(frames) == 3:
+                break
+    assert len(frames) == 3, "the shared clip vid_h264.mp4 has fewer than 29 frames"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 2.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+@pytest.fixture(scope="module")
+def comfy_server(tmp_path_factory):
+    """A ComfyUI server with the pack, on a free loopback port; killed at teardown."""
+    root = harness.comfy_path()
+    base = tmp_path_factory.mktemp("comfy_base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "vcut").symlink_to(PACK_ROOT, target_is_directory=True)
+    (base / "input").mkdir()
+    _write_frames(base / "input" / INPUT_IMAGE)
+    port = _free_port()
+    log_path = base / "server.log"
+    command = [sys.executable, str(root / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+               "--base-directory", str(base), "--database-url", "sqlite:///:memory:", "--disable-auto-launch",
+               "--disable-api-nodes"]
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, cwd=str(base), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                _get(url + "/system_stats")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"ComfyUI did not answer within 90 s:\n{log_path.read_text()[-4000:]}")
+                time.sleep(0.5)
+        yield url, log_path
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_server_serves_pack_and_extension(comfy_server):
+    url, log_path = comfy_server
+    info = json.loads(_get(url + "/object_info/VCUTCutStepScheduler", timeout=10))
+    assert info["VCUTCutStepScheduler"]["category"] == "vcut/speed"
+    extensions = json.loads(_get(url + "/extensions", timeout=10))
+    assert "/extensions/vcut/js/vcut.js" in extensions, extensions
+    assert b"registerExtension" in _get(url + "/extensions/vcut/js/vcut.js", timeout=10)
+
+
+def test_web_extension_in_chromium(comfy_server):
+    url, log_path = comfy_server
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test.sh tries it)"
+    assert (WEB_TESTS / "node_modules" / "playwright-core").is_dir(), \
+        "tests/web/node_modules is missing: npm ci --prefix tests/web (scripts/test.sh runs it)"
+    node = shutil.which("node")
+    assert node, "node (Node.js) is not on PATH: it runs tests/web/web_test.mjs"
+    schedule = _schedule_module()
+    cases = [(f, n) for n in (1, 4, 10, 14, 20, 25, 30, 50) for f in (0.01, 0.1, 0.125, 0.25, 0.3, 0.5, 0.64, 0.7,
+                                                                     0.75, 0.9, 1.0)]
+    fractions = [[f, n, schedule.cut_step_from_fraction(f, n)] for f, n in cases]
+    if OUT_DIR.exists():
+        shutil.rmtree(OUT_DIR)
+    result = subprocess.run(
+        [node, str(WEB_TESTS / "web_test.mjs"), "--url", url, "--workflows", str(PACK_ROOT / "workflows"),
+         "--out", str(OUT_DIR), "--image", INPUT_IMAGE, "--fractions", json.dumps(fractions)],
+        capture_output=True, text=True, timeout=150)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("VCUT_WEB_REPORT ")]
+    assert result.returncode == 0 and lines, (
+        f"browser checks failed (rc {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n"
+        f"server log:\n{log_path.read_text()[-3000:]}")
+    report = json.loads(lines[-1].split(" ", 1)[1])
+    (OUT_DIR / "report.json").write_text(json.dumps(report, indent=1))
+    assert not [e for e in report["consoleErrors"] if "vcut" in e.lower()], report["consoleErrors"]
+    assert not [u for u in report["failedRequests"] if "/extensions/vcut/" in u], report["failedRequests"]
+    workflows = sorted(p.name for p in (PACK_ROOT / "workflows").glob("*.json"))
+    assert sorted(report["workflows"]) == workflows
+    assert report["fractionCases"] == len(fractions)
+    assert [s["guided"] for s in report["stepBar"]] == [16, 16, 30, 0, 12, 16, 16, 16]
+    assert report["advanced"].startswith("steps 1-16 guided (CFG), 17-20 cond only"), report["advanced"]
+    assert report["previews"]["salient_mask"]["outputs"] == 3
+    assert report["previews"]["motion_vector"]["outputs"] == 2
+    for name in SCREENSHOTS:
+        shot = OUT_DIR / name
+        assert shot.is_file() and shot.stat().st_size > 0, f"screenshot {name} not written"
+        if os.environ.get("VCUT_UPDATE_SCREENSHOTS") == "1":
+            (PACK_ROOT / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, PACK_ROOT / "docs" / "screenshots" / name)
