@@ -40,51 +40,40 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 def minimum_barrier_distance(channel: np.ndarray, passes: int = 3) -> np.ndarray:
-    """Approximate minimum barrier distance from every pixel to the image border (seeds) for one channel.
+    """Approximate minimum barrier distance from every pixel to the image border (seeds), per channel.
 
     The barrier of a path is max - min of the values along it; raster scans (down, right, up, left) relax each pixel
     from its neighbour, keeping the running max/min of the best path (FastMBD, Zhang et al., ICCV 2015).
+    `channel` is [h,w] or [h,w,c]; channels are independent and scanned together (the same numpy calls per row for
+    all of them), and the result has the input's shape.
     """
     img = channel.astype(np.float32)
-    h, w = img.shape
-    dist = np.full((h, w), np.inf, dtype=np.float32)
-    hi = img.copy()
-    lo = img.copy()
-    dist[0, :] = dist[-1, :] = 0.0
-    dist[:, 0] = dist[:, -1] = 0.0
+    h, w = img.shape[:2]
+    # state[0] = barrier of the best path so far, state[1] / state[2] = its running max / min.
+    state = np.stack([np.full(img.shape, np.inf, dtype=np.float32), img, img])
+    state[0, 0] = state[0, -1] = 0.0
+    state[0, :, 0] = state[0, :, -1] = 0.0
 
-    def relax(y_or_x, prev, axis):
-        if axis == 0:
-            cur = (y_or_x, slice(None))
-            ref = (prev, slice(None))
-        else:
-            cur = (slice(None), y_or_x)
-            ref = (slice(None), prev)
-        new_hi = np.maximum(hi[ref], img[cur])
-        new_lo = np.minimum(lo[ref], img[cur])
-        new_d = new_hi - new_lo
-        better = new_d < dist[cur]
-        if better.any():
-            d = dist[cur]
-            d[better] = new_d[better]
-            dist[cur] = d
-            t = hi[cur]
-            t[better] = new_hi[better]
-            hi[cur] = t
-            t = lo[cur]
-            t[better] = new_lo[better]
-            lo[cur] = t
+    def scan(st, im, order):
+        """Relax line i of `st` from line i-1 (or i+1) along the first image axis."""
+        for i, prev in order:
+            hi = np.maximum(st[1, prev], im[i])
+            lo = np.minimum(st[2, prev], im[i])
+            cand = np.stack([hi - lo, hi, lo])
+            st[:, i] = np.where(cand[0] < st[0, i], cand, st[:, i])
 
+    cols = state.swapaxes(1, 2)  # a view: column scans write into `state`
+    img_t = img.swapaxes(0, 1)
+    down = [(y, y - 1) for y in range(1, h)]
+    up = [(y, y + 1) for y in range(h - 2, -1, -1)]
+    right = [(x, x - 1) for x in range(1, w)]
+    left = [(x, x + 1) for x in range(w - 2, -1, -1)]
     for _ in range(passes):
-        for y in range(1, h):
-            relax(y, y - 1, 0)
-        for x in range(1, w):
-            relax(x, x - 1, 1)
-        for y in range(h - 2, -1, -1):
-            relax(y, y + 1, 0)
-        for x in range(w - 2, -1, -1):
-            relax(x, x + 1, 1)
-    return dist
+        scan(state, img, down)
+        scan(cols, img_t, right)
+        scan(state, img, up)
+        scan(cols, img_t, left)
+    return state[0]
 
 
 def _border_contrast(lab: np.ndarray, frac: float = 0.08) -> np.ndarray:
@@ -110,7 +99,7 @@ def saliency_cues(rgb: np.ndarray, work_size: int = WORK_SIZE) -> tuple[np.ndarr
     small = _to_work(np.clip(rgb, 0.0, 1.0).astype(np.float32), work_size)
     small = cv2.GaussianBlur(small, (0, 0), 1.0)
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)  # L in [0,100], a,b in about [-127,127]
-    mbd = sum(minimum_barrier_distance(lab[..., c]) for c in range(3))
+    mbd = minimum_barrier_distance(lab).sum(-1)
     return _normalize(mbd), _border_contrast(lab)
 
 
@@ -145,13 +134,15 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(t) / 255.0
 
 
-def grabcut_refine(rgb_small: np.ndarray, coarse: np.ndarray, band: float = 0.08, iterations: int = 4) -> np.ndarray:
+def grabcut_refine(rgb_small: np.ndarray, coarse: np.ndarray, band: float = 0.08, iterations: int = 2) -> np.ndarray:
     """GrabCut in a band around a coarse mask's boundary; returns a bool mask.
 
     Far inside the coarse mask is fixed foreground, far outside fixed background, and a band of `band` x the long
     side on each side of the boundary is left to GrabCut's colour models, so the edge snaps to the image's colour
     edges without the mask leaking into similar-coloured background (on the SOD sample an unrestricted GrabCut
-    lowered mean IoU; the band raised it, see docs/saliency-eval.md).
+    lowered mean IoU; the band raised it, see docs/saliency-eval.md). Two GrabCut iterations score as well as four
+    on the dev images and take about 20% less time. OpenCV's RNG (GrabCut's k-means start) is seeded, so the same
+    image always gives the same mask.
     """
     fg = coarse.astype(bool)
     if fg.all() or not fg.any():
@@ -168,6 +159,7 @@ def grabcut_refine(rgb_small: np.ndarray, coarse: np.ndarray, band: float = 0.08
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
     img8 = np.clip(rgb_small * 255.0, 0, 255).astype(np.uint8)
+    cv2.setRNGSeed(0)
     try:
         cv2.grabCut(img8, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:  # a colour model with too few samples: keep the coarse mask
@@ -333,6 +325,15 @@ def is_trivial_mask(mask: torch.Tensor) -> str | None:
 
 
 __all__ = [
-    "salient_masks", "saliency_map", "mask_preview", "minimum_barrier_distance", "grabcut_refine", "clean_mask",
-    "otsu_threshold", "centred_ellipse_mask", "spectral_residual_map", "iou", "is_trivial_mask",
+    "centred_ellipse_mask",
+    "clean_mask",
+    "grabcut_refine",
+    "iou",
+    "is_trivial_mask",
+    "mask_preview",
+    "minimum_barrier_distance",
+    "otsu_threshold",
+    "saliency_map",
+    "salient_masks",
+    "spectral_residual_map",
 ]

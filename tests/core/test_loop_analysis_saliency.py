@@ -4,11 +4,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED_DATA
 from vcut.loop.saliency import (
-    centred_ellipse_mask, clean_mask, grabcut_refine, iou, is_trivial_mask, mask_preview, minimum_barrier_distance,
-    otsu_threshold, saliency_map, salient_masks, spectral_residual_map,
+    centred_ellipse_mask,
+    clean_mask,
+    grabcut_refine,
+    iou,
+    is_trivial_mask,
+    mask_preview,
+    minimum_barrier_distance,
+    otsu_threshold,
+    saliency_map,
+    salient_masks,
+    spectral_residual_map,
 )
 
 
@@ -120,7 +128,7 @@ def test_video_masks_track_the_object_and_are_temporally_stable():
     for m, gt in zip(smooth, gts):  # smoothing trails a moving object a little: 0.75, not 0.85
         assert iou(m, gt) >= 0.75
     raw = salient_masks(video, temporal_smoothing=0.0).numpy() >= 0.5
-    flicker = lambda ms: np.mean([(a ^ b).mean() for a, b in zip(ms[:-1], ms[1:])])  # noqa: E731
+    flicker = lambda ms: np.mean([(a ^ b).mean() for a, b in zip(ms[:-1], ms[1:])])
     assert flicker(smooth) <= flicker(raw) + 1e-9
 
 
@@ -180,3 +188,52 @@ def test_baselines_are_sane():
     e = centred_ellipse_mask(100, 200, 0.35)
     assert e[50, 100] and not e[0, 0] and abs(e.mean() - np.pi * 0.35 * 0.35) < 0.02
     assert iou(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 1.0
+
+
+def test_minimum_barrier_distance_scans_channels_together_like_one_at_a_time():
+    rng = np.random.default_rng(3)
+    x = rng.random((23, 31, 3)).astype(np.float32) * 50
+    together = minimum_barrier_distance(x)
+    assert together.shape == x.shape
+    for c in range(3):
+        assert np.array_equal(together[..., c], minimum_barrier_distance(x[..., c]))
+    # a path exists around a single tall pixel: the barrier is the ring's, not the peak's
+    ring = np.zeros((9, 9), np.float32)
+    ring[2:7, 2:7] = 3.0
+    ring[4, 4] = 10.0
+    d = minimum_barrier_distance(ring)
+    assert d[4, 4] == pytest.approx(10.0) and d[3, 3] == pytest.approx(3.0)
+
+
+def test_same_image_gives_the_same_mask():
+    """GrabCut's k-means start is seeded: repeated runs (and identical video frames) give identical masks."""
+    images = _load("chelsea.png")  # without the seed, two runs on this photo differ in about 0.5% of the pixels
+    a = salient_masks(images, temporal_smoothing=0.0)
+    cv2.randu(np.zeros(8), 0, 1)  # move OpenCV's global RNG between the runs
+    b = salient_masks(images, temporal_smoothing=0.0)
+    assert torch.equal(a, b)
+
+
+def test_benchmark_baselines_rbd_gmr_and_scores():
+    """The superpixel baselines the benchmark compares against (bench/saliency_eval.py) work on an exact scene."""
+    from vcut.bench.saliency_eval import (
+        f_beta,
+        gmr_saliency,
+        rbd_saliency,
+        slic,
+        superpixel_graph,
+    )
+    img, gt = _scene(6, "gradient")
+    lab = cv2.cvtColor(cv2.GaussianBlur(img, (0, 0), 1.0), cv2.COLOR_RGB2LAB)
+    labels = slic(lab, n_segments=150)
+    assert labels.shape == gt.shape and 100 <= labels.max() + 1 <= 200
+    col, pos, adj, border = superpixel_graph(lab, labels)
+    assert (adj == adj.T).all() and not adj.diagonal().any() and border.sum() >= 20
+    for sal in (rbd_saliency(col, pos, adj, border), gmr_saliency(col, adj, labels)):
+        m = sal[labels].astype(np.float32)
+        assert iou(m >= otsu_threshold(m), gt) >= 0.8
+    pred = np.zeros((10, 10), bool)
+    pred[:5] = True
+    truth = np.zeros((10, 10), bool)
+    truth[:, :5] = True  # precision 0.5, recall 0.5 -> F = 0.5
+    assert f_beta(pred, truth) == pytest.approx(0.5) and f_beta(~truth, truth) == 0.0
