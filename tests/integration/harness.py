@@ -4,19 +4,26 @@ Needs COMFYUI_PATH (a ComfyUI checkout, 0.8.0 tested) and ComfyUI's Python envir
 - init_comfy(): ComfyUI on the CPU, its built-in nodes, and this pack loaded by ComfyUI's custom-node loader;
 - tiny_svd(): ComfyUI's own SVD_img2vid model (comfy.supported_models.SVD_img2vid, shrunk), seeded random weights;
 - svd_conds(): positive / negative / latent laid out exactly as SVD_img2vid_Conditioning returns them;
-- run_prompt(): an API-format prompt executed by execution.PromptExecutor; Capture nodes hand outputs back.
+- run_prompt(): an API-format prompt executed by execution.PromptExecutor; Capture nodes hand outputs back;
+- tiny_vae() / tiny_clip_vision() and the VCUTTestCheckpoint node that hands them out with tiny_svd() in place of
+  ImageOnlyCheckpointLoader; real_frames() and write_inputs() feed real shared/data files to the real loaders;
+- workflow_prompt(): a workflows/*.json converted by the pack's own converter (runner/convert.py), shrunk for the CPU.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import pathlib
 import sys
+import tempfile
 import uuid
 
 import torch
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHARED_DATA = PACK_ROOT.parent / "shared" / "data"
 CAPTURED: dict[str, object] = {}
 _STATE: dict[str, object] = {}
 
@@ -37,7 +44,10 @@ def init_comfy():
     import utils.extra_config  # noqa: F401  (as main.py does: ComfyUI's utils package before comfy/utils.py)
     from comfy.cli_args import args
     args.cpu = True
+    import folder_paths
     import nodes
+    # previews (ui.PreviewImage) go to a temporary folder, never into the ComfyUI checkout
+    folder_paths.set_temp_directory(tempfile.mkdtemp(prefix="vcut-comfy-temp-"))
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     before = set(nodes.NODE_CLASS_MAPPINGS)
     if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT))):
@@ -45,6 +55,7 @@ def init_comfy():
     _STATE["pack_nodes"] = sorted(set(nodes.NODE_CLASS_MAPPINGS) - before)
     nodes.NODE_CLASS_MAPPINGS["VCUTTestCapture"] = Capture
     nodes.NODE_CLASS_MAPPINGS["VCUTTestTinySVD"] = TinySVDSource
+    nodes.NODE_CLASS_MAPPINGS["VCUTTestCheckpoint"] = TinyCheckpointLoader
     _STATE["nodes"] = nodes
     return nodes
 
@@ -168,8 +179,9 @@ class _Server:
         self.messages.append((event, data))
 
 
-def run_prompt(prompt: dict) -> dict:
-    """Execute an API-format prompt with ComfyUI's PromptExecutor; returns CAPTURED. Raises on any node error."""
+def execute(prompt: dict):
+    """Validate and execute an API-format prompt with ComfyUI's PromptExecutor; returns (CAPTURED, history_result).
+    Raises on a validation error or any node error."""
     init_comfy()
     import execution
     CAPTURED.clear()
@@ -183,4 +195,140 @@ def run_prompt(prompt: dict) -> dict:
     if not executor.success:
         errors = [data for event, data in executor.status_messages if event == "execution_error"]
         raise RuntimeError(f"execution failed: {errors}")
-    return dict(CAPTURED)
+    return dict(CAPTURED), executor.history_result
+
+
+def run_prompt(prompt: dict) -> dict:
+    """Execute an API-format prompt with ComfyUI's PromptExecutor; returns CAPTURED. Raises on any node error."""
+    return execute(prompt)[0]
+
+
+# ---- tiny models and real inputs for whole workflows ----
+
+def tiny_vae(seed=0):
+    """ComfyUI's own VAE class (AutoencoderKL, 8x down, 4 latent channels), tiny, seeded random weights."""
+    init_comfy()
+    import comfy.sd
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
+                "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    vae = comfy.sd.VAE(sd={}, config={"params": {"embed_dim": 4, "ddconfig": ddconfig}})
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in vae.first_stage_model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return vae
+
+
+def tiny_clip_vision(tmp_dir=None, seed=0):
+    """ComfyUI's own CLIP vision model, tiny (projection 64 = the tiny SVD's context_dim), seeded random weights."""
+    init_comfy()
+    import comfy.clip_vision
+    config = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32, "image_size": 32,
+              "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64, "layer_norm_eps": 1e-5,
+              "model_type": "clip_vision_model", "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2,
+              "patch_size": 16, "projection_dim": 64, "torch_dtype": "float32"}
+    path = pathlib.Path(tmp_dir or tempfile.mkdtemp(prefix="vcut-clipvision-")) / "tiny_clip_vision.json"
+    path.write_text(json.dumps(config))
+    clip_vision = comfy.clip_vision.ClipVisionModel(str(path))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in clip_vision.model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return clip_vision
+
+
+class TinyCheckpointLoader:
+    """Test-only stand-in for ImageOnlyCheckpointLoader (same outputs): the tiny SVD, CLIP vision and VAE,
+    because no weights exist on the test machines."""
+    FUNCTION = "load"
+    RETURN_TYPES = ("MODEL", "CLIP_VISION", "VAE")
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"ckpt_name": ("STRING", {"default": ""})}}
+
+    def load(self, ckpt_name):
+        return tiny_svd(), tiny_clip_vision(), tiny_vae()
+
+
+def real_frames(n, size=64):
+    """The first n frames of a real clip from shared/data, centre-cropped and scaled to size x size."""
+    import av
+    import numpy as np
+    init_comfy()
+    import comfy.utils
+    out = []
+    with av.open(str(SHARED_DATA / "video" / "vid_h264.mp4")) as container:
+        for frame in container.decode(video=0):
+            out.append(torch.from_numpy(np.asarray(frame.to_image().convert("RGB"), dtype=np.float32) / 255.0))
+            if len(out) == n:
+                break
+    video = torch.stack(out)
+    return comfy.utils.common_upscale(video.movedim(-1, 1), size, size, "bilinear", "center").movedim(1, -1)
+
+
+def write_clip(path, frames=6, height=72, width=100, start=120, top=200, left=300, fps=12):
+    """A short H.264 crop of shared/data/video/car-detection.mp4 (real motion), written to `path`."""
+    import av
+    import numpy as np
+    with av.open(str(SHARED_DATA / "video" / "car-detection.mp4")) as src, av.open(str(path), "w") as dst:
+        stream = dst.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            if i < start:
+                continue
+            crop = np.ascontiguousarray(frame.to_ndarray(format="rgb24")[top:top + height, left:left + width])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")):
+                dst.mux(packet)
+            if i == start + frames - 1:
+                break
+        for packet in stream.encode():
+            dst.mux(packet)
+
+
+def write_inputs(folder, photo="astronaut.png", size=(96, 64), clip_frames=6):
+    """The files the example workflows load, made from real shared/data: example.png (a photo, shrunk) and
+    reference.mp4 (a short clip crop)."""
+    from PIL import Image
+    folder = pathlib.Path(folder)
+    Image.open(SHARED_DATA / "photos" / photo).convert("RGB").resize(size).save(folder / "example.png")
+    write_clip(folder / "reference.mp4", frames=clip_frames)
+    return folder
+
+
+@contextlib.contextmanager
+def comfy_folders(input_dir=None, output_dir=None, temp_dir=None):
+    """Point ComfyUI's input / output / temp folders at test folders for the duration."""
+    init_comfy()
+    import folder_paths
+    old = (folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory())
+    try:
+        if input_dir:
+            folder_paths.set_input_directory(str(input_dir))
+        if output_dir:
+            folder_paths.set_output_directory(str(output_dir))
+        if temp_dir:
+            folder_paths.set_temp_directory(str(temp_dir))
+        yield
+    finally:
+        folder_paths.set_input_directory(old[0])
+        folder_paths.set_output_directory(old[1])
+        folder_paths.set_temp_directory(old[2])
+
+
+def load_workflow(name):
+    return json.loads((PACK_ROOT / "workflows" / name).read_text())
+
+
+def workflow_prompt(workflow, overrides=None, substitute=None):
+    """A UI workflow -> API prompt by the pack's converter (as the frontend does it), the checkpoint loader swapped
+    for VCUTTestCheckpoint, then inputs overridden by class_type ({"KSampler": {"steps": 2}})."""
+    nodes = init_comfy()
+    from vcut.runner.convert import ui_to_api
+    prompt = ui_to_api(workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    substitute = {"ImageOnlyCheckpointLoader": "VCUTTestCheckpoint", **(substitute or {})}
+    for entry in prompt.values():
+        entry["inputs"].update((overrides or {}).get(entry["class_type"], {}))
+        entry["class_type"] = substitute.get(entry["class_type"], entry["class_type"])
+    return prompt

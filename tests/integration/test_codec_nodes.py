@@ -3,40 +3,22 @@ real clip's frames as ComfyUI's own Load Video -> Get Video Components gives the
 the nodes, exact round trips, x264 vectors, motion transfer onto a LoadImage photo, and bad inputs."""
 import shutil
 
-import av
-import numpy as np
 import pytest
 import torch
 
 import harness
 
-SHARED_DATA = harness.PACK_ROOT.parent / "shared" / "data"
+SHARED_DATA = harness.SHARED_DATA
 FRAMES, H, W = 6, 72, 100  # a short crop: not divisible by 16 (padding path), small for 2 cores
 
 
 @pytest.fixture()
 def input_dir(comfy_nodes, tmp_path):
     """ComfyUI's input folder pointed at a temp dir holding a short crop of a shared clip and a photo."""
-    import folder_paths
-    old = folder_paths.get_input_directory()
-    with av.open(str(SHARED_DATA / "video" / "car-detection.mp4")) as src, \
-            av.open(str(tmp_path / "clip.mp4"), "w") as dst:
-        stream = dst.add_stream("libx264", rate=12)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for i, frame in enumerate(src.decode(video=0)):
-            if i < 120:
-                continue
-            crop = np.ascontiguousarray(frame.to_ndarray(format="rgb24")[200:200 + H, 300:300 + W])
-            for packet in stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")):
-                dst.mux(packet)
-            if i == 120 + FRAMES - 1:
-                break
-        for packet in stream.encode():
-            dst.mux(packet)
+    harness.write_clip(tmp_path / "clip.mp4", frames=FRAMES, height=H, width=W)
     shutil.copy(SHARED_DATA / "photos" / "coffee.png", tmp_path / "coffee.png")
-    folder_paths.set_input_directory(str(tmp_path))
-    yield tmp_path
-    folder_paths.set_input_directory(old)
+    with harness.comfy_folders(input_dir=tmp_path):
+        yield tmp_path
 
 
 def video_prompt(method="fast search", block="16", extra=None):
@@ -137,108 +119,3 @@ def test_bad_inputs_in_node_execute(comfy_nodes):
         dec.execute(video, "not vectors", 1.0, False)
     with pytest.raises(ValueError, match="vectors are for"):
         dec.execute(video[:, :32], mv, 0.0, False)
-
-
-# ---- the workflows: they resolve against ComfyUI's node definitions and run in its executor (tiny models) ----
-
-WORKFLOWS = ["codec_motion_visualisation.json", "codec_motion_transfer.json"]
-
-
-class ImageFromBatchStandIn:
-    """ComfyUI's ImageFromBatch semantics (batch_index, length), used only where the harness could not import
-    comfy_extras/nodes_images.py."""
-    FUNCTION = "take"
-    RETURN_TYPES = ("IMAGE",)
-    CATEGORY = "testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",), "batch_index": ("INT", {"default": 0}),
-                             "length": ("INT", {"default": 1})}}
-
-    def take(self, image, batch_index, length):
-        return (image[batch_index:batch_index + length].clone(),)
-
-
-def widget_names(nodes_module, node_type):
-    """Widget inputs in the order the UI stores widgets_values (a seed widget adds its control value)."""
-    names = []
-    info = nodes_module.NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
-    for section in ("required", "optional"):
-        for name, spec in info.get(section, {}).items():
-            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
-                names.append(name)
-                if opts.get("control_after_generate") or (spec[0] == "INT" and name == "seed"):
-                    names.append(None)
-    return names
-
-
-def ui_to_api(workflow, nodes_module, overrides, substitute):
-    """UI workflow -> API prompt: links become [node, slot], widgets_values named inputs, Save* nodes Capture."""
-    links = {link[0]: link for link in workflow["links"]}
-    prompt = {}
-    for node in workflow["nodes"]:
-        if node["type"] == "Note":
-            continue
-        node_type = substitute.get(node["type"], node["type"])
-        inputs = {i["name"]: [str(links[i["link"]][1]), links[i["link"]][2]]
-                  for i in node["inputs"] if i.get("link") is not None}
-        if not node["type"].startswith("Save"):
-            names = widget_names(nodes_module, node_type)
-            for name, value in zip(names, node["widgets_values"]):
-                if name is not None:
-                    inputs.setdefault(name, value)
-        inputs.update(overrides.get(node["type"], {}))
-        if node["type"].startswith("Save"):
-            prompt[str(node["id"])] = {"class_type": "VCUTTestCapture",
-                                       "inputs": {"value": inputs["images"], "key": f"save{node['id']}"}}
-        else:
-            prompt[str(node["id"])] = {"class_type": node_type, "inputs": inputs}
-    return prompt
-
-
-@pytest.mark.parametrize("name", WORKFLOWS)
-def test_workflow_links_match_comfyui_node_definitions(comfy_nodes, name):
-    import json
-    workflow = json.loads((harness.PACK_ROOT / "workflows" / name).read_text())
-    assert workflow["version"] == 0.4 and any(n["type"] == "Note" for n in workflow["nodes"])
-    by_id = {n["id"]: n for n in workflow["nodes"]}
-    known = set(comfy_nodes.NODE_CLASS_MAPPINGS) | {"Note", "ImageFromBatch", "SaveAnimatedWEBP"}  # see stand-in
-    for node in workflow["nodes"]:
-        assert node["type"] in known, node["type"]
-    for link_id, src, src_slot, dst, dst_slot, link_type in workflow["links"]:
-        assert by_id[src]["outputs"][src_slot]["type"] == link_type == by_id[dst]["inputs"][dst_slot]["type"]
-        assert link_id in by_id[src]["outputs"][src_slot]["links"] and by_id[dst]["inputs"][dst_slot]["link"] == link_id
-        cls = comfy_nodes.NODE_CLASS_MAPPINGS.get(by_id[dst]["type"])
-        if cls is not None:  # the input exists on the real node with that type
-            spec = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES().get("optional", {})}
-            assert spec[by_id[dst]["inputs"][dst_slot]["name"]][0] == link_type
-
-
-@pytest.mark.parametrize("name", WORKFLOWS)
-def test_workflow_executes(comfy_nodes, input_dir, name):
-    import json
-    from test_loop_nodes import TinyCheckpoint  # the tiny SVD + CLIP vision + VAE stand-in of the loop tests
-    TinyCheckpoint.TMP = str(input_dir)
-    comfy_nodes.NODE_CLASS_MAPPINGS["VCUTCodecTestCheckpoint"] = TinyCheckpoint
-    substitute = {"ImageOnlyCheckpointLoader": "VCUTCodecTestCheckpoint"}
-    if "ImageFromBatch" not in comfy_nodes.NODE_CLASS_MAPPINGS:
-        comfy_nodes.NODE_CLASS_MAPPINGS["VCUTCodecTestImageFromBatch"] = ImageFromBatchStandIn
-        substitute["ImageFromBatch"] = "VCUTCodecTestImageFromBatch"
-    workflow = json.loads((harness.PACK_ROOT / "workflows" / name).read_text())
-    small = {"LoadVideo": {"file": "clip.mp4"}, "LoadImage": {"image": "coffee.png"},
-             "ImageScale": {"width": 64, "height": 64}, "ImageFromBatch": {"length": 4},
-             "SVD_img2vid_Conditioning": {"width": 64, "height": 64, "video_frames": 4},
-             "KSampler": {"steps": 2}}
-    out = harness.run_prompt(ui_to_api(workflow, comfy_nodes, small, substitute))
-    saved = {k: v for k, v in out.items() if k.startswith("save")}
-    assert saved and all(v.ndim == 4 and v.shape[-1] == 3 and torch.isfinite(v).all() for v in saved.values())
-    if name == "codec_motion_visualisation.json":
-        titles = {f"save{n['id']}": n.get("title", "") for n in workflow["nodes"]}
-        decoded = next(v for k, v in saved.items() if titles[k].startswith("Decoded"))
-        assert decoded.shape == (FRAMES, H, W, 3)
-        preview = next(v for k, v in saved.items() if titles[k].startswith("Motion"))
-        assert preview.shape == (FRAMES - 1, H, W, 3)
-    else:
-        assert all(v.shape == (4, 64, 64, 3) for v in saved.values())

@@ -4,9 +4,6 @@ The equalities are exact (torch.equal): anchored frames of the sampled latent ar
 frame is the first image's latent, and outside the FGSM mask every frame is the image latent. JIT-CFG is checked
 by recording every UNet call (a forward pre-hook on the test's own tiny model) next to the sampler's latent.
 """
-import json
-import pathlib
-
 import pytest
 import torch
 
@@ -14,7 +11,6 @@ import harness
 
 FRAMES = 4  # small: the machine has 2 cores
 H = W = 32
-SHARED_DATA = harness.PACK_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture()
@@ -72,7 +68,7 @@ def test_keyframes_anchor_latents_and_spatial_mask(loop_nodes):
 
 
 def test_anchor_image_of_another_size_is_resized_like_svd_conditioning(loop_nodes):
-    vae = tiny_vae()
+    vae = harness.tiny_vae()
     model = harness.tiny_svd()
     pos, neg, latent = conds(3)
     image = torch.rand(1, 48, 80, 3, generator=torch.Generator().manual_seed(2))
@@ -248,7 +244,7 @@ def test_all_ones_mask_equals_no_mask(loop_nodes):
 
 def test_alss_loop_clip(loop_nodes):
     clip = loop_nodes[2]
-    frames = real_frames(13)
+    frames = harness.real_frames(13)
     images, indices = clip.execute(frames, 5, 3, 4, 0, "error").result
     idx = [int(i) for i in indices.split(",")]
     assert len(idx) == 9 and idx[:5] == [0, 3, 6, 9, 12] and idx[-1] == 0
@@ -258,172 +254,10 @@ def test_alss_loop_clip(loop_nodes):
     assert images.shape[0] == 5 and indices.endswith(",0")
 
 
-# ---- one graph with every loop node and the VCUT nodes, and the workflows, through ComfyUI's executor ----
+# ---- one graph with every loop node and the VCUT nodes through ComfyUI's executor (the example workflows are run
+# by test_workflows.py) ----
 
-def real_frames(n, size=64):
-    """The first n frames of a real clip from shared/data, centre-cropped and scaled to size x size."""
-    import av
-    import numpy as np
-    out = []
-    with av.open(str(SHARED_DATA / "video" / "vid_h264.mp4")) as container:
-        for frame in container.decode(video=0):
-            out.append(torch.from_numpy(np.asarray(frame.to_image().convert("RGB"), dtype=np.float32) / 255.0))
-            if len(out) == n:
-                break
-    video = torch.stack(out)
-    import comfy.utils
-    return comfy.utils.common_upscale(video.movedim(-1, 1), size, size, "bilinear", "center").movedim(1, -1)
-
-
-def tiny_vae(seed=0):
-    """ComfyUI's own VAE class (AutoencoderKL, 8x down, 4 latent channels), tiny, seeded random weights."""
-    import comfy.sd
-    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
-                "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
-    vae = comfy.sd.VAE(sd={}, config={"params": {"embed_dim": 4, "ddconfig": ddconfig}})
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in vae.first_stage_model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return vae
-
-
-def tiny_clip_vision(tmp_dir, seed=0):
-    """ComfyUI's own CLIP vision model, tiny (projection 64 = the tiny SVD's context_dim), seeded random weights."""
-    import comfy.clip_vision
-    config = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32, "image_size": 32,
-              "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64, "layer_norm_eps": 1e-5,
-              "model_type": "clip_vision_model", "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2,
-              "patch_size": 16, "projection_dim": 64, "torch_dtype": "float32"}
-    path = pathlib.Path(tmp_dir) / "tiny_clip_vision.json"
-    path.write_text(json.dumps(config))
-    clip_vision = comfy.clip_vision.ClipVisionModel(str(path))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in clip_vision.model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return clip_vision
-
-
-class TinyCheckpoint:
-    """Test-only stand-in for ImageOnlyCheckpointLoader: the tiny SVD, CLIP vision and VAE (no weights here)."""
-    FUNCTION = "load"
-    RETURN_TYPES = ("MODEL", "CLIP_VISION", "VAE")
-    CATEGORY = "testing"
-    TMP = "/tmp"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"ckpt_name": ("STRING", {"default": ""})}}
-
-    def load(self, ckpt_name):
-        return harness.tiny_svd(), tiny_clip_vision(self.TMP), tiny_vae()
-
-
-class RealImage:
-    """Test-only stand-in for LoadImage: a real photo from shared/data, 64 x 64, and an empty mask."""
-    FUNCTION = "load"
-    RETURN_TYPES = ("IMAGE", "MASK")
-    CATEGORY = "testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image": ("STRING", {"default": ""})}}
-
-    def load(self, image):
-        import numpy as np
-        from PIL import Image
-        photo = Image.open(SHARED_DATA / "photos" / "astronaut.png").convert("RGB").resize((H, W))
-        pixels = torch.from_numpy(np.asarray(photo, dtype=np.float32) / 255.0)[None]
-        return pixels, torch.zeros(1, H, W)
-
-
-@pytest.fixture()
-def test_nodes(comfy_nodes, tmp_path):
-    TinyCheckpoint.TMP = str(tmp_path)
-    comfy_nodes.NODE_CLASS_MAPPINGS["VCUTLoopTestCheckpoint"] = TinyCheckpoint
-    comfy_nodes.NODE_CLASS_MAPPINGS["VCUTLoopTestImage"] = RealImage
-    return comfy_nodes
-
-
-def widget_names(nodes_module, node_type):
-    """Widget inputs of a node in the order the UI stores widgets_values (seed widgets add a control value)."""
-    info = nodes_module.NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
-    names = []
-    for section in ("required", "optional"):
-        for name, spec in info.get(section, {}).items():
-            typ = spec[0]
-            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if isinstance(typ, list) or typ in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
-                if opts.get("forceInput"):
-                    continue
-                names.append(name)
-                if opts.get("control_after_generate") or (typ == "INT" and name in ("seed", "noise_seed")):
-                    names.append(None)  # the "fixed" / "randomize" control value
-    return names
-
-
-SUBSTITUTE = {"ImageOnlyCheckpointLoader": "VCUTLoopTestCheckpoint", "LoadImage": "VCUTLoopTestImage"}
-
-
-def ui_to_api(workflow, nodes_module, overrides):
-    """ComfyUI UI workflow -> API prompt: links become [node, slot], widgets_values become named inputs.
-    Loader/image nodes are swapped for the tiny test stand-ins and save nodes for Capture."""
-    links = {link[0]: link for link in workflow["links"]}
-    prompt = {}
-    for node in workflow["nodes"]:
-        node_type = node["type"]
-        if node_type in ("Note", "MarkdownNote"):
-            continue
-        inputs = {}
-        for inp in node.get("inputs", []):
-            if inp.get("link") is not None:
-                _, src, src_slot, _, _, _ = links[inp["link"]]
-                inputs[inp["name"]] = [str(src), src_slot]
-        names = widget_names(nodes_module, node_type)
-        values = [v for n, v in zip(names, node.get("widgets_values", [])) if n is not None]
-        for name, value in zip([n for n in names if n is not None], values):
-            inputs.setdefault(name, value)
-        inputs.update(overrides.get(node_type, {}))
-        if node_type.startswith(("Save", "Preview")):  # output nodes -> Capture (nothing written to disk)
-            value = next(v for v in inputs.values() if isinstance(v, list))
-            kind = "save" if node_type.startswith("Save") else "preview"
-            prompt[str(node["id"])] = {"class_type": "VCUTTestCapture",
-                                       "inputs": {"value": value, "key": f"{kind}{node['id']}"}}
-            continue
-        prompt[str(node["id"])] = {"class_type": SUBSTITUTE.get(node_type, node_type), "inputs": inputs}
-    return prompt
-
-
-SMALL = {"SVD_img2vid_Conditioning": {"width": W, "height": H, "video_frames": 5},
-         "KSampler": {"steps": 2}, "VCUTALSSLoopClip": {"forward_frames": 3, "stride": 2}}
-WORKFLOWS = sorted(p.name for p in (harness.PACK_ROOT / "workflows").glob("loop_*.json"))
-
-
-def test_the_issue_workflows_exist():
-    assert {"loop_first_frame_anchored.json", "loop_seamless.json", "loop_generate_alss_refine.json",
-            "loop_salient_still_background.json"} <= set(WORKFLOWS)
-
-
-@pytest.mark.parametrize("name", WORKFLOWS)
-def test_workflow_resolves_and_executes(test_nodes, name):
-    workflow = json.loads((harness.PACK_ROOT / "workflows" / name).read_text())
-    for node in workflow["nodes"]:
-        assert node["type"] in ("Note", "MarkdownNote") or node["type"] in test_nodes.NODE_CLASS_MAPPINGS, node["type"]
-    by_id = {n["id"]: n for n in workflow["nodes"]}
-    for link_id, src, src_slot, dst, dst_slot, link_type in workflow["links"]:
-        assert by_id[src]["outputs"][src_slot]["type"] == link_type
-        assert by_id[dst]["inputs"][dst_slot]["type"] == link_type
-        assert link_id in by_id[src]["outputs"][src_slot]["links"] and by_id[dst]["inputs"][dst_slot]["link"] == link_id
-    assert any(n["type"] == "Note" for n in workflow["nodes"])
-    out = harness.run_prompt(ui_to_api(workflow, test_nodes, SMALL))
-    videos = [v for k, v in out.items() if k.startswith("save")]
-    assert videos and all(v.ndim == 4 and v.shape[-1] == 3 and torch.isfinite(v).all() for v in videos)
-    if "Metrics" in json.dumps(workflow):
-        assert any(isinstance(v, str) and "Loop-C" in v for v in out.values())  # the metrics report
-
-
-def test_all_loop_nodes_and_vcut_nodes_in_one_graph(test_nodes):
+def test_all_loop_nodes_and_vcut_nodes_in_one_graph(comfy_nodes):
     """Loop Conditioning -> STIV Frame Replace -> VCUT Patch Model -> Cut Step Scheduler -> KSampler, plus ALSS."""
     prompt = {
         "1": {"class_type": "VCUTTestTinySVD", "inputs": {"frames": FRAMES, "seed": 0}},
@@ -441,7 +275,7 @@ def test_all_loop_nodes_and_vcut_nodes_in_one_graph(test_nodes):
                                                  "latent_image": ["3", 1], "seed": 0, "steps": 3, "cfg": 2.5,
                                                  "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}},
         "7": {"class_type": "VCUTTestCapture", "inputs": {"value": ["6", 0], "key": "latent"}},
-        "8": {"class_type": "VCUTLoopTestCheckpoint", "inputs": {"ckpt_name": ""}},
+        "8": {"class_type": "VCUTTestCheckpoint", "inputs": {"ckpt_name": ""}},
         "9": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["8", 2]}},
         "10": {"class_type": "VCUTALSSLoopClip", "inputs": {"images": ["9", 0], "forward_frames": 3, "stride": 2,
                                                           "seed": 0, "start": 0, "if_too_short": "error"}},

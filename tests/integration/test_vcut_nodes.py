@@ -145,21 +145,10 @@ def test_graph_runs_in_comfyui_executor():
     assert not torch.equal(out["latent"]["samples"], out["plain"]["samples"])  # the cut changes steps 3-4
 
 
-def test_vcut_workflow_resolves_against_comfyui_node_definitions(comfy_nodes):
+def test_vcut_workflow_chains_the_vcut_nodes():
+    """The example workflow puts the VCUT nodes between SVD's conditioning and the sampler (its UI-format checks and
+    its run through the executor are in test_workflows.py)."""
     workflow = json.loads((harness.PACK_ROOT / "workflows" / "svd_vcut_img2vid.json").read_text())
-    types = {node["id"]: node["type"] for node in workflow["nodes"]}
-    for node_type in types.values():
-        assert node_type == "Note" or node_type in comfy_nodes.NODE_CLASS_MAPPINGS, node_type
-    for node in workflow["nodes"]:  # every optional input left unlinked must be optional in ComfyUI
-        for slot in node["inputs"]:
-            if slot["link"] is None:
-                assert slot["name"] in comfy_nodes.NODE_CLASS_MAPPINGS[node["type"]].INPUT_TYPES().get("optional", {})
-    chain = ["ImageOnlyCheckpointLoader", "SVD_img2vid_Conditioning", "VideoLinearCFGGuidance", "VCUTPatchModel",
-             "VCUTCutStepScheduler", "KSampler", "VAEDecode"]
-    assert set(chain) <= set(types.values())
-    for link_id, src, src_slot, dst, dst_slot, link_type in workflow["links"]:  # links agree with both ends
-        src_node = next(n for n in workflow["nodes"] if n["id"] == src)
-        dst_node = next(n for n in workflow["nodes"] if n["id"] == dst)
-        assert src_node["outputs"][src_slot]["type"] == link_type
-        assert dst_node["inputs"][dst_slot]["type"] == link_type
-        assert link_id in src_node["outputs"][src_slot]["links"] and dst_node["inputs"][dst_slot]["link"] == link_id
+    types = {node["type"] for node in workflow["nodes"]}
+    assert {"ImageOnlyCheckpointLoader", "SVD_img2vid_Conditioning", "VideoLinearCFGGuidance", "VCUTPatchModel",
+            "VCUTCutStepScheduler", "KSampler", "VAEDecode"} <= types

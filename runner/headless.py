@@ -1,0 +1,362 @@
+"""Run a ComfyUI workflow JSON without the browser: ComfyUI started in-process as main.py starts it (its nodes, its
+custom nodes, this pack), the workflow converted to an API prompt, command-line overrides applied, ComfyUI's own
+validation and PromptExecutor, progress on stderr, the written files on stdout.
+
+ComfyUI is imported only inside the functions here (the pack must not import it at module level)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+
+from .convert import WorkflowError, is_api_prompt, ui_to_api
+
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+class RunnerError(Exception):
+    """A user-facing failure: printed without a traceback, exit status `code`."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def log(message: str) -> None:
+    print(f"[vcut-run] {message}", file=sys.stderr, flush=True)
+
+
+def find_comfyui(explicit: str | None) -> pathlib.Path:
+    """--comfyui, else $COMFYUI_PATH, else the ComfyUI this pack sits in (ComfyUI/custom_nodes/<pack>)."""
+    candidates = [explicit] if explicit else [os.environ.get("COMFYUI_PATH"), str(PACK_ROOT.parent.parent)]
+    for candidate in candidates:
+        if candidate and (pathlib.Path(candidate) / "comfy").is_dir() and \
+                (pathlib.Path(candidate) / "execution.py").is_file():
+            return pathlib.Path(candidate).resolve()
+    where = explicit or f"$COMFYUI_PATH or {PACK_ROOT.parent.parent}"
+    raise RunnerError(f"no ComfyUI found at {where}: pass --comfyui PATH (the folder holding main.py)")
+
+
+def start_comfyui(root: pathlib.Path, cpu: bool):
+    """Import ComfyUI from `root` and load its nodes and custom nodes like main.py; returns ComfyUI's `nodes`."""
+    sys.path.insert(0, str(root))
+    import comfy.options  # noqa: F401  (argument parsing stays off: ComfyUI's defaults, then ours)
+    from comfy.cli_args import args
+    args.cpu = args.cpu or cpu
+    import utils.extra_config  # as main.py: ComfyUI's utils package before comfy/utils.py
+    extra = root / "extra_model_paths.yaml"
+    if extra.is_file():
+        utils.extra_config.load_extra_path_config(str(extra))
+    run_prestartup_scripts(args)
+    import execution  # noqa: F401
+    import nodes
+    import server
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:  # custom nodes may register routes on PromptServer.instance at import: give them one, as main.py does
+        server.PromptServer(loop)
+    except Exception as error:  # the runner itself does not need the web server
+        log(f"note: ComfyUI's PromptServer could not be created ({error}); continuing without it")
+    try:  # as main.py: undo what custom nodes patch in ComfyUI's core functions while loading
+        import hook_breaker_ac10a0 as hook_breaker
+    except ImportError:  # older ComfyUI
+        hook_breaker = None
+    if hook_breaker:
+        hook_breaker.save_functions()
+    loop.run_until_complete(nodes.init_extra_nodes(
+        init_custom_nodes=not args.disable_all_custom_nodes or len(args.whitelist_custom_nodes) > 0,
+        init_api_nodes=not args.disable_api_nodes))
+    if hook_breaker:
+        hook_breaker.restore_functions()
+    loaded = {pathlib.Path(p).resolve() for p in nodes.LOADED_MODULE_DIRS.values()}
+    # The pack lives outside this ComfyUI's custom_nodes: load it explicitly, with ComfyUI's loader.
+    if PACK_ROOT not in loaded and not loop.run_until_complete(nodes.load_custom_node(str(PACK_ROOT))):
+        raise RunnerError(f"ComfyUI could not load the vcut pack from {PACK_ROOT} (see the log above)", 1)
+    return nodes
+
+
+def run_prestartup_scripts(args) -> None:
+    """Custom node packs' prestartup_script.py, run before ComfyUI's nodes are imported, as main.py runs them."""
+    if args.disable_all_custom_nodes and not args.whitelist_custom_nodes:
+        return
+    import importlib.util
+
+    import folder_paths
+    for folder in folder_paths.get_folder_paths("custom_nodes"):
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            script = pathlib.Path(folder) / name / "prestartup_script.py"
+            if name.endswith(".disabled") or not script.is_file():
+                continue
+            if args.disable_all_custom_nodes and name not in args.whitelist_custom_nodes:
+                continue
+            try:
+                spec = importlib.util.spec_from_file_location(str(script.with_suffix("")), script)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            except Exception as error:  # as main.py: a failing prestartup script is reported, not fatal
+                log(f"prestartup script {script} failed: {error}")
+
+
+def parse_override(text: str):
+    """'NODE.INPUT=VALUE' -> (NODE, INPUT, value, raw text); the value is parsed as JSON when it is JSON, else it is
+    the text itself."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise RunnerError(f"--set {text!r}: expected NODE.INPUT=VALUE, e.g. --set KSampler.steps=10 or --set 6.seed=3")
+    key, raw = text.split("=", 1)
+    node, name = key.rsplit(".", 1)
+    if not node or not name:
+        raise RunnerError(f"--set {text!r}: expected NODE.INPUT=VALUE")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return node, name, value, raw
+
+
+def coerce(spec, value, raw):
+    """A STRING input, or a COMBO whose choices are text, takes the text as typed (so '8' stays the string '8')."""
+    typ = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
+    opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
+    choices = typ if isinstance(typ, (list, tuple)) else opts.get("options") if typ == "COMBO" else None
+    if (typ == "STRING" and not isinstance(value, str)) or (choices is not None and value not in choices
+                                                             and raw in choices):
+        return raw
+    return value
+
+
+def apply_overrides(prompt: dict, overrides: list[str], node_classes) -> list[str]:
+    """Set inputs by node id, title or class type (every matching node); returns what was set, for the log."""
+    done = []
+    for text in overrides:
+        node, name, parsed, raw = parse_override(text)
+        if node in prompt:
+            targets = [node]
+        else:
+            targets = [k for k, v in prompt.items() if v.get("_meta", {}).get("title") == node]
+            targets = targets or [k for k, v in prompt.items() if v["class_type"] == node]
+        if not targets:
+            known = ", ".join(f"{k} ({v['class_type']}" + (f" '{v['_meta']['title']}'" if v.get("_meta") else "")
+                              + ")" for k, v in sorted(prompt.items(), key=lambda kv: _id_key(kv[0])))
+            raise RunnerError(f"--set {text!r}: no node with id, title or type {node!r}; the workflow has: {known}")
+        for key in targets:
+            cls = node_classes.get(prompt[key]["class_type"])
+            types = cls.INPUT_TYPES() if cls is not None else {}
+            spec = {**(types.get("required") or {}), **(types.get("optional") or {})}
+            if name not in spec:
+                raise RunnerError(f"--set {text!r}: node {key} ({prompt[key]['class_type']}) has no input {name!r}; "
+                                  f"its inputs are: {', '.join(spec)}")
+            value = coerce(spec[name], parsed, raw)
+            prompt[key]["inputs"][name] = {"__value__": value} if isinstance(value, list) else value
+            done.append(f"node {key} ({prompt[key]['class_type']}).{name} = {value!r}")
+    return done
+
+
+def _id_key(key: str):
+    return (0, int(key)) if key.isdigit() else (1, key)
+
+
+def format_validation(error: dict, node_errors: dict, prompt: dict) -> str:
+    """ComfyUI's validate_prompt result as readable lines."""
+    lines = [f"workflow failed validation: {error.get('message', '')}"
+             + (f" ({error['details']})" if error.get("details") else "")]
+    for node_id, info in sorted(node_errors.items(), key=lambda kv: _id_key(str(kv[0]))):
+        title = prompt.get(node_id, {}).get("_meta", {}).get("title", "")
+        lines.append(f"  node {node_id} ({info.get('class_type', '?')}{', ' + repr(title) if title else ''}):")
+        for item in info.get("errors", []):
+            details = f": {item['details']}" if item.get("details") else ""
+            lines.append(f"    - {item.get('message', '')}{details}")
+    return "\n".join(lines)
+
+
+class HeadlessServer:
+    """What PromptExecutor needs of ComfyUI's server; its messages become progress lines on stderr."""
+
+    def __init__(self, prompt: dict):
+        self.client_id = "vcut-runner"
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata = {}
+        self.prompt = prompt
+        self.errors = []
+        self.started = {}
+
+    def describe(self, node_id) -> str:
+        entry = self.prompt.get(str(node_id), {})
+        title = entry.get("_meta", {}).get("title")
+        kind = entry.get("class_type", "?")
+        return f"node {node_id} ({kind}{'' if not title or title == kind else ', ' + repr(title)})"
+
+    def send_sync(self, event, data, sid=None):
+        if not isinstance(data, dict):
+            return
+        if event == "executing" and data.get("node") is not None:
+            self.last_node_id = data["node"]
+            self.started[data["node"]] = time.perf_counter()
+            log(f"running {self.describe(data['node'])}")
+        elif event == "executed":
+            node = data.get("node")
+            spent = time.perf_counter() - self.started.get(node, time.perf_counter())
+            log(f"done    {self.describe(node)} in {spent:.2f} s")
+        elif event == "execution_cached" and data.get("nodes"):
+            log(f"cached  nodes {', '.join(map(str, data['nodes']))}")
+        elif event == "progress":
+            log(f"  {self.describe(data.get('node'))} step {data.get('value')}/{data.get('max')}")
+        elif event == "execution_error":
+            self.errors.append(data)
+
+
+def hook_progress(server: HeadlessServer) -> None:
+    """comfy.utils.ProgressBar updates -> progress lines (as main.py's hijack_progress, without the web socket)."""
+    import comfy.utils
+    from comfy_execution.progress import get_progress_state
+    from comfy_execution.utils import get_executing_context
+
+    def hook(value, total, preview_image, prompt_id=None, node_id=None):
+        context = get_executing_context()
+        if node_id is None:
+            node_id = context.node_id if context is not None else server.last_node_id
+        try:
+            get_progress_state().update_progress(node_id, value, total, None)
+        except Exception:  # the progress registry is for the web UI; a failure there must not stop the run
+            pass
+        server.send_sync("progress", {"value": value, "max": total, "node": node_id})
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+
+
+def written_files(history: dict, output_dir: str) -> list[tuple[str, pathlib.Path]]:
+    """(node id, path) of every file the output nodes report as written to the output folder."""
+    found = []
+
+    def walk(node_id, value):
+        if isinstance(value, dict):
+            if "filename" in value and value.get("type", "output") == "output":
+                found.append((node_id, pathlib.Path(output_dir) / value.get("subfolder", "") / value["filename"]))
+                return
+            for item in value.values():
+                walk(node_id, item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(node_id, item)
+
+    for node_id, ui in (history.get("outputs") or {}).items():
+        walk(node_id, ui)
+    return found
+
+
+def load_workflow(path: str) -> dict:
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except FileNotFoundError:
+        raise RunnerError(f"workflow file not found: {path}")
+    except ValueError as error:
+        raise RunnerError(f"{path} is not valid JSON: {error}")
+
+
+def run(options) -> int:
+    workflow = load_workflow(options.workflow)
+    root = find_comfyui(options.comfyui)
+    log(f"ComfyUI at {root}")
+    nodes = start_comfyui(root, options.cpu)
+    log(f"ComfyUI started: {len(nodes.NODE_CLASS_MAPPINGS)} node types")
+    import execution
+    import folder_paths
+    if options.input_dir:
+        if not pathlib.Path(options.input_dir).is_dir():
+            raise RunnerError(f"--input-dir {options.input_dir} is not a folder")
+        folder_paths.set_input_directory(str(pathlib.Path(options.input_dir).resolve()))
+    output_dir = pathlib.Path(options.output_dir or folder_paths.get_output_directory()).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    folder_paths.set_output_directory(str(output_dir))
+    temp_dir = tempfile.mkdtemp(prefix="vcut-run-temp-")  # previews go here, removed at the end
+    folder_paths.set_temp_directory(temp_dir)
+    try:
+        return execute(options, workflow, nodes, execution, output_dir)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def execute(options, workflow, nodes, execution, output_dir) -> int:
+    """Convert, override, validate and execute; print the written files."""
+    try:
+        prompt = ui_to_api(workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    except WorkflowError as error:
+        raise RunnerError(f"cannot convert {options.workflow}: {error}")
+    if is_api_prompt(workflow):
+        unknown = sorted({v["class_type"] for v in prompt.values()} - set(nodes.NODE_CLASS_MAPPINGS))
+        if unknown:
+            raise RunnerError(f"unknown node type(s): {', '.join(unknown)}; install the custom node pack "
+                              "that provides them")
+    for line in apply_overrides(prompt, options.set or [], nodes.NODE_CLASS_MAPPINGS):
+        log(f"set {line}")
+    prompt_id = str(uuid.uuid4())
+    valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+    if not valid[0]:
+        raise RunnerError(format_validation(valid[1] or {}, valid[3] or {}, prompt), 3)
+    server = HeadlessServer(prompt)
+    server.last_prompt_id = prompt_id
+    hook_progress(server)
+    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
+                                        cache_args={"lru": 0, "ram": 0})
+    start = time.perf_counter()
+    log(f"executing {len(prompt)} nodes, outputs: {', '.join(valid[2])}")
+    executor.execute(prompt, prompt_id, {"client_id": server.client_id}, valid[2])
+    if not executor.success:
+        lines = ["execution failed:"]
+        for data in server.errors or [d for e, d in executor.status_messages if e == "execution_error"]:
+            lines.append(f"  {server.describe(data.get('node_id'))}: {data.get('exception_type', '')}: "
+                         f"{data.get('exception_message', '').strip()}")
+            if options.verbose and data.get("traceback"):
+                lines.append("".join(data["traceback"]))
+        raise RunnerError("\n".join(lines), 1)
+    log(f"finished in {time.perf_counter() - start:.2f} s")
+    files = written_files(executor.history_result, str(output_dir))
+    for node_id, ui in (executor.history_result.get("outputs") or {}).items():
+        for text in ui.get("text", []) if isinstance(ui, dict) else []:
+            log(f"{server.describe(node_id)} says: {text}")
+    for node_id, path in files:
+        print(path, flush=True)
+    if not files:
+        log("no files were written (the workflow has no save nodes)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_workflow.py", description="Run a ComfyUI workflow JSON (UI or API format) without the browser.")
+    parser.add_argument("workflow", help="workflow .json: as saved by ComfyUI (UI format) or exported as API")
+    parser.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH, else the ComfyUI this pack is in)")
+    parser.add_argument("--set", action="append", metavar="NODE.INPUT=VALUE",
+                        help="override an input; NODE is a node id, title or type (all nodes of that type); "
+                             "VALUE is parsed as JSON when possible, e.g. --set KSampler.steps=10 "
+                             "--set LoadImage.image=cat.png; repeatable")
+    parser.add_argument("--input-dir", help="folder that LoadImage / LoadVideo read from (default: ComfyUI's input)")
+    parser.add_argument("--output-dir", help="folder that the save nodes write into (default: ComfyUI's output)")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU")
+    parser.add_argument("--verbose", action="store_true", help="print Python tracebacks of failing nodes")
+    return parser
+
+
+def main(argv=None) -> int:
+    options = build_parser().parse_args(argv)
+    try:
+        return run(options)
+    except RunnerError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return error.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # an unexpected failure: show it in full
+        traceback.print_exc()
+        return 1
