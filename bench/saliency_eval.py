@@ -3,6 +3,7 @@
 Usage (from the repo root):
     .venv/bin/python bench/saliency_eval.py --data /work/saliency-data/SOD [--subset all|dev|held-out] [--limit N]
                                             [--out results.json]
+    .venv/bin/python bench/saliency_eval.py --data /work/saliency-data/DAVIS16 --dev-sequences 5 --video
     .venv/bin/python bench/saliency_eval.py --time      # ms per 512x512 frame of the node's default pipeline
 
 --data holds images/<id>.jpg|png and gt/<id>.png (binary, object > 127). Nothing is downloaded here; see
@@ -10,6 +11,13 @@ docs/saliency-eval.md for where the sample came from.
 
 Split: the images sorted by id; the first DEV_COUNT (100) are the dev subset, the only images any parameter of
 loop/saliency.py was chosen on; the rest are held out (never used for tuning). Every method is scored on both.
+With --dev-sequences K (video frames named <sequence>_<frame>) the split is by sequence instead: the frames of the
+first K sequences (sorted by name) are the dev subset, so no held-out frame shares a sequence with a dev frame.
+
+--video (needs <sequence>_<frame> names): also runs the node on each sequence's frames as one batch, as it runs on
+a video (temporal smoothing and the motion cue on), scored per frame as ours-video, and the same without the motion
+cue (motion=0) as ours-video-no-motion; and reports flicker: the mean IoU of consecutive masks of a sequence, for
+the ground truth, for ours frame by frame and for both video runs.
 
 Methods (each gives a binary mask; IoU, F-beta (beta^2 = 0.3) and MAE against the GT mask, averaged per image):
   ellipse-0.30/0.35/0.40  centred ellipse, semi-axes = frac * (W, H)
@@ -227,7 +235,8 @@ def reference_scores(ref_dir: pathlib.Path | None, name: str, gt: np.ndarray) ->
     return res
 
 
-def evaluate(img: np.ndarray, gt: np.ndarray) -> dict[str, dict[str, float]]:
+def evaluate(img: np.ndarray, gt: np.ndarray, keep: dict | None = None) -> dict[str, dict[str, float]]:
+    """Scores of every method on one image; `keep` (optional) receives the node's mask as keep["ours"]."""
     h, w = gt.shape
     res = {}
     for frac in (0.30, 0.35, 0.40):
@@ -238,8 +247,38 @@ def evaluate(img: np.ndarray, gt: np.ndarray) -> dict[str, dict[str, float]]:
         res[f"{name}+otsu"] = score(to_size(clean_mask(m >= otsu_threshold(m)), gt.shape), gt)
     m = saliency_map(img)
     res["ours-map+otsu"] = score(to_size(clean_mask(m >= otsu_threshold(m)), gt.shape), gt)
-    res["ours"] = score(salient_masks(torch.from_numpy(img)[None])[0].numpy() >= 0.5, gt)
+    ours = salient_masks(torch.from_numpy(img)[None])[0].numpy() >= 0.5
+    res["ours"] = score(ours, gt)
+    if keep is not None:
+        keep["ours"] = ours
     return res
+
+
+def sequence_of(name: str) -> str:
+    """'<sequence>_<frame>' -> '<sequence>' (video samples such as DAVIS16/images/blackswan_00005.jpg)."""
+    return name.rsplit("_", 1)[0]
+
+
+def consecutive_iou(masks: list[np.ndarray]) -> list[float]:
+    """IoU of each mask with the next one of the same sequence (1.0 = no change between frames)."""
+    return [iou(a, b) for a, b in zip(masks[:-1], masks[1:])]
+
+
+def video_scores(frames: dict[str, dict[str, np.ndarray]], per_image: dict[str, dict]) -> dict[str, list[float]]:
+    """Runs the node on each sequence as one batch (ours-video, added to per_image) and returns the consecutive-mask
+    IoUs per frame pair for the ground truth, ours frame by frame, and ours-video."""
+    flicker = {"gt": [], "ours": [], "ours-video": [], "ours-video-no-motion": []}
+    for seq in sorted({sequence_of(n) for n in frames}):
+        names = sorted(n for n in frames if sequence_of(n) == seq)
+        batch = torch.from_numpy(np.stack([frames[n]["img"] for n in names]).astype(np.float32) / 255.0)
+        flicker["gt"] += consecutive_iou([frames[n]["gt"] for n in names])
+        flicker["ours"] += consecutive_iou([frames[n]["ours"] for n in names])
+        for label, motion in (("ours-video", 1.0), ("ours-video-no-motion", 0.0)):
+            video = salient_masks(batch, motion=motion).numpy() >= 0.5
+            for n, m in zip(names, video):
+                per_image[n][label] = score(m, frames[n]["gt"])
+            flicker[label] += consecutive_iou(list(video))
+    return flicker
 
 
 def summarise(per_image: dict[str, dict], names: list[str]) -> dict[str, dict[str, float]]:
@@ -253,13 +292,14 @@ def summarise(per_image: dict[str, dict], names: list[str]) -> dict[str, dict[st
 
 
 def time_node(frames: int = 8, repeats: int = 2) -> dict[str, float]:
-    """ms per 512x512 frame of salient_masks (default options and refine=False) on the shared astronaut photo."""
+    """ms per 512x512 frame of salient_masks (default options, refine=False, and motion=0: no motion cue) on the
+    shared astronaut photo, panned a little from frame to frame."""
     img = cv2.cvtColor(cv2.imread(str(SHARED_DATA / "photos" / "astronaut.png")), cv2.COLOR_BGR2RGB)
     img = cv2.resize(img, (512, 512), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     # a small pan so the frames differ like a video's
     batch = torch.from_numpy(np.stack([np.roll(img, 4 * t, axis=1) for t in range(frames)]))
     out = {}
-    for label, kw in (("default", {}), ("refine=False", {"refine": False})):
+    for label, kw in (("default", {}), ("refine=False", {"refine": False}), ("motion=0", {"motion": 0.0})):
         salient_masks(batch[:1], **kw)  # warm-up
         best = min(_timed(salient_masks, batch, **kw) for _ in range(repeats))
         out[label] = 1000.0 * best / frames
@@ -280,6 +320,10 @@ def main():
     ap.add_argument("--out", type=pathlib.Path)
     ap.add_argument("--reference-maps", type=pathlib.Path, help="DIR/<method>/<id>.png maps of other detectors")
     ap.add_argument("--time", action="store_true", help="only time the node's pipeline on 512x512 frames")
+    ap.add_argument("--dev-sequences", type=int, default=0,
+                    help="split by sequence: the first K sequences (names <sequence>_<frame>) are the dev subset")
+    ap.add_argument("--video", action="store_true",
+                    help="also run the node on each sequence as a video batch and report flicker")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -290,16 +334,26 @@ def main():
     if args.data is None:
         ap.error("--data is required unless --time")
     names_sorted = sorted(p.stem for p in (args.data / "gt").glob("*.png"))
-    dev = set(names_sorted[:DEV_COUNT])
+    if args.dev_sequences:
+        dev_seqs = sorted({sequence_of(n) for n in names_sorted})[:args.dev_sequences]
+        dev = {n for n in names_sorted if sequence_of(n) in dev_seqs}
+        print(f"dev sequences: {', '.join(dev_seqs)} ({len(dev)} frames)")
+    else:
+        dev = set(names_sorted[:DEV_COUNT])
     wanted = {"all": set(names_sorted), "dev": dev, "held-out": set(names_sorted) - dev}[args.subset]
     per_image: dict[str, dict] = {}
     t0 = time.time()
+    frames: dict[str, dict[str, np.ndarray]] = {}  # --video: uint8 frame, GT and our single-frame mask
     for name, img, gt in load_pairs(args.data):
         if name not in wanted:
             continue
-        per_image[name] = {**evaluate(img, gt), **reference_scores(args.reference_maps, name, gt)}
+        keep = {} if args.video else None
+        per_image[name] = {**evaluate(img, gt, keep), **reference_scores(args.reference_maps, name, gt)}
+        if keep is not None:
+            frames[name] = {"img": np.round(img * 255).astype(np.uint8), "gt": gt, "ours": keep["ours"]}
         if args.limit and len(per_image) >= args.limit:
             break
+    flicker = video_scores(frames, per_image) if args.video else {}
     groups = {"dev": [n for n in per_image if n in dev], "held-out": [n for n in per_image if n not in dev],
               "all": list(per_image)}
     summary = {g: summarise(per_image, names) for g, names in groups.items() if names}
@@ -309,8 +363,12 @@ def main():
         for meth, v in table.items():
             print(f"  {meth:24s} mean IoU {v['mean_iou']:.3f}  median {v['median_iou']:.3f}  "
                   f"F(b2=0.3) {v['mean_f']:.3f}  MAE {v['mae']:.3f}")
+    flicker_summary = {k: float(np.mean(v)) for k, v in flicker.items() if v}
+    for k, v in flicker_summary.items():
+        print(f"consecutive-frame mask IoU, {k:20s} {v:.3f} ({len(flicker[k])} frame pairs)")
     if args.out:
-        args.out.write_text(json.dumps({"images": len(per_image), "dev_count": DEV_COUNT, "summary": summary,
+        args.out.write_text(json.dumps({"images": len(per_image), "dev": sorted(dev & set(per_image)),
+                                        "summary": summary, "flicker": flicker_summary,
                                         "per_image": per_image}, indent=1))
 
 

@@ -516,11 +516,12 @@ def pic_loop_metrics(frames: np.ndarray) -> Image.Image:
     idx = alss_indices(7, 4, seed=0)
     video = torch.from_numpy(frames[idx].astype(np.float32) / 255.0)
     m = loop_metrics(video, video[:1])
-    img = Image.new("RGB", (600, 340), (255, 255, 255))
+    img = Image.new("RGB", (600, 344), (255, 255, 255))
     img.paste(pil(render_plot(m, width=600, height=310)), (0, 0))
-    ImageDraw.Draw(img).text(
-        (300, 314), "ALSS loop clip of vid_h264.mp4 (every 2nd frame from 150; f=7, s=4); input image = frame 0, "
-        "so 'cos to input image' covers 'cos to first frame'", font=font(10), fill=(60, 60, 60), anchor="mt")
+    ImageDraw.Draw(img).multiline_text(
+        (300, 312), "ALSS loop clip (f=7, s=4) of vid_h264.mp4, every 2nd frame from 150; the input image is\n"
+        "frame 0, so the 'cos to input image' curve hides 'cos to first frame'", font=font(10), fill=(60, 60, 60),
+        anchor="ma", align="center")
     return img
 
 

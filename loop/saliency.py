@@ -10,7 +10,10 @@ detector here is classical:
 2. threshold (Otsu on the map, or a fixed level);
 3. GrabCut (OpenCV) in a band around the thresholded mask's boundary snaps it to the image's colour edges;
 4. clean-up: holes filled, opened/closed, components smaller than `min_area` dropped;
-5. on a video batch the maps are smoothed over time before thresholding, and the binary masks are voted over a
+5. on a video batch, motion counts too: the map is weighted by how much each pixel moves against the camera's own
+   motion (dense optical flow minus a RANSAC homography fitted to it), because the object a video is about is
+   usually the one that moves; frames that do not move keep the still-image map;
+6. on a video batch the maps are smoothed over time before thresholding, and the binary masks are voted over a
    3-frame window, so the mask does not flicker.
 
 All functions take and return numpy arrays; `salient_masks` works on ComfyUI-style torch batches [B,H,W,C].
@@ -205,6 +208,54 @@ def _smooth_over_time(maps: np.ndarray, strength: float) -> np.ndarray:
     return 0.5 * (fwd + bwd)
 
 
+# px at the working size: a frame whose residual motion stays below this at its 99th percentile counts as still
+# (flow noise, the strip a pan reveals at the border); chosen on the dev sequences of DAVIS 2016 and on a panned still
+# photo, whose residual reaches about 2 px there (docs/saliency-eval.md)
+MIN_MOTION = 3.0
+
+
+def residual_motion(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel motion from frame a to frame b (RGB, same size) that the camera's motion does not explain, in px.
+
+    Dense Farneback optical flow, then a homography fitted to it with RANSAC (the background / camera motion, which
+    covers most of the frame); what is left is the objects' own motion.
+    """
+    ga = cv2.cvtColor(np.clip(a * 255.0, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    gb = cv2.cvtColor(np.clip(b * 255.0, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    flow = cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 4, 15, 3, 5, 1.1, 0)
+    h, w = ga.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    src = np.stack([xx.ravel(), yy.ravel()], 1)
+    dst = src + flow.reshape(-1, 2)
+    pick = np.random.default_rng(0).choice(len(src), min(len(src), 2000), replace=False)
+    cv2.setRNGSeed(0)  # RANSAC's samples: the same frames always give the same result
+    hom = None
+    if len(pick) >= 4:
+        hom, _ = cv2.findHomography(src[pick], dst[pick], cv2.RANSAC, 1.0)
+    if hom is None:
+        hom = np.eye(3)
+    camera = cv2.perspectiveTransform(src[None], hom)[0]
+    return np.linalg.norm(dst - camera, axis=1).reshape(h, w).astype(np.float32)
+
+
+def motion_cues(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Motion weight in [0, 1] per frame of a video (RGB frames at the working size): residual motion against both
+    neighbours (the smaller of the two, so a pixel must move relative to both), blurred, divided by its 90th
+    percentile. A frame whose residual motion stays under MIN_MOTION (99th percentile) gets all ones: it carries no
+    motion information, so its still-image map is used as it is."""
+    n = len(frames)
+    out = []
+    for i in range(n):
+        nbrs = [j for j in (i - 1, i + 1) if 0 <= j < n]
+        res = np.minimum.reduce([residual_motion(frames[i], frames[j]) for j in nbrs])
+        res = cv2.GaussianBlur(res, (0, 0), 3.0)
+        if float(np.percentile(res, 99)) < MIN_MOTION:
+            out.append(np.ones_like(res))
+        else:
+            out.append(np.clip(res / max(float(np.percentile(res, 90)), 1e-6), 0.0, 1.0))
+    return out
+
+
 def salient_masks(
     images: torch.Tensor,
     threshold: float = -1.0,
@@ -214,6 +265,7 @@ def salient_masks(
     feather: float = 0.0,
     temporal_smoothing: float = 0.5,
     work_size: int = WORK_SIZE,
+    motion: float = 1.0,
     progress=None,
 ) -> torch.Tensor:
     """Salient-object masks for an IMAGE batch [B,H,W,C] (float, 0..1) -> MASK [B,H,W] float in [0, 1].
@@ -221,7 +273,8 @@ def salient_masks(
     threshold: saliency level in (0, 1], or < 0 for Otsu per frame. refine: GrabCut refinement. min_area: smallest
     kept component as a fraction of the image. dilate: grow the mask by this many pixels (output resolution).
     feather: Gaussian soft edge sigma in pixels (0 = hard mask). temporal_smoothing: 0..0.95, how much the saliency
-    maps of a video batch are smoothed over time (and, above 0, a 3-frame majority vote on the masks).
+    maps of a video batch are smoothed over time (and, above 0, a 3-frame majority vote on the masks). motion: 0..1,
+    on a video batch how strongly the map is weighted by the frame's own motion (0 = frames treated as stills).
     progress: optional callable(done, total).
     """
     if images.ndim != 4 or images.shape[-1] < 3:
@@ -239,6 +292,11 @@ def salient_masks(
         maps.append(saliency_map(s, work_size))
         if progress:
             progress(i + 1, total)
+    motion = min(max(float(motion), 0.0), 1.0)
+    if motion > 0 and b >= 2:
+        weighted = [m * ((1.0 - motion) + motion * c) for m, c in zip(maps, motion_cues(smalls))]
+        # where nothing salient moves the product vanishes: keep the still-image map for that frame
+        maps = [_normalize(wm) if wm.max() > 1e-3 else m for m, wm in zip(maps, weighted)]
     maps = _smooth_over_time(np.stack(maps), min(max(temporal_smoothing, 0.0), 0.95))
     masks = []
     for i, (s, m) in enumerate(zip(smalls, maps)):

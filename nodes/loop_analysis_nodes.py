@@ -25,7 +25,8 @@ class VCUTSalientMask(io.ComfyNode):
                 "Eq. 9-10: the region allowed to move in a loop with a still background). Classical detector: "
                 "minimum barrier distance to the border + border-colour contrast + centre prior, thresholded, "
                 "refined with GrabCut near the edge, cleaned (small components dropped, holes filled). On a video "
-                "batch the saliency is smoothed over time so the mask does not flicker. Outputs the MASK and a "
+                "batch the saliency is smoothed over time so the mask does not flicker, and weighted by each frame's own "
+                "motion (camera motion removed), so the object that moves wins over a still one. Outputs the MASK and a "
                 "preview (mask tinted over the image, still region darkened)."),
             inputs=[
                 io.Image.Input("images", tooltip="Image or video batch [B,H,W,C]; one mask per image."),
@@ -45,6 +46,10 @@ class VCUTSalientMask(io.ComfyNode):
                 io.Float.Input("temporal_smoothing", default=0.5, min=0.0, max=0.95, step=0.05,
                                tooltip="Video batches: how strongly saliency is smoothed over time (0 = each "
                                        "frame alone). Above 0 a 3-frame majority vote also removes flicker."),
+                io.Float.Input("motion", default=1.0, min=0.0, max=1.0, step=0.05, optional=True,
+                               tooltip="Video batches: how strongly each frame's saliency is weighted by its own "
+                                       "motion (optical flow minus the camera's motion). 0 = every frame is a "
+                                       "still; frames with almost no motion (< 3 px) are treated as stills anyway."),
             ],
             outputs=[
                 io.Mask.Output("mask", tooltip="Salient-object masks [B,H,W], 1 = object."),
@@ -53,7 +58,8 @@ class VCUTSalientMask(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, threshold, refine, min_area, dilate, feather, temporal_smoothing) -> io.NodeOutput:
+    def execute(cls, images, threshold, refine, min_area, dilate, feather, temporal_smoothing,
+                motion=1.0) -> io.NodeOutput:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must be an IMAGE batch [B,H,W,3]; got {shape}")
@@ -64,7 +70,7 @@ class VCUTSalientMask(io.ComfyNode):
         bar = comfy.utils.ProgressBar(2 * images.shape[0])
         masks = salient_masks(images, threshold=threshold if threshold > 0 else -1.0, refine=refine,
                               min_area=min_area, dilate=dilate, feather=feather,
-                              temporal_smoothing=temporal_smoothing,
+                              temporal_smoothing=temporal_smoothing, motion=motion,
                               progress=lambda done, total: bar.update_absolute(done, total))
         trivial = is_trivial_mask(masks)
         if trivial:

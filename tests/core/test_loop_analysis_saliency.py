@@ -13,7 +13,9 @@ from vcut.loop.saliency import (
     is_trivial_mask,
     mask_preview,
     minimum_barrier_distance,
+    motion_cues,
     otsu_threshold,
+    residual_motion,
     saliency_map,
     salient_masks,
     spectral_residual_map,
@@ -237,3 +239,64 @@ def test_benchmark_baselines_rbd_gmr_and_scores():
     truth = np.zeros((10, 10), bool)
     truth[:, :5] = True  # precision 0.5, recall 0.5 -> F = 0.5
     assert f_beta(pred, truth) == pytest.approx(0.5) and f_beta(~truth, truth) == 0.0
+
+
+def _two_objects_one_moving(frames=6, pan=0):
+    """A static, textured red square (left) and a flat yellow disc moving 6 px per frame to the right, on a texture;
+    the camera pans `pan` px per frame (everything shifts with it). Only the disc moves on its own: GT is the disc.
+    (A flat-coloured static object under a pan would not do: optical flow inside flat regions is unreliable.)"""
+    base = _textured_background(144, 240, 5, "texture")
+    imgs, gts = [], []
+    for t in range(frames):
+        img = np.roll(base, pan * t, axis=1).copy()
+        sq = img[50:90, 30 + pan * t:70 + pan * t]  # textured red: it moves with the camera, visibly
+        img[50:90, 30 + pan * t:70 + pan * t] = 0.5 * sq + 0.5 * np.array((0.9, 0.1, 0.1), np.float32)
+        gt = np.zeros(base.shape[:2], np.uint8)
+        cv2.circle(gt, (140 + (6 + pan) * t, 72), 22, 1, -1)
+        gt = gt.astype(bool)
+        img[gt] = (0.95, 0.85, 0.1)
+        imgs.append(img)
+        gts.append(gt)
+    return torch.from_numpy(np.stack(imgs)), gts
+
+
+def test_residual_motion_ignores_camera_pan_and_finds_the_mover():
+    video, gts = _two_objects_one_moving(frames=2, pan=4)
+    a, b = video[0].numpy(), video[1].numpy()
+    res = residual_motion(a, b)
+    inner = res[10:-10, 10:-10]  # np.roll wraps the texture at the sides
+    assert float(np.median(inner)) < 0.5  # a 4 px pan is the camera's motion, explained by the homography
+    disc = cv2.erode(gts[0].astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert float(np.median(res[disc])) > 1.5  # the disc moves 6 px on its own (less inside: it is flat)
+    still = motion_cues([a, a, a])
+    assert all(np.array_equal(c, np.ones_like(c)) for c in still)  # no motion: no motion information
+
+
+@pytest.mark.parametrize("pan", [0, 3])
+def test_video_mask_follows_the_moving_object_not_the_static_one(pan):
+    video, gts = _two_objects_one_moving(pan=pan)
+    squares = np.zeros((len(gts),) + gts[0].shape, bool)
+    for t in range(len(gts)):
+        squares[t, 50:90, 30 + pan * t:70 + pan * t] = True
+    still = salient_masks(video, motion=0.0).numpy() >= 0.5
+    moving = salient_masks(video).numpy() >= 0.5
+    assert np.mean([(m & sq).sum() / sq.sum() for m, sq in zip(still, squares)]) > 0.5  # as stills: both salient
+    for m, gt, sq in zip(moving, gts, squares):
+        assert iou(m, gt) >= 0.7 and (m & sq).sum() < 0.1 * sq.sum()
+
+
+def test_still_video_gives_the_still_image_masks():
+    img, _ = _scene(2)
+    video = torch.from_numpy(np.stack([img] * 3))
+    assert torch.equal(salient_masks(video), salient_masks(video, motion=0.0))
+
+
+def test_panned_still_photo_is_treated_as_still():
+    """A real photo panned 2 px per frame (np.roll: the strip that wraps in looks like revealed content) has no object
+    motion: the motion cue must stay out, not turn flow noise into the mask (it emptied it before MIN_MOTION)."""
+    img = _load("astronaut.png")[0].numpy()
+    img = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
+    video = torch.from_numpy(np.stack([np.roll(img, 2 * t, axis=1) for t in range(4)]))
+    masks = salient_masks(video)
+    assert torch.equal(masks, salient_masks(video, motion=0.0))
+    assert (masks.flatten(1).mean(1) > 0.05).all()

@@ -215,7 +215,8 @@ def test_converter_follows_the_frontend_rules(comfy_nodes):
     assert set(prompt) == {"1", "4", "7", "8", "9"}  # virtual, bypassed and muted nodes are not sent
     assert prompt["1"]["inputs"] == {"image": "example.png"}  # the upload widget's value is not sent
     assert prompt["4"]["inputs"] == {"threshold": 0.0, "refine": True, "min_area": 0.01, "dilate": 7,
-                                     "feather": 0.0, "temporal_smoothing": 0.5, "images": ["1", 0]}
+                                     "feather": 0.0, "temporal_smoothing": 0.5, "images": ["1", 0],
+                                     "motion": 1.0}  # a widget the saved workflow predates: its default
     assert prompt["4"]["_meta"]["title"] == "Saliency" and prompt["4"]["class_type"] == "VCUTSalientMask"
     assert prompt["1"]["_meta"]["title"] == comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS["LoadImage"]
     assert prompt["7"]["inputs"] == {}  # its source is muted: the frontend drops the input
