@@ -118,7 +118,7 @@ def print_mac_tables(rows):
             print(f"{row['model']:7} {variant:9} " + " ".join(cells))
 
 
-def wallclock(frames=8, height=64, width=128, repeats=3, seed=0):
+def wallclock(frames=4, height=128, width=256, repeats=3, seed=0):
     """Seconds per UNet call, batch 2 and batch 1, per variant, on the CPU with random weights."""
     torch.manual_seed(seed)
     unet = build_unet(device="cpu")
@@ -165,9 +165,9 @@ def print_wallclock(results, frames, height, width):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-wallclock", action="store_true", help="only the MAC / parameter tables")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--height", type=int, default=128)
+    parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     print(f"vcut benchmark, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
