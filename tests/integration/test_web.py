@@ -119,6 +119,19 @@ def test_server_serves_pack_and_extension(comfy_server):
     assert b"registerExtension" in _get(url + "/extensions/vcut/js/vcut.js", timeout=10)
 
 
+def test_server_offers_the_workflows_as_templates_with_thumbnails(comfy_server):
+    """The frontend's template browser lists /workflow_templates and loads <name>.json and <name>.jpg from
+    /api/workflow_templates/<pack folder>/."""
+    url, _ = comfy_server
+    names = sorted(p.stem for p in (PACK_ROOT / "workflows").glob("*.json"))
+    assert names and sorted(json.loads(_get(url + "/workflow_templates", timeout=10))["vcut"]) == names
+    for name in names:
+        served = json.loads(_get(f"{url}/api/workflow_templates/vcut/{name}.json", timeout=10))
+        assert served == json.loads((PACK_ROOT / "workflows" / f"{name}.json").read_text())
+        thumbnail = _get(f"{url}/api/workflow_templates/vcut/{name}.jpg", timeout=10)
+        assert thumbnail[:3] == b"\xff\xd8\xff" and len(thumbnail) < 80_000, f"{name}.jpg is not a small JPEG"
+
+
 def test_web_extension_in_chromium(comfy_server):
     url, log_path = comfy_server
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test.sh tries it)"
