@@ -238,11 +238,11 @@ def residual_motion(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(dst - camera, axis=1).reshape(h, w).astype(np.float32)
 
 
-def motion_cues(frames: list[np.ndarray]) -> list[np.ndarray]:
+def motion_cues(frames: list[np.ndarray], progress=None) -> list[np.ndarray]:
     """Motion weight in [0, 1] per frame of a video (RGB frames at the working size): residual motion against both
     neighbours (the smaller of the two, so a pixel must move relative to both), blurred, divided by its 90th
     percentile. A frame whose residual motion stays under MIN_MOTION (99th percentile) gets all ones: it carries no
-    motion information, so its still-image map is used as it is."""
+    motion information, so its still-image map is used as it is. progress: optional callable(frames done)."""
     n = len(frames)
     out = []
     for i in range(n):
@@ -253,6 +253,8 @@ def motion_cues(frames: list[np.ndarray]) -> list[np.ndarray]:
             out.append(np.ones_like(res))
         else:
             out.append(np.clip(res / max(float(np.percentile(res, 90)), 1e-6), 0.0, 1.0))
+        if progress:
+            progress(i + 1)
     return out
 
 
@@ -285,16 +287,18 @@ def salient_masks(
     frames = images[..., :3].detach().float().cpu().numpy()
     frames = np.nan_to_num(frames, nan=0.0, posinf=1.0, neginf=0.0)
     frames = np.clip(frames, 0.0, 1.0)
-    total = b * 2
+    motion = min(max(float(motion), 0.0), 1.0)
+    use_motion = motion > 0 and b >= 2
+    total = b * (3 if use_motion else 2)  # maps, motion cues, masks
     smalls = [_to_work(f, work_size) for f in frames]
     maps = []
     for i, s in enumerate(smalls):
         maps.append(saliency_map(s, work_size))
         if progress:
             progress(i + 1, total)
-    motion = min(max(float(motion), 0.0), 1.0)
-    if motion > 0 and b >= 2:
-        weighted = [m * ((1.0 - motion) + motion * c) for m, c in zip(maps, motion_cues(smalls))]
+    if use_motion:
+        cues = motion_cues(smalls, progress=(lambda done: progress(b + done, total)) if progress else None)
+        weighted = [m * ((1.0 - motion) + motion * c) for m, c in zip(maps, cues)]
         # where nothing salient moves the product vanishes: keep the still-image map for that frame
         maps = [_normalize(wm) if wm.max() > 1e-3 else m for m, wm in zip(maps, weighted)]
     maps = _smooth_over_time(np.stack(maps), min(max(temporal_smoothing, 0.0), 0.95))
@@ -306,7 +310,7 @@ def salient_masks(
             mk = clean_mask(grabcut_refine(s, mk), min_area=min_area)
         masks.append(mk)
         if progress:
-            progress(b + i + 1, total)
+            progress(total - b + i + 1, total)
     masks = np.stack(masks)
     if temporal_smoothing > 0 and b >= 3:  # 3-frame majority vote against single-frame flicker
         padded = np.concatenate([masks[:1], masks, masks[-1:]]).astype(np.uint8)

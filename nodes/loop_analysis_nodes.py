@@ -49,7 +49,8 @@ class VCUTSalientMask(io.ComfyNode):
                 io.Float.Input("motion", default=1.0, min=0.0, max=1.0, step=0.05, optional=True,
                                tooltip="Video batches: how strongly each frame's saliency is weighted by its own "
                                        "motion (optical flow minus the camera's motion). 0 = every frame is a "
-                                       "still; frames with almost no motion (< 3 px) are treated as stills anyway."),
+                                       "still; frames with almost no motion (under 3 px at the 256 px working size, about 1% of the long side) "
+                                       "are treated as stills anyway."),
             ],
             outputs=[
                 io.Mask.Output("mask", tooltip="Salient-object masks [B,H,W], 1 = object."),
@@ -67,7 +68,7 @@ class VCUTSalientMask(io.ComfyNode):
             raise ValueError("images is an empty batch; give at least one image")
         if not torch.isfinite(images).all():
             raise ValueError("images contains NaN or infinite values; give finite pixel values in [0, 1]")
-        bar = comfy.utils.ProgressBar(2 * images.shape[0])
+        bar = comfy.utils.ProgressBar(3 * images.shape[0])  # maps, motion cues, masks (total set by the core)
         masks = salient_masks(images, threshold=threshold if threshold > 0 else -1.0, refine=refine,
                               min_area=min_area, dilate=dilate, feather=feather,
                               temporal_smoothing=temporal_smoothing, motion=motion,

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import logging
 import os
 import pathlib
+import shlex
 import shutil
 import sys
 import tempfile
@@ -45,16 +48,27 @@ def find_comfyui(explicit: str | None) -> pathlib.Path:
     raise RunnerError(f"no ComfyUI found at {where}: pass --comfyui PATH (the folder holding main.py)")
 
 
-def start_comfyui(root: pathlib.Path, cpu: bool):
-    """Import ComfyUI from `root` and load its nodes and custom nodes like main.py; returns ComfyUI's `nodes`."""
+def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
+    """Import ComfyUI from `root` and load its nodes and custom nodes like main.py; returns ComfyUI's `nodes`.
+    comfy_args: ComfyUI's own command-line options (e.g. "--lowvram --fp16-vae"), parsed by ComfyUI's parser."""
     sys.path.insert(0, str(root))
-    import comfy.options  # noqa: F401  (argument parsing stays off: ComfyUI's defaults, then ours)
+    import comfy.options
+    if comfy_args:
+        sys.argv = [str(root / "main.py"), *shlex.split(comfy_args)]
+        comfy.options.enable_args_parsing()
     from comfy.cli_args import args
     args.cpu = args.cpu or cpu
+    try:  # ComfyUI's logging set-up, as main.py: INFO lines (the pack's own among them) on stderr
+        from app.logger import setup_logger
+        setup_logger(log_level=args.verbose, use_stdout=False)
+    except ImportError:  # older ComfyUI
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     import utils.extra_config  # as main.py: ComfyUI's utils package before comfy/utils.py
     extra = root / "extra_model_paths.yaml"
     if extra.is_file():
         utils.extra_config.load_extra_path_config(str(extra))
+    for config in itertools.chain(*(args.extra_model_paths_config or [])):
+        utils.extra_config.load_extra_path_config(config)
     run_prestartup_scripts(args)
     import execution  # noqa: F401
     import nodes
@@ -141,9 +155,9 @@ def apply_overrides(prompt: dict, overrides: list[str], node_classes) -> list[st
         node, name, parsed, raw = parse_override(text)
         if node in prompt:
             targets = [node]
-        else:
-            targets = [k for k, v in prompt.items() if v.get("_meta", {}).get("title") == node]
-            targets = targets or [k for k, v in prompt.items() if v["class_type"] == node]
+        else:  # every node titled so, and every node of that type (whatever its title)
+            targets = [k for k, v in prompt.items()
+                       if v.get("_meta", {}).get("title") == node or v["class_type"] == node]
         if not targets:
             known = ", ".join(f"{k} ({v['class_type']}" + (f" '{v['_meta']['title']}'" if v.get("_meta") else "")
                               + ")" for k, v in sorted(prompt.items(), key=lambda kv: _id_key(kv[0])))
@@ -267,7 +281,7 @@ def run(options) -> int:
     workflow = load_workflow(options.workflow)
     root = find_comfyui(options.comfyui)
     log(f"ComfyUI at {root}")
-    nodes = start_comfyui(root, options.cpu)
+    nodes = start_comfyui(root, options.cpu, options.comfy_args)
     log(f"ComfyUI started: {len(nodes.NODE_CLASS_MAPPINGS)} node types")
     import execution
     import folder_paths
@@ -343,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-dir", help="folder that LoadImage / LoadVideo read from (default: ComfyUI's input)")
     parser.add_argument("--output-dir", help="folder that the save nodes write into (default: ComfyUI's output)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU")
+    parser.add_argument("--comfy-args", default="", metavar='"OPTIONS"',
+                        help='ComfyUI\'s own command-line options, e.g. --comfy-args "--lowvram --fp16-vae"')
     parser.add_argument("--verbose", action="store_true", help="print Python tracebacks of failing nodes")
     return parser
 

@@ -31,7 +31,7 @@ if [ -n "${COMFYUI_PATH:-}" ]; then
   fi
   if [ ! -x /usr/bin/chromium ]; then
     echo "chromium is missing: trying 'apt-get install -y chromium' (Debian; test_web needs /usr/bin/chromium)"
-    apt-get install -y chromium >/dev/null 2>&1 || echo "WARNING: install chromium yourself: sudo apt-get install -y chromium"
+    { apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null 2>&1 || echo "WARNING: install chromium yourself: sudo apt-get install -y chromium"
   fi
   run_pytest "${COMFYUI_PYTHON:-python3}" -m pytest -c tests/pytest.ini tests/integration || exit 1
 else

@@ -140,7 +140,11 @@ def test_progress_dilate_feather_and_input_untouched():
     before = images.clone()
     calls = []
     hard = salient_masks(images, progress=lambda d, t: calls.append((d, t)))
-    assert calls[-1] == (4, 4) and len(calls) == 4
+    # maps, motion cues, masks: one update per frame each, in order, ending at the total
+    assert calls == [(d, 6) for d in range(1, 7)]
+    calls.clear()
+    salient_masks(images, motion=0.0, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(d, 4) for d in range(1, 5)]  # no motion stage
     grown = salient_masks(images, dilate=4)
     soft = salient_masks(images, feather=3.0)
     assert torch.equal(images, before)

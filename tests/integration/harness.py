@@ -12,10 +12,12 @@ Needs COMFYUI_PATH (a ComfyUI checkout, 0.8.0 tested) and ComfyUI's Python envir
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import uuid
@@ -23,6 +25,8 @@ import uuid
 import torch
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(PACK_ROOT / "bench"))
+from clips import read_frames  # noqa: E402  (the shared clip reader of the benchmarks and core tests)
 SHARED_DATA = PACK_ROOT.parent / "shared" / "data"
 CAPTURED: dict[str, object] = {}
 _STATE: dict[str, object] = {}
@@ -31,6 +35,14 @@ _STATE: dict[str, object] = {}
 def comfy_path() -> pathlib.Path | None:
     path = os.environ.get("COMFYUI_PATH")
     return pathlib.Path(path) if path else None
+
+
+def scratch_dir() -> pathlib.Path:
+    """One temporary folder for this test session (previews, tiny model configs), removed when Python exits."""
+    if "scratch" not in _STATE:
+        _STATE["scratch"] = pathlib.Path(tempfile.mkdtemp(prefix="vcut-integration-"))
+        atexit.register(shutil.rmtree, _STATE["scratch"], ignore_errors=True)
+    return _STATE["scratch"]
 
 
 def init_comfy():
@@ -47,7 +59,7 @@ def init_comfy():
     import folder_paths
     import nodes
     # previews (ui.PreviewImage) go to a temporary folder, never into the ComfyUI checkout
-    folder_paths.set_temp_directory(tempfile.mkdtemp(prefix="vcut-comfy-temp-"))
+    folder_paths.set_temp_directory(str(scratch_dir() / "temp"))
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     before = set(nodes.NODE_CLASS_MAPPINGS)
     if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT))):
@@ -227,7 +239,7 @@ def tiny_clip_vision(tmp_dir=None, seed=0):
               "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64, "layer_norm_eps": 1e-5,
               "model_type": "clip_vision_model", "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2,
               "patch_size": 16, "projection_dim": 64, "torch_dtype": "float32"}
-    path = pathlib.Path(tmp_dir or tempfile.mkdtemp(prefix="vcut-clipvision-")) / "tiny_clip_vision.json"
+    path = pathlib.Path(tmp_dir or scratch_dir()) / "tiny_clip_vision.json"
     path.write_text(json.dumps(config))
     clip_vision = comfy.clip_vision.ClipVisionModel(str(path))
     g = torch.Generator().manual_seed(seed)
@@ -254,17 +266,9 @@ class TinyCheckpointLoader:
 
 def real_frames(n, size=64):
     """The first n frames of a real clip from shared/data, centre-cropped and scaled to size x size."""
-    import av
-    import numpy as np
     init_comfy()
     import comfy.utils
-    out = []
-    with av.open(str(SHARED_DATA / "video" / "vid_h264.mp4")) as container:
-        for frame in container.decode(video=0):
-            out.append(torch.from_numpy(np.asarray(frame.to_image().convert("RGB"), dtype=np.float32) / 255.0))
-            if len(out) == n:
-                break
-    video = torch.stack(out)
+    video = torch.from_numpy(read_frames(SHARED_DATA / "video" / "vid_h264.mp4", n)).float() / 255.0
     return comfy.utils.common_upscale(video.movedim(-1, 1), size, size, "bilinear", "center").movedim(1, -1)
 
 
@@ -272,17 +276,14 @@ def write_clip(path, frames=6, height=72, width=100, start=120, top=200, left=30
     """A short H.264 crop of shared/data/video/car-detection.mp4 (real motion), written to `path`."""
     import av
     import numpy as np
-    with av.open(str(SHARED_DATA / "video" / "car-detection.mp4")) as src, av.open(str(path), "w") as dst:
+    clip = read_frames(SHARED_DATA / "video" / "car-detection.mp4", frames, start)[:, top:top + height,
+                                                                                   left:left + width]
+    with av.open(str(path), "w") as dst:
         stream = dst.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i, frame in enumerate(src.decode(video=0)):
-            if i < start:
-                continue
-            crop = np.ascontiguousarray(frame.to_ndarray(format="rgb24")[top:top + height, left:left + width])
-            for packet in stream.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")):
+        for crop in clip:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="rgb24")):
                 dst.mux(packet)
-            if i == start + frames - 1:
-                break
         for packet in stream.encode():
             dst.mux(packet)
 

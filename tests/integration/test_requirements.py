@@ -39,11 +39,13 @@ def our_reqs():
     return read_requirements(OURS)
 
 
-def pip_dry_run(*extra):
-    """pip's resolver on our requirements.txt with ComfyUI's Python; returns (what it would install, its stdout)."""
+def pip_dry_run(*extra, files=(OURS,)):
+    """pip's resolver on requirement files with ComfyUI's Python; returns {name: version} it would install."""
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--disable-pip-version-check", "--report", "-",
-           "--quiet", *extra, "-r", str(OURS)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+           "--quiet", *extra]
+    for path in files:
+        cmd += ["-r", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     return {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"] for i in report["install"]}
@@ -72,15 +74,16 @@ def test_shared_requirements_are_compatible_with_comfyui_pins(comfy_reqs, our_re
             assert max(ours_min) <= max(theirs_min), (name, ours, theirs)
 
 
-def test_pip_dry_run_changes_nothing_comfyui_needs(comfy_reqs):
-    would_install = pip_dry_run()
-    print("pip install --dry-run -r requirements.txt would install:", would_install or "nothing")
-    assert not set(would_install) & TORCH_FAMILY
-    # nothing ComfyUI lists is installed or changed, and nothing already present is up- or downgraded
-    assert not set(would_install) & set(comfy_reqs), would_install
-    for name in would_install:
-        with pytest.raises(PackageNotFoundError):
-            version(name)
+def test_our_requirements_change_no_version_of_a_fresh_comfyui_install():
+    """pip resolves a fresh ComfyUI venv (installed packages ignored) with and without our requirements.txt: every
+    package ComfyUI's install gets keeps its version; ours only adds packages, none of them torch."""
+    comfy_requirements = harness.comfy_path() / "requirements.txt"
+    alone = pip_dry_run("--ignore-installed", files=(comfy_requirements,))
+    together = pip_dry_run("--ignore-installed", files=(comfy_requirements, OURS))
+    added = {name: together[name] for name in set(together) - set(alone)}
+    print("our requirements add to a fresh ComfyUI install:", added)
+    assert {name: (ver, together.get(name)) for name, ver in alone.items() if together.get(name) != ver} == {}
+    assert "opencv-python-headless" in added and not set(added) & TORCH_FAMILY
 
 
 def test_pip_dry_run_from_scratch_lands_on_versions_comfyui_accepts(comfy_reqs):

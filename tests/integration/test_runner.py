@@ -77,11 +77,13 @@ def test_runner_runs_a_workflow_with_overrides(setup):
     assert "running node 2 (VCUTSalientMask, 'Saliency')" in err and "running node 3 (SaveImage" in err
     assert "node 2 (VCUTSalientMask, 'Saliency') step 1/" in err  # the node's ProgressBar, through ComfyUI's hook
     assert "finished in" in err
+    assert "Import times for custom nodes" in err  # ComfyUI's INFO log (and the pack's) reaches stderr
 
 
 def test_runner_errors_are_clean(setup):
     runs = {
-        "bad input": start(command(setup, "workflow.json", "--set", "Saliency.no_such_input=1")),
+        "bad input": start(command(setup, "workflow.json", "--set", "Saliency.no_such_input=1",
+                                   "--comfy-args", "--verbose WARNING --disable-api-nodes")),
         "unknown type": start(command(setup, "unknown.json")),
         "invalid value": start(command(setup, "workflow.json", "--set", "2.dilate=-5")),
         "node fails": start(command(setup, "fails.json")),
@@ -98,6 +100,7 @@ def test_runner_errors_are_clean(setup):
         assert out.strip() == "", name  # nothing written
     code, _, err = results["bad input"]
     assert code == 2 and "has no input 'no_such_input'" in err and "dilate" in err  # lists the valid inputs
+    assert "Import times for custom nodes" not in err  # --comfy-args reached ComfyUI's parser: no INFO lines
     code, _, err = results["unknown type"]
     assert code == 2 and "unknown node type(s): NoSuchVcutNode (node 2)" in err
     code, _, err = results["invalid value"]
@@ -126,14 +129,15 @@ def test_override_parsing_matching_and_validation_text():
     for bad in ("steps=3", "KSampler.steps", ".x=1"):
         with pytest.raises(RunnerError, match="NODE.INPUT=VALUE"):
             parse_override(bad)
-    prompt = {"5": {"class_type": "Fake", "inputs": {}, "_meta": {"title": "First"}},
+    prompt = {"5": {"class_type": "Fake", "inputs": {}, "_meta": {"title": "Fake"}},  # untitled: its type's name
               "6": {"class_type": "Fake", "inputs": {}, "_meta": {"title": "Second"}}}
     done = apply_overrides(prompt, ["Fake.steps=4", "Second.note=hi", "5.note=12", "5.block=8"], {"Fake": FakeNode})
     assert [e["inputs"] for e in prompt.values()] == [{"steps": 4, "note": "12", "block": "8"},  # text as typed
-                                                      {"steps": 4, "note": "hi"}]  # by type: every node of it
+                                                      {"steps": 4, "note": "hi"}]  # by type: every node of it,
+    # also the one whose title (its default, the type's name) matches first
     apply_overrides(prompt, ['6.note="quoted"'], {"Fake": FakeNode})
     assert prompt["6"]["inputs"]["note"] == "quoted"
-    with pytest.raises(RunnerError, match=r"no node with id, title or type 'Nowhere'.*5 \(Fake 'First'\)"):
+    with pytest.raises(RunnerError, match=r"no node with id, title or type 'Nowhere'.*5 \(Fake 'Fake'\)"):
         apply_overrides(prompt, ["Nowhere.steps=1"], {"Fake": FakeNode})
     assert len(done) == 5
     with pytest.raises(RunnerError, match="has no input 'cfg'; its inputs are: steps, block, note"):

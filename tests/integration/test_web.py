@@ -5,7 +5,7 @@ Starts `main.py --cpu --listen 127.0.0.1 --port P --base-directory TMP` with TMP
 /usr/bin/chromium): every workflow loads with no missing node, the pack's nodes carry the pack colour, the Cut Step
 Scheduler's step bar shows the connected KSampler's split (values and pixels, against Python's cut rule), and a
 graph queued through /prompt shows the Salient Mask and Motion Vector Encode previews on their nodes.
-Screenshots go to test-output/web/; with VCUT_UPDATE_SCREENSHOTS=1 they are also copied to docs/screenshots/.
+Screenshots go to a temporary folder; with VCUT_UPDATE_SCREENSHOTS=1 they are also copied to docs/screenshots/.
 Needs: `apt-get install -y chromium` and `npm ci --prefix tests/web` (scripts/test.sh does both).
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +30,6 @@ PACK_ROOT = harness.PACK_ROOT
 WEB_TESTS = PACK_ROOT / "tests" / "web"
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
 SHARED_DATA = PACK_ROOT.parent / "shared" / "data"
-OUT_DIR = PACK_ROOT / "test-output" / "web"
 SCREENSHOTS = ("cut_step_scheduler.png", "salient_mask_preview.png", "motion_vector_preview.png",
                "workflow_vcut.png")
 INPUT_IMAGE = "vcut_frames.png"
@@ -47,16 +47,9 @@ def _schedule_module():
 def _write_frames(path: pathlib.Path) -> None:
     """Three frames (4 apart) of a real clip (downscaled to 128x72) as one animated PNG: LoadImage loads every
     frame of a multi-frame image, so one input file gives Motion Vector Encode a moving batch."""
-    import av
     from PIL import Image
-    frames = []
-    with av.open(str(SHARED_DATA / "video" / "vid_h264.mp4")) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i >= 20 and i % 4 == 0:
-                frames.append(frame.to_image().convert("RGB").resize((128, 72), Image.BILINEAR))
-            if len(frames) == 3:
-                break
-    assert len(frames) == 3, "the shared clip vid_h264.mp4 has fewer than 29 frames"
+    frames = [Image.fromarray(f).resize((128, 72), Image.BILINEAR)
+              for f in harness.read_frames(SHARED_DATA / "video" / "vid_h264.mp4", 9, 20)[::4]]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
@@ -132,7 +125,7 @@ def test_server_offers_the_workflows_as_templates_with_thumbnails(comfy_server):
         assert thumbnail[:3] == b"\xff\xd8\xff" and len(thumbnail) < 80_000, f"{name}.jpg is not a small JPEG"
 
 
-def test_web_extension_in_chromium(comfy_server):
+def test_web_extension_in_chromium(comfy_server, tmp_path):
     url, log_path = comfy_server
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test.sh tries it)"
     assert (WEB_TESTS / "node_modules" / "playwright-core").is_dir(), \
@@ -143,18 +136,25 @@ def test_web_extension_in_chromium(comfy_server):
     cases = [(f, n) for n in (1, 4, 10, 14, 20, 25, 30, 50) for f in (0.01, 0.1, 0.125, 0.25, 0.3, 0.5, 0.64, 0.7,
                                                                      0.75, 0.9, 1.0)]
     fractions = [[f, n, schedule.cut_step_from_fraction(f, n)] for f, n in cases]
-    if OUT_DIR.exists():
-        shutil.rmtree(OUT_DIR)
-    result = subprocess.run(
+    out_dir = tmp_path / "web"
+    # its own process group, so that a timeout also ends the Chromium that playwright started
+    browser = subprocess.Popen(
         [node, str(WEB_TESTS / "web_test.mjs"), "--url", url, "--workflows", str(PACK_ROOT / "workflows"),
-         "--out", str(OUT_DIR), "--image", INPUT_IMAGE, "--fractions", json.dumps(fractions)],
-        capture_output=True, text=True, timeout=150)
+         "--out", str(out_dir), "--image", INPUT_IMAGE, "--fractions", json.dumps(fractions)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = browser.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(browser.pid, signal.SIGKILL)
+        stdout, stderr = browser.communicate()
+        pytest.fail(f"the browser checks did not finish within 150 s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    result = subprocess.CompletedProcess(browser.args, browser.returncode, stdout, stderr)
     lines = [line for line in result.stdout.splitlines() if line.startswith("VCUT_WEB_REPORT ")]
     assert result.returncode == 0 and lines, (
         f"browser checks failed (rc {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n"
         f"server log:\n{log_path.read_text()[-3000:]}")
     report = json.loads(lines[-1].split(" ", 1)[1])
-    (OUT_DIR / "report.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     assert not [e for e in report["consoleErrors"] if "vcut" in e.lower()], report["consoleErrors"]
     assert not [u for u in report["failedRequests"] if "/extensions/vcut/" in u], report["failedRequests"]
     workflows = sorted(p.name for p in (PACK_ROOT / "workflows").glob("*.json"))
@@ -165,7 +165,7 @@ def test_web_extension_in_chromium(comfy_server):
     assert report["previews"]["salient_mask"]["outputs"] == 3
     assert report["previews"]["motion_vector"]["outputs"] == 2
     for name in SCREENSHOTS:
-        shot = OUT_DIR / name
+        shot = out_dir / name
         assert shot.is_file() and shot.stat().st_size > 0, f"screenshot {name} not written"
         if os.environ.get("VCUT_UPDATE_SCREENSHOTS") == "1":
             (PACK_ROOT / "docs" / "screenshots").mkdir(parents=True, exist_ok=True)
