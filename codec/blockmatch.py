@@ -64,48 +64,80 @@ def _block_sums(diff: np.ndarray, block: int, stride: int, hb: int, wb: int) -> 
             - bottom[:, 0:wb * stride:stride] + top[:, 0:wb * stride:stride])
 
 
+def _stacked_block_sums(diffs: np.ndarray, block: int, hb: int, wb: int) -> np.ndarray:
+    """`_block_sums` (stride = block) of every image of a [n, H, W] uint8 stack with ONE integral: int32 [n, Hb, Wb].
+
+    The images are summed as one tall image; a block's sum is a difference of integral rows inside its own image,
+    so the rows above it cancel (callers keep n * H * W * 255 within int32, so the integral is exact)."""
+    n, hh, ww = diffs.shape
+    # `block` spare rows below the integral make "block rows further down" one reshaped view for all images
+    # (never read: a block ends at most on the integral's last row)
+    integral = np.empty((n * hh + block, ww + 1), np.int32)
+    cv2.integral(diffs.reshape(n * hh, ww), sum=integral[:n * hh + 1])
+    rows, left, right = slice(0, hb * block, block), slice(0, wb * block, block), slice(block, (wb + 1) * block, block)
+    top = integral[:n * hh].reshape(n, hh, ww + 1)[:, rows]
+    bottom = integral[block:block + n * hh].reshape(n, hh, ww + 1)[:, rows]
+    return bottom[:, :, right] - top[:, :, right] - bottom[:, :, left] + top[:, :, left]
+
+
+STACK_PIXELS = 1 << 20  # pixels of difference images per integral in sad_shifts: few calls, still cache-sized
+
+
 def sad_shifts(cur: np.ndarray, ref_pad: np.ndarray, margin: int, block: int,
                shifts: list[tuple[int, int]]) -> np.ndarray:
     """SAD of every block of the grid-padded `cur` for each uniform shift (dx, dy): int32 [len(shifts), Hb, Wb]."""
     hp, wp = cur.shape
     hb, wb = hp // block, wp // block
     out = np.empty((len(shifts), hb, wb), np.int32)
-    for n, (dx, dy) in enumerate(shifts):
-        shifted = ref_pad[margin + dy:margin + dy + hp, margin + dx:margin + dx + wp]
-        out[n] = _block_sums(cv2.absdiff(shifted, cur), block, block, hb, wb)
+    step = max(1, min(STACK_PIXELS, np.iinfo(np.int32).max // 255) // (hp * wp))
+    diffs = np.empty((min(step, len(shifts)), hp, wp), np.uint8)
+    for start in range(0, len(shifts), step):
+        part = shifts[start:start + step]
+        for k, (dx, dy) in enumerate(part):
+            cv2.absdiff(ref_pad[margin + dy:margin + dy + hp, margin + dx:margin + dx + wp], cur, dst=diffs[k])
+        out[start:start + len(part)] = _stacked_block_sums(diffs[:len(part)], block, hb, wb)
     return out
 
 
-def gather_blocks(ref_pad: np.ndarray, margin: int, block: int, vectors: np.ndarray, extra: int = 0) -> np.ndarray:
+def gather_blocks(ref_pad: np.ndarray, margin: int, block: int, vectors: np.ndarray, extra: int = 0,
+                  origins: np.ndarray | None = None) -> np.ndarray:
     """Mosaic of the reference squares each block points at, `extra` pixels wider on every side.
 
     vectors: int [Hb, Wb, 2] (dx, dy) with |v| + extra <= margin. Returns [Hb*S, Wb*S(, C)], S = block + 2*extra,
-    cell (i, j) holding ref_pad around (margin + i*block + dy - extra, margin + j*block + dx - extra).
+    cell (i, j) holding ref_pad around (margin + y0 + dy - extra, margin + x0 + dx - extra), where the block's
+    top-left pixel (y0, x0) is (i*block, j*block), or origins[i, j] for a mosaic of selected blocks.
     """
     hb, wb = vectors.shape[:2]
     size = block + 2 * extra
-    ys = margin + np.arange(hb)[:, None] * block + vectors[..., 1] - extra
-    xs = margin + np.arange(wb)[None, :] * block + vectors[..., 0] - extra
-    window = (size, size) if ref_pad.ndim == 2 else (size, size, ref_pad.shape[2])
-    views = np.lib.stride_tricks.sliding_window_view(ref_pad, window)
+    if origins is None:
+        ys = margin + np.arange(hb)[:, None] * block + vectors[..., 1] - extra
+        xs = margin + np.arange(wb)[None, :] * block + vectors[..., 0] - extra
+    else:
+        ys = margin + origins[..., 0] + vectors[..., 1] - extra
+        xs = margin + origins[..., 1] + vectors[..., 0] - extra
+    # every run of `size` pixels of a reference row; mosaic row (i, y) is the runs at row ys + y, columns xs
+    window = size if ref_pad.ndim == 2 else (size, ref_pad.shape[2])
+    runs = np.lib.stride_tricks.sliding_window_view(ref_pad, window, axis=1 if ref_pad.ndim == 2 else (1, 2))
     if ref_pad.ndim == 3:
-        views = views[:, :, 0]
-    patches = views[ys, xs]  # [Hb, Wb, S, S(, C)]
-    order = (0, 2, 1, 3) if ref_pad.ndim == 2 else (0, 2, 1, 3, 4)
-    return np.ascontiguousarray(patches.transpose(order)).reshape(hb * size, wb * size, *ref_pad.shape[2:])
+        runs = runs[:, :, 0]
+    patches = runs[ys[:, None, :] + np.arange(size)[None, :, None], xs[:, None, :]]  # [Hb, S, Wb, S(, C)]
+    return patches.reshape(hb * size, wb * size, *ref_pad.shape[2:])
 
 
 def sad_around(cur: np.ndarray, ref_pad: np.ndarray, margin: int, block: int, centers: np.ndarray,
-               radius: int, diamond: bool = False) -> tuple[np.ndarray, list[tuple[int, int]]]:
+               radius: int, diamond: bool = False,
+               origins: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """SAD of every block for every offset in [-radius, radius]^2 (diamond: |ox| + |oy| <= radius) around its own
     centre vector.
 
-    One gather of (block + 2*radius)^2 squares, then one absdiff + integral per offset on the mosaic.
+    `cur` is the grid-padded frame, or (origins [Hb, Wb, 2]: each block's top-left (y, x) in the frame) a mosaic
+    of selected blocks. One gather of (block + 2*radius)^2 squares, then one absdiff + integral per offset on the
+    mosaic.
     Returns (int32 [n_offsets, Hb, Wb], offsets in `shift_order` order).
     """
     hb, wb = centers.shape[:2]
     size = block + 2 * radius
-    mosaic = gather_blocks(ref_pad, margin, block, centers, radius)
+    mosaic = gather_blocks(ref_pad, margin, block, centers, radius, origins)
     cur_mosaic = np.zeros_like(mosaic)
     cur_mosaic.reshape(hb, size, wb, size)[:, radius:radius + block, :, radius:radius + block] = \
         cur.reshape(hb, block, wb, block)
@@ -139,17 +171,39 @@ def exhaustive_search(cur_y: np.ndarray, ref_y: np.ndarray, block: int, radius: 
 
 
 def _refine(cur: np.ndarray, ref_pad: np.ndarray, margin: int, block: int, centers: np.ndarray,
-            radius: int, limit: int, diamond: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Best offset in [-radius, radius]^2 around each centre (centre wins ties); vectors stay within +-limit."""
+            radius: int, limit: int, diamond: bool = False,
+            origins: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best offset in [-radius, radius]^2 around each centre (centre wins ties); vectors stay within +-limit.
+    Returns (vectors, their SADs, whether the best is not the (clipped) centre); `origins` as in ``sad_around``."""
     centers = np.clip(centers, -limit + radius, limit - radius) if limit > radius else np.clip(centers, -limit, limit)
-    sads, offsets = sad_around(cur, ref_pad, margin, block, centers, radius, diamond)
+    sads, offsets = sad_around(cur, ref_pad, margin, block, centers, radius, diamond, origins)
     offsets = np.asarray(offsets, np.int32)
-    cand = centers[None] + offsets[:, None, None, :]
-    outside = (np.abs(cand) > limit).any(-1)
-    sads = np.where(outside, np.iinfo(np.int32).max, sads)
-    idx = sads.argmin(0)
-    best = np.take_along_axis(sads, idx[None], 0)[0]
-    return np.take_along_axis(cand, idx[None, ..., None], 0)[0], best
+    if limit <= radius:  # only then can a window reach past +-limit (otherwise the clip above keeps it inside)
+        outside = (np.abs(centers[None] + offsets[:, None, None, :]) > limit).any(-1)
+        sads = np.where(outside, np.iinfo(np.int32).max, sads)
+    idx = sads.argmin(0)  # the paper's SAD argmin; the first minimum is the centre / shortest offset on ties
+    return centers + offsets[idx], np.take_along_axis(sads, idx[None], 0)[0], idx != 0  # offsets[0] = (0, 0)
+
+
+def _refine_blocks(cur_blocks: np.ndarray, ref_pad: np.ndarray, margin: int, block: int, vec: np.ndarray,
+                   best: np.ndarray, select: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_refine` (+-1) of the selected blocks (bool [Hb, Wb]) only; the others keep their vector and SAD.
+
+    The selected blocks are packed into a mosaic as wide as the grid (the last row padded with copies of the last
+    block), so the work is proportional to their number."""
+    iy, ix = np.nonzero(select)
+    n, wb = len(iy), select.shape[1]
+    if n == 0:
+        return vec, best
+    rows = -(-n // wb)
+    pick = np.minimum(np.arange(rows * wb), n - 1)
+    py, px = iy[pick], ix[pick]
+    cur = cur_blocks[py, px].reshape(rows, wb, block, block).transpose(0, 2, 1, 3).reshape(rows * block, wb * block)
+    origins = np.stack([py * block, px * block], -1).reshape(rows, wb, 2)
+    got, sad, _ = _refine(cur, ref_pad, margin, block, vec[py, px].reshape(rows, wb, 2), 1, limit, origins=origins)
+    vec, best = vec.copy(), best.copy()
+    vec[iy, ix], best[iy, ix] = got.reshape(-1, 2)[:n], sad.reshape(-1)[:n]
+    return vec, best
 
 
 def _downsample(img: np.ndarray) -> np.ndarray:
@@ -188,9 +242,9 @@ def fast_search(cur_y: np.ndarray, ref_y: np.ndarray, block: int, radius: int,
             ref_l = pad_reference(ref_y, block, margin)
         else:
             ref_l = cv2.copyMakeBorder(refs[lvl], lim + 2, lim + 2, lim + 2, lim + 2, cv2.BORDER_REPLICATE)
-        vec, best = _refine(curs[lvl], ref_l, margin if lvl == 0 else lim + 2, lb, vec * 2, 1, lim)
+        vec, best, moved = _refine(curs[lvl], ref_l, margin if lvl == 0 else lim + 2, lb, vec * 2, 1, lim)
     # 3. predictor candidates at full resolution, evaluated only on the blocks where they differ
-    cur_blocks = cur.reshape(cur.shape[0] // block, block, -1, block).transpose(0, 2, 1, 3)
+    cur_blocks = np.ascontiguousarray(cur.reshape(cur.shape[0] // block, block, -1, block).transpose(0, 2, 1, 3))
     edge = np.pad(vec, ((1, 1), (1, 1), (0, 0)), mode="edge")
     cands = [np.zeros_like(vec), edge[:-2, 1:-1], edge[2:, 1:-1], edge[1:-1, :-2], edge[1:-1, 2:]]  # up/down/left/right
     if predictors is not None and predictors.shape == vec.shape:
@@ -204,23 +258,25 @@ def fast_search(cur_y: np.ndarray, ref_y: np.ndarray, block: int, radius: int,
         better = sad < best[iy, ix]
         iy, ix = iy[better], ix[better]
         vec[iy, ix], best[iy, ix], changed[iy, ix] = cand[iy, ix], sad[better], True
-    # 4. +-1 refinement around the new vectors (dense: it also re-checks the neighbours of moved blocks)
+    # 4. +-1 refinement around the new vectors, on the blocks moved in step 3 or by the level-0 refinement: for
+    #    every other block step 2 already found its vector to be the best of the same 3x3 (a pass over all blocks
+    #    would keep it).
     if changed.any():
-        vec, best = _refine(cur, ref_l, margin, block, vec, 1, radius)
+        vec, best = _refine_blocks(cur_blocks, ref_l, margin, block, vec, best, changed | moved, radius)
     return vec
 
 
 def sad_blocks(cur_blocks: np.ndarray, ref_pad: np.ndarray, margin: int, block: int, iy: np.ndarray,
                ix: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """SAD of the listed blocks (rows iy, cols ix of the grid) for one vector each: int32 [n].
-    cur_blocks: [Hb, Wb, block, block] view of the grid-padded current luma."""
+    cur_blocks: [Hb, Wb, block, block] contiguous copy of the grid-padded current luma's blocks."""
     ys = margin + iy * block + vectors[:, 1]
     xs = margin + ix * block + vectors[:, 0]
-    patches = np.lib.stride_tricks.sliding_window_view(ref_pad, (block, block))[ys, xs]
+    runs = np.lib.stride_tricks.sliding_window_view(ref_pad, block, axis=1)  # row runs, as in gather_blocks
+    patches = runs[ys[:, None] + np.arange(block)[None, :], xs[:, None]]  # [n, block, block]
     n = len(iy)
-    target = np.ascontiguousarray(cur_blocks[iy, ix]).reshape(n * block, block)
-    diff = cv2.absdiff(patches.reshape(n * block, block), target)
-    return diff.reshape(n, block * block).sum(1, dtype=np.int32)
+    diff = cv2.absdiff(patches.reshape(n * block, block), cur_blocks[iy, ix].reshape(n * block, block))
+    return cv2.reduce(diff.reshape(n, block * block), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[:, 0]
 
 
 _BASE_GRIDS: dict[tuple[int, int], np.ndarray] = {}

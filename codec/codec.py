@@ -156,8 +156,10 @@ def encode(frames: torch.Tensor, block_size: int = 16, search_range: int = 16, m
 
         def job(k: int):
             predictors = vectors[k - PREDICTOR_LAG].numpy() if k >= PREDICTOR_LAG else None
-            vec, res, _ = _encode_pair_np(video[k + 1], video[k], block_size, search_range, method, predictors)
-            residuals[k] = res
+            vec = _search_np(video[k + 1], video[k], block_size, search_range, method, predictors)
+            pred = blockmatch.warp(video[k], vec, block_size)
+            # lossless residual, written in place; the reconstruction (= the frame itself) is not needed here
+            cv2.subtract(video[k + 1], pred, dst=residuals[k], dtype=cv2.CV_16S)
             return torch.from_numpy(vec).to(torch.int16)
 
         with ThreadPoolExecutor(max_workers=PREDICTOR_LAG) as pool:

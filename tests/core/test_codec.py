@@ -267,3 +267,64 @@ def test_ties_go_to_the_shortest_vector(method):
     else:
         vec = search(moved, frame, 16, 8)
     assert (vec[:, 1:] == (-1, 0)).all()  # the first block column sees the clamped left border
+
+
+def test_stacked_shift_sads_match_per_shift_sums_in_every_chunking(monkeypatch):
+    """sad_shifts sums several difference images with one integral; every chunking gives the plain per-shift SADs."""
+    clip = load_clip("car-detection.mp4", 2, start=100, crop=(150, 200, 40, 56))
+    cur = blockmatch.pad_to_grid(blockmatch.luma_u8(clip[1].numpy()), 8)
+    ref_pad = blockmatch.pad_reference(blockmatch.luma_u8(clip[0].numpy()), 8, 3)
+    shifts = blockmatch.shift_order(3)  # 49 shifts
+    hb, wb = cur.shape[0] // 8, cur.shape[1] // 8
+    expected = np.zeros((len(shifts), hb, wb), np.int64)
+    for n, (dx, dy) in enumerate(shifts):
+        diff = np.abs(ref_pad[3 + dy:3 + dy + cur.shape[0], 3 + dx:3 + dx + cur.shape[1]].astype(np.int64) - cur)
+        expected[n] = diff.reshape(hb, 8, wb, 8).sum((1, 3))
+    # one image per integral, chunks of 5 (the last one partial), chunks of 7, all 49 at once
+    for pixels in (1, cur.size * 5, cur.size * 7 + 1, 1 << 20):
+        monkeypatch.setattr(blockmatch, "STACK_PIXELS", pixels)
+        assert (blockmatch.sad_shifts(cur, ref_pad, 3, 8, shifts) == expected).all()
+
+
+def test_gather_blocks_and_refining_selected_blocks_match_the_whole_grid():
+    clip = load_clip("vid_h264.mp4", 2, start=80, crop=(200, 400, 64, 96))
+    block, margin, hb, wb = 16, 6, 4, 6
+    vec = np.random.default_rng(0).integers(-4, 5, (hb, wb, 2)).astype(np.int32)
+    for ref in (blockmatch.luma_u8(clip[0].numpy()), clip[0].numpy()):  # luma and RGB
+        ref_pad = blockmatch.pad_reference(ref, block, margin)
+        mosaic = blockmatch.gather_blocks(ref_pad, margin, block, vec, extra=1)
+        for i, j in itertools.product(range(hb), range(wb)):
+            y, x = margin + i * block + vec[i, j, 1] - 1, margin + j * block + vec[i, j, 0] - 1
+            assert np.array_equal(mosaic[i * 18:(i + 1) * 18, j * 18:(j + 1) * 18], ref_pad[y:y + 18, x:x + 18])
+    ref_pad = blockmatch.pad_reference(blockmatch.luma_u8(clip[0].numpy()), block, margin)
+    cur = blockmatch.pad_to_grid(blockmatch.luma_u8(clip[1].numpy()), block)
+    cur_blocks = np.ascontiguousarray(cur.reshape(hb, block, wb, block).transpose(0, 2, 1, 3))
+    best = np.full((hb, wb), 123456, np.int32)
+    dense_vec, dense_best, _ = blockmatch._refine(cur, ref_pad, margin, block, vec, 1, 4)
+    for picked in ([0, 3, 7, 8, 15, 22, 23], list(range(hb * wb)), []):  # 7 blocks: the last mosaic row is padded
+        select = np.zeros((hb, wb), bool)
+        select.flat[picked] = True
+        got_vec, got_best = blockmatch._refine_blocks(cur_blocks, ref_pad, margin, block, vec, best, select, 4)
+        assert (got_vec[select] == dense_vec[select]).all() and (got_best[select] == dense_best[select]).all()
+        assert (got_vec[~select] == vec[~select]).all() and (got_best[~select] == best[~select]).all()
+
+
+def test_fast_search_final_refinement_of_selected_blocks_equals_a_pass_over_all_blocks(monkeypatch):
+    """Step 4 refines only the blocks moved since the level-0 refinement; on real frames a pass over every block
+    gives the same vectors and SADs."""
+    real, calls = blockmatch._refine_blocks, []
+
+    def both(cur_blocks, ref_pad, margin, block, vec, best, select, limit):
+        got = real(cur_blocks, ref_pad, margin, block, vec, best, select, limit)
+        dense = real(cur_blocks, ref_pad, margin, block, vec, best, np.ones_like(select), limit)
+        calls.append((select.mean(), all(np.array_equal(a, b) for a, b in zip(got, dense))))
+        return got
+
+    monkeypatch.setattr(blockmatch, "_refine_blocks", both)
+    clip = load_clip("car-detection.mp4", 4, start=100, crop=(100, 100, 160, 256))
+    luma = [blockmatch.luma_u8(f.numpy()) for f in clip]
+    for block in (16, 8):
+        for k in range(3):
+            blockmatch.fast_search(luma[k + 1], luma[k], block, 16)
+    assert calls and all(same for _, same in calls)
+    assert min(frac for frac, _ in calls) < 1  # the selection did skip blocks
