@@ -49,8 +49,8 @@ class VCUTSalientMask(io.ComfyNode):
                 io.Float.Input("motion", default=1.0, min=0.0, max=1.0, step=0.05, optional=True,
                                tooltip="Video batches: how strongly each frame's saliency is weighted by its own "
                                        "motion (optical flow minus the camera's motion). 0 = every frame is a "
-                                       "still; frames with almost no motion (under 3 px at the 256 px working size, about 1% of the long side) "
-                                       "are treated as stills anyway."),
+                                       "still; frames with almost no motion (under 3 px at the 256 px working "
+                                       "size, about 1% of the long side) are treated as stills anyway."),
             ],
             outputs=[
                 io.Mask.Output("mask", tooltip="Salient-object masks [B,H,W], 1 = object."),

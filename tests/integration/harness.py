@@ -153,6 +153,13 @@ def sample(model, positive, negative, latent, steps=4, cfg=2.5, sampler="euler",
                                  denoise=denoise)[0]["samples"]
 
 
+def ksampler_node(model, positive, negative, latent, steps=4):
+    """An API-prompt KSampler entry (inputs are [node id, slot] links) with the settings `sample` uses."""
+    return {"class_type": "KSampler", "inputs": {
+        "model": model, "positive": positive, "negative": negative, "latent_image": latent, "seed": 0,
+        "steps": steps, "cfg": 2.5, "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}}
+
+
 def record_unet_calls(model):
     """Clone of `model` whose UNet calls are recorded as (rows, sigma) through ComfyUI's unet function wrapper."""
     calls = []

@@ -131,13 +131,9 @@ def test_graph_runs_in_comfyui_executor():
         "2": {"class_type": "VCUTPatchModel", "inputs": {"model": ["1", 0], "mode": "exact"}},
         "3": {"class_type": "VCUTCutStepScheduler", "inputs": {"model": ["2", 0], "cut_step": 3, "cut_fraction": 0.0,
                                                             "after_cut": "drop", "auto_threshold": 0.0}},
-        "4": {"class_type": "KSampler", "inputs": {"model": ["3", 0], "positive": ["1", 1], "negative": ["1", 2],
-                                                 "latent_image": ["1", 3], "seed": 0, "steps": 4, "cfg": 2.5,
-                                                 "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}},
+        "4": harness.ksampler_node(["3", 0], ["1", 1], ["1", 2], ["1", 3]),
         "5": {"class_type": "VCUTTestCapture", "inputs": {"value": ["4", 0], "key": "latent"}},
-        "6": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["1", 1], "negative": ["1", 2],
-                                                 "latent_image": ["1", 3], "seed": 0, "steps": 4, "cfg": 2.5,
-                                                 "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}},
+        "6": harness.ksampler_node(["1", 0], ["1", 1], ["1", 2], ["1", 3]),
         "7": {"class_type": "VCUTTestCapture", "inputs": {"value": ["6", 0], "key": "plain"}},
     }
     out = harness.run_prompt(prompt)
