@@ -112,15 +112,14 @@ def _zero_branches(tensor, conditional: list[bool]):
     return out
 
 
-def _video_latent(latent, name: str = "latent") -> torch.Tensor:
+def _latent_samples(latent, name: str, min_frames: int = 1) -> torch.Tensor:
+    """The samples of a LATENT input, checked: [frames, 4, h, w] with at least `min_frames` frames."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
-    if samples is None or samples.ndim != 4:
+    if samples is None or samples.ndim != 4 or samples.shape[0] == 0:
         raise ValueError(f"{name}: expected an SVD video latent [frames, 4, h, w] (e.g. from "
                          f"SVD_img2vid_Conditioning), got {None if samples is None else tuple(samples.shape)}")
-    if samples.shape[0] < 2:
-        raise ValueError(f"{name}: {samples.shape[0]} frame(s); a video to anchor needs at least 2 frames")
-    if torch.isnan(samples).any():
-        raise ValueError(f"{name}: the latent contains NaN values")
+    if samples.shape[0] < min_frames:
+        raise ValueError(f"{name}: {samples.shape[0]} frame(s); a video to anchor needs at least {min_frames} frames")
     return samples
 
 
@@ -202,12 +201,14 @@ class STIVFrameReplace(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, frames, anchor_steps, jit_cfg, positive=None, anchor_latent=None,
                 anchor_image=None, vae=None, mask=None) -> io.NodeOutput:
-        samples = _video_latent(latent)
+        samples = _latent_samples(latent, "latent", min_frames=2)
+        if torch.isnan(samples).any():
+            raise ValueError("latent: the latent contains NaN values")
         n, _, h, w = samples.shape
         frame_list = anchor_math.parse_frame_list(frames, n, "frames")
         anchor_math.anchored_step_count(anchor_steps, 1)  # validates the fraction
         if anchor_latent is not None:
-            anchors = _fit_latent(_video_latent_any(anchor_latent), samples, "anchor_latent")
+            anchors = _fit_latent(_latent_samples(anchor_latent, "anchor_latent"), samples, "anchor_latent")
         elif anchor_image is not None:
             if vae is None:
                 raise ValueError("anchor_image: connect a vae to encode it (or give anchor_latent)")
@@ -242,14 +243,6 @@ class STIVFrameReplace(io.ComfyNode):
         logging.info("STIV Frame Replace: anchoring frames %s of %d (jit_cfg=%s, anchor_steps=%.2f)",
                      frame_list, n, jit_cfg, anchor_steps)
         return io.NodeOutput(patched, out_latent)
-
-
-def _video_latent_any(latent) -> torch.Tensor:
-    samples = latent.get("samples") if isinstance(latent, dict) else None
-    if samples is None or samples.ndim != 4 or samples.shape[0] == 0:
-        raise ValueError(f"anchor_latent: expected a latent [frames, 4, h, w], got "
-                         f"{None if samples is None else tuple(samples.shape)}")
-    return samples
 
 
 class LoopConditioning(io.ComfyNode):
@@ -306,10 +299,7 @@ class LoopConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent, concat_layout, init, close_loop, anchor_first,
                 anchor_steps, mask_layout, motion_mask=None) -> io.NodeOutput:
-        samples = latent.get("samples") if isinstance(latent, dict) else None
-        if samples is None or samples.ndim != 4 or samples.shape[0] == 0:
-            raise ValueError(f"latent: expected an SVD video latent [frames, 4, h, w], got "
-                             f"{None if samples is None else tuple(samples.shape)}")
+        samples = _latent_samples(latent, "latent")
         frames = loop_cond.loop_frame_count(samples.shape[0])
         _, c, h, w = samples.shape
         anchor_math.anchored_step_count(anchor_steps, 1)
