@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from ..cut.accounting import MacCount, cache_fill_macs, count_macs, parameter_count, video_macs
-from ..cut.attention import clear_caches, patch_unet_
+from ..cut.accounting import MacCount, count_macs, parameter_count, vector_macs, video_macs
+from ..cut.attention import patch_unet_
 
 T = 1e12
 STEPS = 25
@@ -77,11 +77,11 @@ def mac_tables():
             def step(batch):
                 with torch.device("meta"):
                     return count_macs(lambda: model(*unet_inputs(batch, frames, 576, 1024)))
-            guided, unguided = step(2), step(1)
-            fill = cache_fill_macs(model, distinct_contexts=2)
-            videos = {"baseline": video_macs(guided, unguided, STEPS, STEPS + 1, fill)}
+            second_context = vector_macs(model, 1)  # a CFG step has two distinct contexts, a meta count holds one
+            guided, unguided = step(2) + MacCount(second_context, second_context), step(1)
+            videos = {"baseline": video_macs(guided, unguided, STEPS, STEPS + 1)}
             for c in CUT_STEPS:
-                videos[c] = video_macs(guided, unguided, STEPS, c, fill)
+                videos[c] = video_macs(guided, unguided, STEPS, c)
             rows.append({"model": name, "variant": variant, "step": guided, "videos": videos,
                          "params": parameter_count(model)})
     return rows
@@ -134,8 +134,7 @@ def wallclock(frames=4, height=128, width=256, repeats=3, seed=0):
         for batch in (2, 1):
             inputs = unet_inputs(batch, frames, height, width, device="cpu", seed=seed)
             for variant, (model, _plan) in models.items():
-                clear_caches(model)
-                model(*inputs)  # warm-up; fills the VCUT caches as step 1 of a run does
+                model(*inputs)  # warm-up
             timings = {v: [] for v in models}
             for _ in range(repeats):  # interleaved, so machine noise hits every variant alike
                 for variant, (model, _plan) in models.items():

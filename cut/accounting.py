@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .attention import CachedCrossAttention, _output_features
+from .attention import CachedCrossAttention, unread_parameter_count
 
 _ATTENTION_OPS = ("bmm", "baddbmm", "_scaled_dot_product")
 
@@ -42,25 +42,26 @@ def count_macs(run: Callable[[], object]) -> MacCount:
     return MacCount(total // 2, (total - attention) // 2)
 
 
-def cache_fill_macs(unet: nn.Module, distinct_contexts: int) -> int:
-    """MACs of filling every VCUT cache once: to_v and to_out on each distinct context row (both conventions)."""
+def vector_macs(unet: nn.Module, contexts: int) -> int:
+    """MACs of computing `contexts` VCUT vectors, to_out(to_v(c)), in every cached cross-attention (both
+    conventions). A meta-device count holds one context per call; a CFG step has two distinct contexts."""
     total = 0
     for module in unet.modules():
         if isinstance(module, CachedCrossAttention):
             to_out = next(layer for layer in module.to_out if hasattr(layer, "out_features"))
-            total += distinct_contexts * (module.to_v.in_features * module.to_v.out_features
-                                          + to_out.in_features * _output_features(module.to_out))
+            total += contexts * (module.to_v.in_features * module.to_v.out_features
+                                 + to_out.in_features * to_out.out_features)
     return total
 
 
 def parameter_count(module: nn.Module) -> int:
-    """Parameters the module's forward can read (unique tensors; VCUT keeps unused to_q/to_k out of the tree)."""
-    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+    """Parameters the module's forward reads: its unique tensors less those VCUT's replacements never read (they
+    stay in the module tree, so the model's keys are unchanged)."""
+    total = sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+    return total - unread_parameter_count(module)
 
 
-def video_macs(guided_step: MacCount, unguided_step: MacCount, steps: int, cut_step: int,
-               cache_fill: int = 0) -> MacCount:
-    """MACs of a whole video: steps 1..c-1 with CFG (2 rows per frame), c..N conditional only (VCUT Eq. 4),
-    plus the one-time cache fill of the cached cross-attention."""
+def video_macs(guided_step: MacCount, unguided_step: MacCount, steps: int, cut_step: int) -> MacCount:
+    """MACs of a whole video: steps 1..c-1 with CFG (2 rows per frame), c..N conditional only (VCUT Eq. 4)."""
     guided = min(max(cut_step - 1, 0), steps)
-    return guided_step.scaled(guided) + unguided_step.scaled(steps - guided) + MacCount(cache_fill, cache_fill)
+    return guided_step.scaled(guided) + unguided_step.scaled(steps - guided)

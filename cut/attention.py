@@ -5,9 +5,10 @@ softmax is exactly 1 (VCUT paper, Sec. III-A/III-B, Eq. 2 with a single key), so
 
     attn2(x, c) = to_out(softmax(q k^T / sqrt(d)) v) = to_out(to_v(c))
 
-The output does not depend on the query tokens at all: it is one vector per distinct context, computed once,
-cached and broadcast (the paper's "linear layer computed once at the first step", Eq. 4). to_q, to_k and the
-attention product are never run, and to_out runs on one row per context instead of one row per token.
+The output does not depend on the query tokens at all: it is one vector per distinct context, computed once per
+call and broadcast (the paper's linear layer of Eq. 4). to_q, to_k and the attention product are never run, and
+to_v / to_out run on one row per distinct context instead of one row per token. The replacements keep every
+submodule of the original attention under its own name, so the model's parameter keys never change.
 
 The same code serves ComfyUI's UNet (SpatialVideoTransformer: `transformer_blocks` + `time_stack`, CrossAttention
 called as attn2(x, context=, value=, transformer_options=)) and diffusers' UNetSpatioTemporalConditionModel
@@ -25,10 +26,6 @@ from torch import nn
 SPATIAL = "spatial"
 TEMPORAL = "temporal"
 MODES = ("exact", "paper")
-
-# Distinct contexts kept per module: a sampling run has two (image embedding and the zero embedding of the
-# unconditional branch); a few more cover batched prompts. Bounded so memory stays flat over many runs.
-MAX_CACHED_CONTEXTS = 8
 
 
 @dataclasses.dataclass
@@ -54,16 +51,13 @@ def find_cross_attentions(unet: nn.Module) -> list[CrossAttentionSite]:
         for kind, blocks_name, blocks in ((SPATIAL, "transformer_blocks", spatial_blocks),
                                           (TEMPORAL, temporal_name, temporal_blocks)):
             for index, block in enumerate(blocks):
-                attn2 = getattr(block, "attn2", None)
-                if attn2 is not None:
-                    sites.append(CrossAttentionSite(f"{prefix}{blocks_name}.{index}.attn2", attn2, kind))
+                if hasattr(block, "attn2"):  # None where another node removed it: reported by plan_patch
+                    sites.append(CrossAttentionSite(f"{prefix}{blocks_name}.{index}.attn2", block.attn2, kind))
     return sites
 
 
 def unsupported_reason(module: nn.Module) -> str | None:
     """Why `module` cannot be replaced by the cached form, or None when it can (a plain q/k/v/out attention)."""
-    if isinstance(module, (CachedCrossAttention, RemovedCrossAttention)):
-        return None
     missing = [n for n in ("to_q", "to_k", "to_v", "to_out") if not hasattr(module, n)]
     if missing:
         return f"{type(module).__name__} has no {', '.join(missing)} (replaced by another node pack?)"
@@ -89,19 +83,6 @@ def _output_features(to_out) -> int:
     return next(layer for layer in to_out if hasattr(layer, "out_features")).out_features
 
 
-def _weight_signature(*modules: nn.Module) -> tuple:
-    """Identity and version of the weights a cached vector was computed with; any change (LoRA patching,
-    dtype/device moves, ComfyUI's per-forward weight functions) makes it differ, which empties the cache."""
-    signature = []
-    for module in modules:
-        for tensor in (getattr(module, "weight", None), getattr(module, "bias", None)):
-            if tensor is not None:
-                version = 0 if tensor.is_inference() else tensor._version  # inference tensors have none
-                signature += [tensor.data_ptr(), version, tensor.dtype, tensor.device]
-        signature += [id(f) for f in getattr(module, "weight_function", ())]
-    return tuple(signature)
-
-
 def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(distinct rows, index of each input row into them). Contexts repeat in long runs (every frame and, for the
     temporal blocks, every spatial position of a sample carries the same embedding), so runs are collapsed first
@@ -115,34 +96,64 @@ def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return distinct, head_to_distinct[run_of_row]
 
 
-class CachedCrossAttention(nn.Module):
-    """attn2 replaced by to_out(to_v(context)), computed once per distinct one-token context and broadcast.
+def _writable(out: torch.Tensor, transformer_options) -> torch.Tensor:
+    """A broadcast (expanded) output, made contiguous when other nodes' attn2 output patches may write into it."""
+    if (transformer_options or {}).get("patches", {}).get("attn2_output_patch"):
+        return out.contiguous()
+    return out
 
-    Keeps only to_v and to_out as submodules. A context of more than one token (another node concatenated
-    embeddings), an attention mask, or an unknown calling convention runs the original attention instead, so the
-    result is never wrong; the original module is kept for that, outside the module tree (its to_q/to_k are not
-    parameters of the patched model).
-    """
+
+class _StandIn(nn.Module):
+    """Base of the VCUT replacements: holds the original attn2's submodules, parameters and buffers under their own
+    names, so the model's parameter keys (state_dict, LoRA key maps, merges, ModelSave) are exactly those of the
+    unpatched model, and answers any other attribute (heads, dim_head, ...) from the original module. Other nodes
+    that call attn2.to_q / to_k / to_v / to_out themselves (attn2 replace patches) therefore still work."""
 
     def __init__(self, original: nn.Module):
         super().__init__()
-        self.to_v = original.to_v
-        self.to_out = original.to_out
-        self._original = (original,)  # a tuple: not registered as a submodule
-        self.vectors_computed = 0  # rows run through to_v/to_out, for tests and logs
-        self.clear_cache()
+        for name, child in original.named_children():
+            self.add_module(name, child)
+        for name, parameter in original.named_parameters(recurse=False):
+            self.register_parameter(name, parameter)
+        for name, buffer in original.named_buffers(recurse=False):
+            self.register_buffer(name, buffer)
+        self._original = (original,)  # a tuple: not registered a second time
 
     @property
     def original(self) -> nn.Module:
         return self._original[0]
 
-    def clear_cache(self) -> None:
-        self._keys: torch.Tensor | None = None
-        self._values: torch.Tensor | None = None
-        self._signature: tuple | None = None
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            original = self.__dict__.get("_original")
+            if original is None:
+                raise
+            return getattr(original[0], name)
 
-    def cached_contexts(self) -> int:
-        return 0 if self._keys is None else self._keys.shape[0]
+    def unread_parameters(self) -> int:
+        """Parameters of the original module this replacement never reads (reported, not hidden)."""
+        raise NotImplementedError
+
+
+class CachedCrossAttention(_StandIn):
+    """attn2 replaced by to_out(to_v(context)), computed once per distinct one-token context of a call and broadcast
+    to every query (VCUT Eq. 4). to_q and to_k stay in the module (same keys) but never run.
+
+    The vectors are recomputed on every call rather than kept across calls: they cost one to_v and one to_out row
+    per distinct context (two in a CFG step; 0.1 G MACs, 1.6e-6 of an SVD-XT step), while a vector kept across
+    calls could be stale whenever ComfyUI changes weights in place (hook keyframes, LoRA weight functions, lowvram
+    casting). So the result always uses the weights in effect at the call. A context of more than one token (another node
+    concatenated embeddings), an attention mask, or an unknown calling convention runs the original attention.
+    """
+
+    def __init__(self, original: nn.Module):
+        super().__init__(original)
+        self.vectors_computed = 0  # rows run through to_v/to_out, for tests and logs
+
+    def unread_parameters(self) -> int:
+        return _parameter_count([self.to_q, self.to_k])
 
     def forward(self, x, context=None, value=None, mask=None, transformer_options=None,
                 encoder_hidden_states=None, attention_mask=None, **kwargs):
@@ -155,12 +166,9 @@ class CachedCrossAttention(nn.Module):
         if not one_token or mask is not None or kwargs:
             return self._real_attention(x, context, value, mask, transformer_options,
                                         encoder_hidden_states, attention_mask, kwargs)
-        per_sample = self._vectors(source[:, 0, :])  # (N, C): VCUT Eq. 4, the cached linear output
+        per_sample = self._vectors(source[:, 0, :])  # (N, C): VCUT Eq. 4, the linear output of the one token
         out = per_sample.unsqueeze(1).expand(x.shape[0], x.shape[1], per_sample.shape[-1])
-        patches = (transformer_options or {}).get("patches", {})
-        if patches.get("attn2_output_patch"):
-            out = out.contiguous()  # other nodes' output patches may write into it
-        return out
+        return _writable(out, transformer_options)
 
     def _real_attention(self, x, context, value, mask, transformer_options, encoder_hidden_states,
                         attention_mask, kwargs):
@@ -169,50 +177,38 @@ class CachedCrossAttention(nn.Module):
         return self.original(x, context=context, value=value, mask=mask, transformer_options=transformer_options)
 
     def _vectors(self, rows: torch.Tensor) -> torch.Tensor:
-        """to_out(to_v(row)) for every row, from the cache where the same row was seen before."""
+        """to_out(to_v(row)) for every row, computed once per distinct row (softmax over one key is exactly 1)."""
         if rows.is_meta:
-            # A shape-only run (MAC accounting on the meta device) has no values to compare: it stands for the
-            # cached steady state, in which nothing is computed. cut.accounting adds the one-time fill.
-            return rows.new_empty(rows.shape[0], _output_features(self.to_out))
-        signature = _weight_signature(self.to_v, *self.to_out) + (rows.dtype, rows.device)
-        if signature != self._signature:
-            self.clear_cache()
-            self._signature = signature
+            # A shape-only run (MAC accounting on the meta device) has no values to deduplicate: it counts one
+            # context; cut.accounting.vector_macs adds the second one of a CFG step.
+            vectors = _run_sequence(self.to_out, self.to_v(rows[:1]))
+            return vectors.expand(rows.shape[0], vectors.shape[-1])
         distinct, row_index = _distinct_rows(rows)
-        keys, values = self._keys, self._values
-        if keys is not None and keys.shape == distinct.shape and torch.equal(keys, distinct):
-            return values[row_index]  # the common case: the same contexts as the previous call
-        position = torch.full((distinct.shape[0],), -1, dtype=torch.long, device=rows.device)
-        if keys is not None:
-            matches = (distinct[:, None, :] == keys[None, :, :]).all(dim=-1)  # (distinct, cached)
-            position = torch.where(matches.any(dim=1), matches.float().argmax(dim=1), position)
-        missing = position < 0
-        if missing.any():
-            fresh = _run_sequence(self.to_out, self.to_v(distinct[missing]))
-            self.vectors_computed += fresh.shape[0]
-            start = 0 if keys is None else keys.shape[0]
-            position[missing] = torch.arange(start, start + fresh.shape[0], device=rows.device)
-            keys = distinct[missing] if keys is None else torch.cat([keys, distinct[missing]])
-            values = fresh if values is None else torch.cat([values, fresh])
-        result = values[position][row_index]
-        self._keys, self._values = keys[-MAX_CACHED_CONTEXTS:], values[-MAX_CACHED_CONTEXTS:]
-        return result
+        vectors = _run_sequence(self.to_out, self.to_v(distinct))
+        self.vectors_computed += distinct.shape[0]
+        return vectors[row_index]
 
 
-class RemovedCrossAttention(nn.Module):
+class RemovedCrossAttention(_StandIn):
     """VCUT paper mode for temporal cross-attention: removed (Insight 1), so the block's residual passes through.
-    The original module is kept outside the module tree only so that a later patch in exact mode can restore it."""
+    Its weights stay in the module (same keys) but are never read; the original module is kept so that a later
+    patch in exact mode can restore it."""
 
-    def __init__(self, original: nn.Module):
-        super().__init__()
-        self._original = (original,)
+    def unread_parameters(self) -> int:
+        return _parameter_count([self.original])
 
-    @property
-    def original(self) -> nn.Module:
-        return self._original[0]
+    def forward(self, x, *args, transformer_options=None, **kwargs):
+        return _writable(torch.zeros((), dtype=x.dtype, device=x.device).expand_as(x), transformer_options)
 
-    def forward(self, x, *args, **kwargs):
-        return torch.zeros((), dtype=x.dtype, device=x.device).expand_as(x)
+
+VCUT_MODULES = (CachedCrossAttention, RemovedCrossAttention)
+
+
+def original_of(module: nn.Module | None) -> nn.Module | None:
+    """The attention a VCUT replacement stands in for (the module itself when it is not a VCUT replacement)."""
+    while isinstance(module, VCUT_MODULES):
+        module = module.original
+    return module
 
 
 @dataclasses.dataclass
@@ -221,11 +217,11 @@ class PatchPlan:
     replacements: dict[str, nn.Module]
     skipped: list[tuple[str, str]]
     already_patched: int
-    parameters_removed: int
+    parameters_unread: int
 
     def summary(self) -> str:
-        text = (f"{len(self.replacements)} cross-attentions replaced, {self.already_patched} already VCUT, "
-                f"{self.parameters_removed / 1e6:.2f}M parameters no longer used")
+        text = (f"{len(self.replacements)} cross-attentions replaced, {self.already_patched} already VCUT in this "
+                f"model, {self.parameters_unread / 1e6:.2f}M parameters no longer read (kept in the model)")
         if self.skipped:
             text += "; left alone: " + "; ".join(f"{name} ({why})" for name, why in self.skipped)
         return text
@@ -244,8 +240,10 @@ def plan_patch(unet: nn.Module, mode: str = "exact", resolve=None) -> PatchPlan:
 
     exact: all 32 cross-attentions (16 spatial, 16 temporal) become CachedCrossAttention: same output.
     paper: spatial ones become CachedCrossAttention, temporal ones are removed (the paper's VCUT model).
-    `resolve(name, module)` gives the module currently in effect at a site (ComfyUI: its object patches).
-    A site that already holds the wanted VCUT module is counted as already patched (patching is idempotent).
+    `resolve(name, live_module)` gives the module in effect at a site for the model being patched (ComfyUI: its own
+    object patches, else the unpatched module), so the plan never depends on what another model left in the live
+    module tree. A site that already holds the wanted VCUT module is counted as already patched (idempotent); a
+    VCUT module of the other mode is rebuilt from its original attention.
     Raises ValueError when the module has no SpatialVideoTransformer cross-attention (not an SVD UNet).
     """
     if mode not in MODES:
@@ -253,30 +251,25 @@ def plan_patch(unet: nn.Module, mode: str = "exact", resolve=None) -> PatchPlan:
     sites = find_cross_attentions(unet)
     if not sites:
         raise ValueError(f"{type(unet).__name__} has no SpatialVideoTransformer cross-attention: not an SVD UNet")
-    replacements, skipped, already, removed = {}, [], 0, 0
+    replacements, skipped, already, unread = {}, [], 0, 0
     for site in sites:
-        module = resolve(site.name, site.module) if resolve else site.module
+        in_effect = resolve(site.name, site.module) if resolve else site.module
         wanted = RemovedCrossAttention if (mode == "paper" and site.kind == TEMPORAL) else CachedCrossAttention
-        if isinstance(module, (CachedCrossAttention, RemovedCrossAttention)):
-            if isinstance(module, wanted):
-                already += 1
-                removed += _removed_parameters(module.original, wanted)
-                continue
-            module = module.original  # switching mode: rebuild from the original attention
+        if type(in_effect) is wanted:
+            already += 1
+            unread += in_effect.unread_parameters()
+            continue
+        module = original_of(in_effect)
+        if module is None:
+            skipped.append((site.name, "no attn2 here (removed by another node?)"))
+            continue
         why = unsupported_reason(module)
         if why:
             skipped.append((site.name, why))
             continue
         replacements[site.name] = wanted(module)
-        removed += _removed_parameters(module, wanted)
-    return PatchPlan(replacements, skipped, already, removed)
-
-
-def _removed_parameters(original: nn.Module, replacement_type: type) -> int:
-    """Parameters of `original` that its replacement never reads: all of them when removed, else to_q and to_k."""
-    if replacement_type is RemovedCrossAttention:
-        return _parameter_count([original])
-    return _parameter_count([original.to_q, original.to_k])
+        unread += replacements[site.name].unread_parameters()
+    return PatchPlan(replacements, skipped, already, unread)
 
 
 def set_submodule(root: nn.Module, dotted_name: str, module: nn.Module) -> None:
@@ -293,8 +286,6 @@ def patch_unet_(unet: nn.Module, mode: str = "exact") -> PatchPlan:
     return plan
 
 
-def clear_caches(unet: nn.Module) -> None:
-    """Drop every cached context vector of a patched UNet (called at the start and end of a sampling run)."""
-    for module in unet.modules():
-        if isinstance(module, CachedCrossAttention):
-            module.clear_cache()
+def unread_parameter_count(unet: nn.Module) -> int:
+    """Parameters of a patched UNet that VCUT's replacements never read (they stay in the model's state_dict)."""
+    return sum(m.unread_parameters() for m in unet.modules() if isinstance(m, VCUT_MODULES))

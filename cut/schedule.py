@@ -96,33 +96,42 @@ class CutSchedule:
 
 
 class CutRun:
-    """The state of one sampling run: the step at which guidance stopped, the last guidance delta."""
+    """The state of one sampling run: the step at which guidance stopped, the last guidance deltas, call counts.
+
+    A guided call evaluates every conditioning of the guider (CFG: [positive, negative]; DualCFGGuider: three);
+    after the cut only the positive one runs, and every other slot is filled so that the guider's formula gives the
+    positive prediction (drop, as cfg 1) or keeps the last measured difference to it (reuse_delta)."""
 
     def __init__(self, schedule: CutSchedule):
         self.schedule = schedule
         self.cut_at = schedule.cut_step
-        self.last_delta: torch.Tensor | None = None
+        self.last_deltas: list[torch.Tensor] | None = None
         self.guided_calls = 0
         self.unguided_calls = 0
 
     def is_guided(self, step: int) -> bool:
         return step < self.cut_at
 
-    def observe(self, step: int, cond_out: torch.Tensor, uncond_out: torch.Tensor) -> None:
-        """Record a guided call's outputs: keeps the delta for reuse, and applies the auto rule."""
+    def observe(self, step: int, outputs: list[torch.Tensor], positive: int) -> None:
+        """Record a guided call's outputs (one per conditioning; `positive` indexes the positive one): keeps the
+        deltas positive - other for reuse, and applies the auto rule (VCUT Eq. 3's guidance term, relative)."""
         self.guided_calls += 1
-        delta = cond_out - uncond_out
+        cond_out = outputs[positive]
+        deltas = [cond_out - out for out in outputs]
         if self.schedule.after_cut == "reuse_delta":
-            self.last_delta = delta
+            self.last_deltas = deltas
         threshold = self.schedule.auto_threshold
         if threshold > 0 and step >= self.schedule.auto_min_step:
-            relative = float(delta.norm() / cond_out.norm().clamp_min(1e-12))
-            if relative < threshold:
+            largest = max(float(d.norm()) for d in deltas)
+            if largest / max(float(cond_out.norm()), 1e-12) < threshold:
                 self.cut_at = min(self.cut_at, step + 1)
 
-    def unguided_outputs(self, cond_out: torch.Tensor) -> list[torch.Tensor]:
-        """[cond, uncond] to hand to CFG after the cut: CFG of these gives cond (drop) or cond + (w-1) delta."""
+    def unguided_outputs(self, cond_out: torch.Tensor, count: int, positive: int) -> list[torch.Tensor]:
+        """The `count` outputs to hand to the guider after the cut, from the positive prediction alone (VCUT Eq. 4):
+        every slot = cond (drop: any CFG formula then gives cond) or cond - last delta of that slot (reuse_delta:
+        CFG gives cond + (w - 1) delta)."""
         self.unguided_calls += 1
-        if self.last_delta is not None and self.last_delta.shape == cond_out.shape:
-            return [cond_out, cond_out - self.last_delta]
-        return [cond_out, cond_out]
+        deltas = self.last_deltas
+        if deltas is None or len(deltas) != count or deltas[positive].shape != cond_out.shape:
+            return [cond_out] * count
+        return [cond_out if i == positive else cond_out - delta for i, delta in enumerate(deltas)]

@@ -7,7 +7,7 @@ import comfy.model_base
 import comfy.patcher_extension
 from comfy_api.latest import io
 
-from ..cut.attention import MODES, CachedCrossAttention, plan_patch
+from ..cut.attention import MODES, original_of, plan_patch
 from ..cut.schedule import AFTER_CUT, CutSchedule, StepCounter, cut_step_from_fraction, schedule_summary
 
 log = logging.getLogger("vcut")
@@ -25,20 +25,23 @@ def require_svd(model, input_name: str = "model") -> None:
                          f"with ImageOnlyCheckpointLoader), got {type(base).__name__} with a {unet} diffusion model")
 
 
-class CacheLifetime:
-    """OUTER_SAMPLE wrapper: each sampling run starts and ends with empty VCUT caches, so no vectors outlive it."""
+def attn2_replaced_blocks(model_options: dict) -> list:
+    """Blocks for which another node set an attn2 replace patch (set_model_attn2_replace): ComfyUI's transformer
+    block then calls attn2.to_q / to_k / to_v / to_out itself, so those blocks run the real attention."""
+    return sorted(model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {}), key=str)
 
-    def __init__(self, modules):
-        self.modules = list(modules)
+
+class AttentionReport:
+    """OUTER_SAMPLE wrapper: says in the log, once per sampling run, which blocks run the real cross-attention
+    because another node patched them (VCUT's output there equals the unpatched model plus that patch)."""
 
     def __call__(self, executor, *args, **kwargs):
-        for module in self.modules:
-            module.clear_cache()
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            for module in self.modules:
-                module.clear_cache()
+        guider = getattr(executor, "class_obj", None)
+        blocks = attn2_replaced_blocks(getattr(guider, "model_options", {}) or {})
+        if blocks:
+            log.info("VCUT Patch Model: %d block(s) have another node's attn2 replace patch and run the real "
+                     "cross-attention there: %s", len(blocks), ", ".join(map(str, blocks)))
+        return executor(*args, **kwargs)
 
 
 class VCUTPatchModel(io.ComfyNode):
@@ -68,40 +71,69 @@ class VCUTPatchModel(io.ComfyNode):
     def execute(cls, model, mode: str) -> io.NodeOutput:
         require_svd(model)
         patched = model.clone()
-        unet = patched.model.diffusion_model
 
-        def in_effect(name, module):
-            return patched.object_patches.get(f"diffusion_model.{name}", module)
-        plan = plan_patch(unet, mode, resolve=in_effect)
+        def in_effect(name, live_module):
+            """The attn2 in effect for THIS model: its own object patch, else the unpatched module. The live
+            module tree can hold another clone's VCUT modules (ComfyUI keeps the last sampled model patched)."""
+            key = f"diffusion_model.{name}"
+            if key in patched.object_patches:
+                return patched.object_patches[key]
+            return original_of(patched.get_model_object(key))
+        plan = plan_patch(patched.model.diffusion_model, mode, resolve=in_effect)
         for name, module in plan.replacements.items():
             patched.add_object_patch(f"diffusion_model.{name}", module)
-        cached = [m for m in patched.object_patches.values() if isinstance(m, CachedCrossAttention)]
         patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY,
-                                     CacheLifetime(cached))
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, AttentionReport())
         log.info("VCUT Patch Model (%s): %s", mode, plan.summary())
+        blocks = attn2_replaced_blocks(patched.model_options)
+        if blocks:
+            log.info("VCUT Patch Model: blocks with another node's attn2 replace patch run the real cross-attention: "
+                     "%s", ", ".join(map(str, blocks)))
         return io.NodeOutput(patched)
 
 
-class CutStepWrapper:
-    """CALC_COND_BATCH wrapper: guided steps run cond+uncond; from the cut step on, the cond rows only."""
+class CutRunState:
+    """What one sampling run of Cut Step Scheduler needs: the step counter, the cut state and the positive
+    conditioning of the guider (the list object its predict_noise hands to calc_cond_batch)."""
 
-    def __init__(self, schedule: CutSchedule):
-        self.schedule = schedule
+    def __init__(self, counter: StepCounter, run, positive):
+        self.counter, self.run, self.positive = counter, run, positive
+        self.easycache_moved = False
 
-    def __call__(self, executor, model, conds, x_in, timestep, model_options):
-        options = model_options.get("transformer_options", {})
-        state = options.get(STEPS_OPTION)
-        if state is None or len(conds) != 2 or conds[1] is None:
-            return executor(model, conds, x_in, timestep, model_options)  # no CFG here, or outside a run we track
-        counter, run = state
-        step = counter.step_of(float(timestep.max()))
-        if run.is_guided(step):
-            out = executor(model, conds, x_in, timestep, model_options)
-            run.observe(step, out[0], out[1])
-            return out
-        cond_out = executor(model, [conds[0], None], x_in, timestep, model_options)[0]
-        return run.unguided_outputs(cond_out)
+
+def cut_step_calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
+    """CALC_COND_BATCH wrapper: guided steps run every conditioning; from the cut step on, the positive one only."""
+    state = model_options.get("transformer_options", {}).get(STEPS_OPTION)
+    positive = next((i for i, c in enumerate(conds) if state is not None and c is state.positive), None)
+    if positive is None or sum(c is not None for c in conds) < 2:
+        return executor(model, conds, x_in, timestep, model_options)  # no guidance here, or a run we do not track
+    run = state.run
+    step = state.counter.step_of(float(timestep.max()))
+    if run.is_guided(step):
+        out = executor(model, conds, x_in, timestep, model_options)
+        run.observe(step, out, positive)
+        return out
+    if not state.easycache_moved:
+        state.easycache_moved = True
+        follow_positive_with_easycache(model_options, conds[positive])
+    only_positive = [c if i == positive else None for i, c in enumerate(conds)]
+    cond_out = executor(model, only_positive, x_in, timestep, model_options)[positive]
+    return run.unguided_outputs(cond_out, len(conds), positive)
+
+
+def follow_positive_with_easycache(model_options: dict, positive: list) -> None:
+    """Core EasyCache measures the change of its first batch's first conditioning, which with CFG is the
+    unconditional one: after the cut it never runs again, and EasyCache would skip nothing. Point EasyCache at the
+    positive conditioning and drop its output history (it belongs to the other branch), so it keeps skipping."""
+    holder = model_options.get("transformer_options", {}).get("easycache")
+    uuids = [c.get("uuid") for c in positive if isinstance(c, dict)]
+    if holder is None or not hasattr(holder, "first_cond_uuid") or not uuids or holder.first_cond_uuid in uuids:
+        return
+    holder.first_cond_uuid = uuids[0]
+    for name in ("output_prev_subsampled", "output_prev_norm"):
+        if hasattr(holder, name):
+            setattr(holder, name, None)
+    log.info("Cut Step Scheduler: EasyCache now follows the conditional branch (the unconditional one is cut)")
 
 
 # ComfyUI samplers whose second model call of a step is at the step's end sigma (the next step's start).
@@ -109,7 +141,8 @@ STEP_END_SAMPLERS = {"sample_heun", "sample_heunpp2"}
 
 
 class StepTrackingWrapper:
-    """SAMPLER_SAMPLE wrapper: one step counter and cut state per sampling run."""
+    """SAMPLER_SAMPLE wrapper: one step counter and cut state per sampling run, kept in the run's
+    transformer_options (never on this wrapper, which every clone of the model shares)."""
 
     def __init__(self, schedule: CutSchedule, cut_fraction: float):
         self.schedule = schedule
@@ -122,16 +155,27 @@ class StepTrackingWrapper:
         if self.cut_fraction > 0:
             schedule = CutSchedule(cut_step_from_fraction(self.cut_fraction, counter.total_steps),
                                    schedule.auto_threshold, schedule.after_cut)
+        conds = getattr(guider, "conds", None) or {}
+        positive = conds.get("positive")
+        guider_name = type(guider).__name__
+        if positive is None or not any(conds.get(k) for k in conds if k != "positive"):
+            log.info("Cut Step Scheduler: %s runs no guidance (no positive and second conditioning): nothing to "
+                     "cut", guider_name)
+            return executor(guider, sigmas, extra_args, *args, **kwargs)
         run = schedule.new_run()
-        log.info("Cut Step Scheduler: %s", schedule_summary(schedule.cut_step, counter.total_steps))
+        names = ", ".join(k for k in conds if conds.get(k))
+        log.info("Cut Step Scheduler: %s (%s: %s; after the cut only 'positive' runs)",
+                 schedule_summary(schedule.cut_step, counter.total_steps), guider_name, names)
         options = extra_args["model_options"].setdefault("transformer_options", {})
-        options[STEPS_OPTION] = (counter, run)
+        options[STEPS_OPTION] = CutRunState(counter, run, positive)
         try:
             return executor(guider, sigmas, extra_args, *args, **kwargs)
         finally:
             options.pop(STEPS_OPTION, None)
             if run.cut_at < schedule.cut_step:
                 log.info("Cut Step Scheduler: auto cut at step %d", run.cut_at)
+            log.info("Cut Step Scheduler: %d guided and %d conditional-only model calls", run.guided_calls,
+                     run.unguided_calls)
 
 
 class VCUTCutStepScheduler(io.ComfyNode):
@@ -178,7 +222,7 @@ class VCUTCutStepScheduler(io.ComfyNode):
         patched = model.clone()
         for wrapper_type, wrapper in ((comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE,
                                        StepTrackingWrapper(schedule, cut_fraction)),
-                                      (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, CutStepWrapper(schedule))):
+                                      (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, cut_step_calc_cond_batch)):
             patched.remove_wrappers_with_key(wrapper_type, CUT_KEY)
             patched.add_wrapper_with_key(wrapper_type, CUT_KEY, wrapper)
         return io.NodeOutput(patched)

@@ -47,12 +47,24 @@ def test_cut_run_drop_and_reuse_delta():
     cond, uncond = torch.full((2, 2), 3.0), torch.full((2, 2), 1.0)
     drop = CutSchedule(cut_step=3).new_run()
     assert drop.is_guided(2) and not drop.is_guided(3)
-    drop.observe(1, cond, uncond)
-    assert [t.tolist() for t in drop.unguided_outputs(cond)] == [cond.tolist(), cond.tolist()]
+    drop.observe(1, [cond, uncond], 0)
+    assert [t.tolist() for t in drop.unguided_outputs(cond, 2, 0)] == [cond.tolist(), cond.tolist()]
     reuse = CutSchedule(cut_step=3, after_cut="reuse_delta").new_run()
-    reuse.observe(2, cond, uncond)
-    out_cond, out_uncond = reuse.unguided_outputs(cond + 1)
+    reuse.observe(2, [cond, uncond], 0)
+    out_cond, out_uncond = reuse.unguided_outputs(cond + 1, 2, 0)
     assert torch.equal(out_cond - out_uncond, cond - uncond)  # CFG keeps applying the last delta
+    assert (reuse.guided_calls, reuse.unguided_calls) == (1, 1)
+
+
+def test_three_conditionings_positive_last_as_dual_cfg_passes_them():
+    negative, middle, positive = torch.zeros(2), torch.ones(2), torch.full((2,), 4.0)
+    drop = CutSchedule(cut_step=2).new_run()
+    drop.observe(1, [negative, middle, positive], 2)
+    assert all(torch.equal(t, positive + 1) for t in drop.unguided_outputs(positive + 1, 3, 2))
+    reuse = CutSchedule(cut_step=2, after_cut="reuse_delta").new_run()
+    reuse.observe(1, [negative, middle, positive], 2)
+    out = reuse.unguided_outputs(positive + 1, 3, 2)
+    assert torch.equal(out[2] - out[0], positive - negative) and torch.equal(out[2] - out[1], positive - middle)
     with pytest.raises(ValueError, match="after_cut"):
         CutSchedule(cut_step=3, after_cut="keep")
 
@@ -60,8 +72,8 @@ def test_cut_run_drop_and_reuse_delta():
 def test_auto_cut_when_guidance_delta_is_small():
     run = CutSchedule(cut_step=26, auto_threshold=0.05).new_run()
     cond = torch.ones(4)
-    run.observe(1, cond, cond * 0.5)  # large delta: keep guiding (and step 1 is before auto_min_step anyway)
-    run.observe(2, cond, cond * 0.5)
+    run.observe(1, [cond, cond * 0.5], 0)  # large delta: keep guiding (and step 1 is before auto_min_step anyway)
+    run.observe(2, [cond, cond * 0.5], 0)
     assert run.cut_at == 26
-    run.observe(3, cond, cond * 0.99)  # 1% relative delta < 5%: cut from step 4 on
+    run.observe(3, [cond, cond * 0.99], 0)  # 1% relative delta < 5%: cut from step 4 on
     assert run.cut_at == 4 and not run.is_guided(4)

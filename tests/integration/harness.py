@@ -198,23 +198,52 @@ class _Server:
         self.messages.append((event, data))
 
 
-def execute(prompt: dict):
-    """Validate and execute an API-format prompt with ComfyUI's PromptExecutor; returns (CAPTURED, history_result).
+def _execute_on(executor, prompt: dict):
+    """Validate and execute an API-format prompt on `executor`; returns (CAPTURED, history_result).
     Raises on a validation error or any node error."""
-    init_comfy()
     import execution
     CAPTURED.clear()
     valid = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
     if not valid[0]:
         raise RuntimeError(f"prompt failed validation: {valid[1]} {valid[3]}")
-    server = _Server()
-    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.NONE,
-                                        cache_args={"lru": 0, "ram": 0})
     executor.execute(prompt, str(uuid.uuid4()), {}, valid[2])
     if not executor.success:
         errors = [data for event, data in executor.status_messages if event == "execution_error"]
         raise RuntimeError(f"execution failed: {errors}")
     return dict(CAPTURED), executor.history_result
+
+
+def execute(prompt: dict):
+    """Execute an API-format prompt on a new PromptExecutor with no output cache (every node runs); returns
+    (CAPTURED, history_result). Raises on a validation error or any node error."""
+    init_comfy()
+    import execution
+    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.NONE,
+                                        cache_args={"lru": 0, "ram": 0})
+    return _execute_on(executor, prompt)
+
+
+class Session:
+    """Prompts run as a ComfyUI server runs them: ONE PromptExecutor with its output cache (unchanged nodes are not
+    run again and hand out the same objects, e.g. the same loaded model), and ComfyUI's model management keeping
+    the last sampled model loaded, with its patches applied, between prompts."""
+
+    def __init__(self):
+        init_comfy()
+        import execution
+        self.executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC,
+                                                 cache_args={"lru": 0, "ram": 0})
+
+    def run(self, prompt: dict) -> dict:
+        return _execute_on(self.executor, prompt)[0]
+
+
+def fresh_session_run(prompt: dict) -> dict:
+    """The same prompt as in a newly started server: no model loaded, every node run, new models built."""
+    init_comfy()
+    import comfy.model_management
+    comfy.model_management.unload_all_models()
+    return run_prompt(prompt)
 
 
 def run_prompt(prompt: dict) -> dict:

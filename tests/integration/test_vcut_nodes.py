@@ -39,14 +39,13 @@ def test_exact_mode_samples_the_same_video_and_leaves_the_input_model_untouched(
     weights = {k: v.clone() for k, v in model.model.state_dict().items()}
     expected = harness.sample(model, *conds)
     patched = patch(vcut[0], model)
-    for _ in range(2):  # a second run starts from empty caches again
+    for _ in range(2):
         assert rel_err(harness.sample(patched, *conds), expected) <= 1e-5
     assert torch.equal(harness.sample(model, *conds), expected)  # ComfyUI unpatches the clone's object patches
     after = model.model.state_dict()
     assert after.keys() == weights.keys() and all(torch.equal(after[k], v) for k, v in weights.items())
-    modules = [m for m in patched.object_patches.values() if hasattr(m, "cached_contexts")]
+    modules = [m for m in patched.object_patches.values() if hasattr(m, "vectors_computed")]
     assert len(modules) == 2 * 7  # tiny UNet: 7 video transformers, a spatial and a temporal attn2 each
-    assert all(m.cached_contexts() == 0 for m in modules)  # nothing outlives the run
 
 
 def test_paper_mode_differs_only_by_temporal_cross_attention(vcut):
