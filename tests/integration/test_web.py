@@ -43,7 +43,7 @@ SCREENSHOTS = ("cut_step_scheduler.png", "salient_mask_preview.png", "motion_vec
                "workflow_vcut.png")
 INPUT_IMAGE = "vcut_frames.png"
 NEWEST_FRONTEND = "1.58.1"  # newest 1.58 patch on PyPI (comfyui-frontend-package), November 2026
-FRONTEND_CACHE = pathlib.Path.home() / ".cache" / "vcut" / "frontend"
+FRONTEND_CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "vcut" / "frontend"
 
 
 def _bundled_frontend() -> str:
@@ -59,14 +59,13 @@ SETUPS = {
     f"frontend-{_bundled_frontend()}": (None, False, {name: name for name in SCREENSHOTS}),
     f"frontend-{NEWEST_FRONTEND}-classic": (NEWEST_FRONTEND, False, {}),
     f"frontend-{NEWEST_FRONTEND}-nodes2": (NEWEST_FRONTEND, True,
-                                           {"cut_step_scheduler.png": "cut_step_scheduler_nodes2.png",
-                                            "workflow_vcut.png": "workflow_vcut_nodes2.png"}),
+                                           {"cut_step_scheduler.png": "cut_step_scheduler_nodes2.png"}),
 }
 
 
 def frontend_static(version: str) -> pathlib.Path:
     """The static folder of PyPI's comfyui-frontend-package==version: downloaded with pip and unpacked once into
-    ~/.cache/vcut/frontend/<version>/, reused when present."""
+    ~/.cache/vcut/frontend/<version>/ ($XDG_CACHE_HOME/vcut/... when set), reused when present."""
     target = FRONTEND_CACHE / version
     static = target / "comfyui_frontend_package" / "static"
     if (static / "index.html").is_file():
@@ -74,9 +73,12 @@ def frontend_static(version: str) -> pathlib.Path:
     wheels = FRONTEND_CACHE / f"{version}.download"
     shutil.rmtree(wheels, ignore_errors=True)
     try:
-        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                                 f"comfyui-frontend-package=={version}", "-d", str(wheels)],
-                                capture_output=True, text=True, timeout=900)
+        try:
+            result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                                     "--disable-pip-version-check", f"comfyui-frontend-package=={version}",
+                                     "-d", str(wheels)], capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired as error:
+            pytest.fail(f"pip download comfyui-frontend-package=={version} took over 15 minutes: {error}")
         found = sorted(wheels.glob("comfyui_frontend_package-*.whl"))
         if result.returncode != 0 or not found:
             pytest.fail(f"could not download comfyui-frontend-package=={version} from PyPI (needed once, then cached "

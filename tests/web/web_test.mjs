@@ -133,7 +133,8 @@ async function main() {
         }));
         report.frontendVersion = frontend.version;
         report.vueNodes = frontend.vueNodes;
-        check(frontend.vueNodes === nodes2, `Comfy.VueNodes.Enabled is ${frontend.vueNodes} for --renderer ${args.renderer}`);
+        check(frontend.vueNodes === nodes2,
+              `Comfy.VueNodes.Enabled is ${frontend.vueNodes} for --renderer ${args.renderer}`);
 
         // The extension's own module (same URL, so the same instance the app loaded).
         const extUrl = await page.evaluate(async () => (await (await fetch("/extensions")).json())
@@ -210,10 +211,12 @@ async function main() {
 
         // the renderer really is the one asked for: Vue nodes are DOM elements with data-node-id
         const vueElements = await page.evaluate(() => document.querySelectorAll(".lg-node[data-node-id]").length);
-        check(nodes2 ? vueElements > 0 : vueElements === 0, `${vueElements} Vue node elements with --renderer ${args.renderer}`);
+        check(nodes2 ? vueElements > 0 : vueElements === 0,
+              `${vueElements} Vue node elements with --renderer ${args.renderer}`);
         report.vueNodeElements = vueElements;
 
-        const schedId = await page.evaluate(() => window.app.graph._nodes.find((n) => n.type === "VCUTCutStepScheduler").id);
+        const schedId = await page.evaluate(
+            () => window.app.graph._nodes.find((n) => n.type === "VCUTCutStepScheduler").id);
         const sizeOf = () => page.evaluate((id) => [...window.app.graph.getNodeById(id).size], schedId);
         report.sizes = [await sizeOf()];
         report.saved = await page.evaluate(async (id) => { // the bar widget is not saved and not sent
@@ -279,7 +282,8 @@ async function main() {
             }
             check(split.sampler === "KSampler", `step count read from ${split.sampler}, expected KSampler`);
             check(split.summary.includes("auto") === Boolean(c.auto), `auto note in "${split.summary}"`);
-            check(shown && shown.ordered, `step bar after ${JSON.stringify(c.set)}: not on screen (${JSON.stringify(shown)})`);
+            check(shown && shown.ordered,
+                  `step bar after ${JSON.stringify(c.set)}: not on screen (${JSON.stringify(shown)})`);
             report.stepBar.push({ set: c.set, ...split, cells: shown.cells });
             if (c.shot) report.screenshots.push("cut_step_scheduler.png");
             report.sizes.push(await sizeOf());
@@ -354,9 +358,9 @@ async function main() {
             };
             const load = add("LoadImage", [20, 40], { image });
             const mask = add("VCUTSalientMask", [380, 40], { refine: false });
-            const mve = add("VCUTMotionVectorEncode", [380, 420], { block_size: "8", search_range: 4 });
-            const out1 = add("PreviewImage", [760, 40]);
-            const out2 = add("PreviewImage", [760, 420]);
+            const mve = add("VCUTMotionVectorEncode", [760, 40], { block_size: "8", search_range: 4 });
+            const out1 = add("PreviewImage", [1140, 40]);
+            const out2 = add("PreviewImage", [1140, 420]);
             load.connect(0, mask, 0);
             load.connect(0, mve, 0);
             mask.connect(1, out1, 0);
@@ -364,7 +368,7 @@ async function main() {
             mask.size = [340, 360];
             mve.size = [340, 360];
             app.canvas.ds.scale = 1;
-            app.canvas.ds.offset = [20, 20];
+            app.canvas.ds.offset = [60, 100]; // below the tab bar, side by side: no overlap
             return { mask: mask.id, mve: mve.id };
         }, args.image);
         const queued = await page.evaluate(async () => {

@@ -97,13 +97,13 @@ function computeSplit(node) {
 }
 
 function summary(split) {
-    const { steps, cut, guided } = split;
+    const { steps, guided } = split;
     if (split.error) return split.error;
     if (steps === 0) return "the sampler runs 0 steps";
     let text;
     if (guided >= steps) text = `all ${steps} steps guided (CFG), nothing cut`;
     else if (guided === 0) text = `no guidance: steps 1-${steps} cond only`;
-    else text = `steps 1-${guided} guided (CFG), ${guided + 1}-${steps} cond only (cut step ${cut})`;
+    else text = `steps 1-${guided} guided (CFG), ${guided + 1}-${steps} cond only`;
     return split.auto ? `${text}; auto may cut earlier` : text;
 }
 
