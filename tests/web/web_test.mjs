@@ -2,8 +2,10 @@
 // tests/integration/test_web.py). Debian's chromium driven by playwright-core; no network beyond loopback.
 //
 //   node tests/web/web_test.mjs --url http://127.0.0.1:PORT --workflows workflows --out DIR \
-//        --image vcut_frames.png --fractions '[[0.64,25,17],...]'
+//        --image vcut_frames.png --fractions '[[0.64,25,17],...]' --renderer classic|nodes2
 //
+// --renderer says which node renderer the server's settings select (the LiteGraph canvas, or Nodes 2.0 = Vue
+// nodes); the checks are the same in both, only where a node sits on screen is found differently.
 // Prints one JSON report line (prefix "VCUT_WEB_REPORT ") and exits 1 on the first failed check.
 import fs from "node:fs";
 import os from "node:os";
@@ -21,6 +23,8 @@ function parseArgs(argv) {
         if (!args[key]) throw new Error(`missing --${key}`);
     }
     args.fractions = JSON.parse(args.fractions || "[]");
+    args.renderer = args.renderer || "classic";
+    if (!["classic", "nodes2"].includes(args.renderer)) throw new Error(`--renderer ${args.renderer}`);
     return args;
 }
 
@@ -30,6 +34,72 @@ function check(condition, message) {
 
 const rgbDistance = (a, b) => Math.max(...a.map((v, i) => Math.abs(v - b[i])));
 const hexToRgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+const nextFrames = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+let page; // the one tab of the run
+
+/** Screen rectangle of a node with its title, in page pixels: the Vue node's element in Nodes 2.0, else from the
+ *  canvas transform. */
+async function nodeClip(id, nodes2) {
+    return page.evaluate(([id, nodes2]) => {
+        const app = window.app;
+        if (nodes2) {
+            const el = document.querySelector(`[data-node-id="${id}"]`);
+            if (!el) return null;
+            const r = el.getBoundingClientRect();
+            return { x: r.left - 8, y: r.top - 8, width: r.width + 16, height: r.height + 16 };
+        }
+        const node = app.graph.getNodeById(id);
+        const s = app.canvas.ds.scale;
+        const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1]]);
+        const rect = app.canvas.canvas.getBoundingClientRect();
+        return { x: rect.left + x0 - 8, y: rect.top + y0 - 38 * s, width: node.size[0] * s + 16,
+                 height: (node.size[1] + 46) * s };
+    }, [id, nodes2]);
+}
+
+/** The step bar as the user sees it: a screenshot of the node, its row with the most bar-coloured pixels, read as
+ *  runs of guided / unguided colour split by the 1 px gaps between cells. Returns [guided cells, unguided cells]
+ *  (and the order check) or null when no bar is on screen. */
+async function stepBarOnScreen(id, nodes2, colours, shotPath) {
+    const clip = await nodeClip(id, nodes2);
+    if (!clip) return null;
+    const png = await page.screenshot({ clip, path: shotPath });
+    return page.evaluate(async ([b64, guided, unguided]) => {
+        const img = new Image();
+        img.src = "data:image/png;base64," + b64;
+        await img.decode();
+        const canvas = document.createElement("canvas");
+        canvas.width = img.width;
+        canvas.height = img.height;
+        const ctx = canvas.getContext("2d");
+        ctx.drawImage(img, 0, 0);
+        const data = ctx.getImageData(0, 0, img.width, img.height).data;
+        const near = (i, rgb) => Math.max(...rgb.map((v, k) => Math.abs(v - data[i + k]))) <= 12;
+        const classify = (x, y) => {
+            const i = 4 * (y * img.width + x);
+            return near(i, guided) ? 1 : near(i, unguided) ? 2 : 0;
+        };
+        let best = { row: -1, count: 0 };
+        for (let y = 0; y < img.height; y++) {
+            let count = 0;
+            for (let x = 0; x < img.width; x++) count += classify(x, y) ? 1 : 0;
+            if (count > best.count) best = { row: y, count };
+        }
+        if (best.row < 0) return null;
+        const runs = []; // [colour class, length] of the cells along that row
+        let current = 0;
+        for (let x = 0; x <= img.width; x++) {
+            const c = x < img.width ? classify(x, best.row) : 0;
+            if (c && c === current) runs[runs.length - 1][1]++;
+            else if (c) runs.push([c, 1]);
+            current = c;
+        }
+        const cells = runs.filter(([, n]) => n >= 3); // anti-aliased edges are not cells
+        const guidedCells = cells.filter(([c]) => c === 1).length;
+        const ordered = cells.every(([c], i) => c === (i < guidedCells ? 1 : 2));
+        return { cells: [guidedCells, cells.length - guidedCells], ordered, row: best.row, width: img.width };
+    }, [png.toString("base64"), colours.guidedRgb, colours.unguidedRgb]);
+}
 
 async function main() {
     const args = parseArgs(process.argv.slice(2));
@@ -39,8 +109,9 @@ async function main() {
     const context = await chromium.launchPersistentContext(userDataDir, {
         executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1600, height: 900 },
     });
+    const nodes2 = args.renderer === "nodes2";
     try {
-        const page = context.pages()[0] || await context.newPage();
+        page = context.pages()[0] || await context.newPage();
         page.on("pageerror", (e) => report.consoleErrors.push(String(e)));
         page.on("console", (m) => { if (m.type() === "error") report.consoleErrors.push(m.text()); });
         page.on("response", (r) => { if (r.status() >= 400) report.failedRequests.push(`${r.status()} ${r.url()}`); });
@@ -56,6 +127,14 @@ async function main() {
             && window.app.extensionManager && window.app.extensions?.some((e) => e.name === "vcut.ui"),
             null, { timeout: 60000 });
         await page.evaluate(() => document.querySelectorAll(".p-dialog-mask").forEach((d) => d.remove()));
+        const frontend = await page.evaluate(() => ({
+            version: window.__COMFYUI_FRONTEND_VERSION__ ?? null,
+            vueNodes: window.app.extensionManager.setting.get("Comfy.VueNodes.Enabled") ?? null,
+        }));
+        report.frontendVersion = frontend.version;
+        report.vueNodes = frontend.vueNodes;
+        check(frontend.vueNodes === nodes2,
+              `Comfy.VueNodes.Enabled is ${frontend.vueNodes} for --renderer ${args.renderer}`);
 
         // The extension's own module (same URL, so the same instance the app loaded).
         const extUrl = await page.evaluate(async () => (await (await fetch("/extensions")).json())
@@ -66,6 +145,8 @@ async function main() {
             const m = await import(u);
             return { color: m.VCUT_COLOR, bgcolor: m.VCUT_BGCOLOR, guided: m.GUIDED_COLOR, unguided: m.UNGUIDED_COLOR };
         }, extUrl);
+        colours.guidedRgb = hexToRgb(colours.guided);
+        colours.unguidedRgb = hexToRgb(colours.unguided);
 
         // 1. cut rule: the JavaScript split equals Python's cut_step_from_fraction on the given cases.
         const jsCuts = await page.evaluate(async ([u, cases]) => {
@@ -128,6 +209,41 @@ async function main() {
         await page.screenshot({ path: path.join(args.out, "workflow_vcut.png") });
         report.screenshots.push("workflow_vcut.png");
 
+        // the renderer really is the one asked for: Vue nodes are DOM elements with data-node-id
+        const vueElements = await page.evaluate(() => document.querySelectorAll(".lg-node[data-node-id]").length);
+        check(nodes2 ? vueElements > 0 : vueElements === 0,
+              `${vueElements} Vue node elements with --renderer ${args.renderer}`);
+        report.vueNodeElements = vueElements;
+
+        const schedId = await page.evaluate(
+            () => window.app.graph._nodes.find((n) => n.type === "VCUTCutStepScheduler").id);
+        const sizeOf = () => page.evaluate((id) => [...window.app.graph.getNodeById(id).size], schedId);
+        report.sizes = [await sizeOf()];
+        report.saved = await page.evaluate(async (id) => { // the bar widget is not saved and not sent
+            const node = window.app.graph.getNodeById(id);
+            const { output } = await window.app.graphToPrompt();
+            return { widgetsValues: node.serialize().widgets_values.length,
+                     promptInputs: Object.keys(output[String(id)].inputs).sort() };
+        }, schedId);
+        const focus = (id) => page.evaluate(async (id) => { // the node at scale 1.25, clear of the side and top bars
+            const app = window.app;
+            const node = app.graph.getNodeById(id);
+            app.canvas.ds.scale = 1.25;
+            app.canvas.ds.offset = [-node.pos[0] + 400, -node.pos[1] + 260];
+            app.canvas.setDirty(true, true);
+            app.canvas.draw(true, true);
+        }, id);
+        /** Waits until the split is computed and the bar on screen shows expectCells (or gives up after ~3 s). */
+        const barShows = async (id, expectCells, shotPath) => {
+            let seen = null;
+            for (let i = 0; i < 15; i++) {
+                await nextFrames();
+                seen = await stepBarOnScreen(id, nodes2, colours, shotPath);
+                if (seen && seen.ordered && seen.cells[0] === expectCells[0] && seen.cells[1] === expectCells[1]) break;
+                await page.waitForTimeout(200);
+            }
+            return seen;
+        };
         const cases = [
             { set: {}, expect: { steps: 25, cut: 17, guided: 16 } },                        // the workflow as shipped
             { set: { steps: 30 }, expect: { steps: 30, cut: 17, guided: 16 } },             // sampler steps change
@@ -139,105 +255,91 @@ async function main() {
               expect: { steps: 25, cut: 17, guided: 16 }, auto: true },                     // auto noted
             { set: { auto_threshold: 0 }, expect: { steps: 25, cut: 17, guided: 16 }, shot: true },
         ];
+        await focus(schedId);
         for (const c of cases) {
-            const got = await page.evaluate(async ([set, colours]) => {
+            // a widget edit as the UI makes it: the value, then the widget's callback
+            await page.evaluate(async ([set, id]) => {
                 const app = window.app;
-                const sched = app.graph._nodes.find((n) => n.type === "VCUTCutStepScheduler");
+                const sched = app.graph.getNodeById(id);
                 const sampler = app.graph._nodes.find((n) => n.type === "KSampler");
                 for (const [name, value] of Object.entries(set)) {
                     const target = name === "steps" ? sampler : sched;
                     const w = target.widgets.find((x) => x.name === name);
                     w.value = value;
-                    w.callback?.(value);
+                    w.callback?.(value, app.canvas, target);
                 }
-                // centre the node at scale 1 and redraw
-                app.canvas.ds.scale = 1.25; // clear of the floating tab bar at the top left
-                app.canvas.ds.offset = [-sched.pos[0] + 400, -sched.pos[1] + 260];
-                app.canvas.setDirty(true, true);
-                app.canvas.draw(true, true);
-                await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
-                const split = sched.vcutStepSplit;
-                const bar = sched.vcutStepBar;
-                // pixel colour at the centre of each cell, read back from the canvas
-                const canvas = app.canvas.canvas;
-                const ctx = canvas.getContext("2d");
-                const ratio = canvas.width / canvas.clientWidth;
-                const cells = [];
-                for (let i = 0; i < split.steps; i++) {
-                    const gx = sched.pos[0] + bar.x + (i + 0.5) * bar.width / split.steps;
-                    const gy = sched.pos[1] + bar.y + bar.height / 2;
-                    const [cx, cy] = app.canvas.ds.convertOffsetToCanvas([gx, gy]);
-                    const px = ctx.getImageData(Math.round(cx * ratio), Math.round(cy * ratio), 1, 1).data;
-                    cells.push([px[0], px[1], px[2]]);
-                }
-                const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([sched.pos[0], sched.pos[1]]);
-                const rect = canvas.getBoundingClientRect();
-                return { split: { steps: split.steps, cut: split.cut, guided: split.guided, sampler: split.sampler,
-                                  summary: split.summary },
-                         cells, clip: { x: rect.left + x0 - 8, y: rect.top + y0 - 38 * 1.25,
-                                        width: sched.size[0] * 1.25 + 16, height: (sched.size[1] + 46) * 1.25 } };
-            }, [c.set, colours]);
+            }, [c.set, schedId]);
+            const want = [c.expect.guided, c.expect.steps - c.expect.guided];
+            const shown = await barShows(schedId, want,
+                                         c.shot ? path.join(args.out, "cut_step_scheduler.png") : undefined);
+            const split = await page.evaluate((id) => {
+                const { steps, cut, guided, sampler, summary } = window.app.graph.getNodeById(id).vcutStepSplit;
+                return { steps, cut, guided, sampler, summary };
+            }, schedId);
             for (const key of Object.keys(c.expect)) {
-                check(got.split[key] === c.expect[key],
-                      `step bar after ${JSON.stringify(c.set)}: ${key}=${got.split[key]}, expected ${c.expect[key]}`);
+                check(split[key] === c.expect[key],
+                      `step bar after ${JSON.stringify(c.set)}: ${key}=${split[key]}, expected ${c.expect[key]}`);
             }
-            check(got.split.sampler === "KSampler", `step count read from ${got.split.sampler}, expected KSampler`);
-            check(got.split.summary.includes("auto") === Boolean(c.auto), `auto note in "${got.split.summary}"`);
-            const guidedRgb = hexToRgb(colours.guided);
-            const unguidedRgb = hexToRgb(colours.unguided);
-            got.cells.forEach((rgb, i) => {
-                const want = i < c.expect.guided ? guidedRgb : unguidedRgb;
-                check(rgbDistance(rgb, want) <= 12,
-                      `cell ${i + 1} drawn ${rgb}, expected ${want} (${JSON.stringify(c.set)})`);
-            });
-            report.stepBar.push({ set: c.set, ...got.split });
-            if (c.shot) {
-                await page.screenshot({ path: path.join(args.out, "cut_step_scheduler.png"), clip: got.clip });
-                report.screenshots.push("cut_step_scheduler.png");
-            }
+            check(split.sampler === "KSampler", `step count read from ${split.sampler}, expected KSampler`);
+            check(split.summary.includes("auto") === Boolean(c.auto), `auto note in "${split.summary}"`);
+            check(shown && shown.ordered,
+                  `step bar after ${JSON.stringify(c.set)}: not on screen (${JSON.stringify(shown)})`);
+            report.stepBar.push({ set: c.set, ...split, cells: shown.cells });
+            if (c.shot) report.screenshots.push("cut_step_scheduler.png");
+            report.sizes.push(await sizeOf());
         }
+        for (let i = 0; i < 5; i++) { // more frames change nothing: drawing does not resize the node
+            await page.evaluate(() => { window.app.canvas.setDirty(true, true); window.app.canvas.draw(true, true); });
+            await nextFrames();
+        }
+        report.sizes.push(await sizeOf());
+        report.sizeStable = report.sizes.every((s) => s[0] === report.sizes[0][0] && s[1] === report.sizes[0][1]);
+        report.fits = await page.evaluate((id) => { // the node is tall enough for its widgets and the bar
+            const node = window.app.graph.getNodeById(id);
+            return { size: [...node.size], computed: [...node.computeSize()] };
+        }, schedId);
+        check(report.fits.size[1] >= report.fits.computed[1] - 1, `scheduler ${JSON.stringify(report.fits)}`);
 
         // 3b. no sampler connected: the bar says so and draws the default.
-        const lone = await page.evaluate(async () => {
+        const loneId = await page.evaluate(() => {
             const app = window.app;
             app.graph.clear();
             const node = window.LiteGraph.createNode("VCUTCutStepScheduler");
             node.pos = [100, 100];
             app.graph.add(node);
-            app.canvas.ds.offset = [0, 0];
-            app.canvas.setDirty(true, true);
-            app.canvas.draw(true, true);
-            await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
-            return { ...node.vcutStepSplit };
+            return node.id;
         });
+        await focus(loneId);
+        const loneShown = await barShows(loneId, [16, 9]);
+        const lone = await page.evaluate((id) => ({ ...window.app.graph.getNodeById(id).vcutStepSplit }), loneId);
         check(lone.sampler === null && lone.steps === 25 && lone.guided === 16,
               `unconnected scheduler: ${JSON.stringify(lone)}`);
-        report.unconnected = lone.summary;
+        check(loneShown?.ordered, `unconnected scheduler: bar not on screen ${JSON.stringify(loneShown)}`);
+        report.unconnected = { summary: lone.summary, cells: loneShown.cells };
 
         // 3c. through another MODEL node to a KSamplerAdvanced: its schedule is steps 5..25 of 30 = 20 steps.
-        const advanced = await page.evaluate(async () => {
+        await page.evaluate(async () => {
             const app = window.app;
             const sched = app.graph._nodes.find((n) => n.type === "VCUTCutStepScheduler");
             const guidance = window.LiteGraph.createNode("VideoLinearCFGGuidance");
             const sampler = window.LiteGraph.createNode("KSamplerAdvanced");
-            guidance.pos = [450, 100];
-            sampler.pos = [750, 100];
+            guidance.pos = [470, 100];
+            sampler.pos = [800, 100];
             app.graph.add(guidance);
             app.graph.add(sampler);
             const set = (name, value) => { sampler.widgets.find((w) => w.name === name).value = value; };
             set("steps", 30);
             set("start_at_step", 5);
             set("end_at_step", 25);
-            sched.connect(0, guidance, 0);
             guidance.connect(0, sampler, 0);
-            app.canvas.setDirty(true, true);
-            app.canvas.draw(true, true);
-            await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
-            return { ...sched.vcutStepSplit };
+            sched.connect(0, guidance, 0); // a link change: the bar follows it
         });
+        const advancedShown = await barShows(loneId, [16, 4]);
+        const advanced = await page.evaluate((id) => ({ ...window.app.graph.getNodeById(id).vcutStepSplit }), loneId);
         check(advanced.sampler === "KSamplerAdvanced" && advanced.steps === 20 && advanced.guided === 16,
               `scheduler -> VideoLinearCFGGuidance -> KSamplerAdvanced: ${JSON.stringify(advanced)}`);
-        report.advanced = advanced.summary;
+        check(advancedShown?.ordered, `advanced: bar not on screen ${JSON.stringify(advancedShown)}`);
+        report.advanced = { summary: advanced.summary, cells: advancedShown.cells };
 
         // 4. previews: a graph of pack nodes that need no model, queued through /prompt, shows images on the nodes.
         const ids = await page.evaluate((image) => {
@@ -256,9 +358,9 @@ async function main() {
             };
             const load = add("LoadImage", [20, 40], { image });
             const mask = add("VCUTSalientMask", [380, 40], { refine: false });
-            const mve = add("VCUTMotionVectorEncode", [380, 420], { block_size: "8", search_range: 4 });
-            const out1 = add("PreviewImage", [760, 40]);
-            const out2 = add("PreviewImage", [760, 420]);
+            const mve = add("VCUTMotionVectorEncode", [760, 40], { block_size: "8", search_range: 4 });
+            const out1 = add("PreviewImage", [1140, 40]);
+            const out2 = add("PreviewImage", [1140, 420]);
             load.connect(0, mask, 0);
             load.connect(0, mve, 0);
             mask.connect(1, out1, 0);
@@ -266,7 +368,7 @@ async function main() {
             mask.size = [340, 360];
             mve.size = [340, 360];
             app.canvas.ds.scale = 1;
-            app.canvas.ds.offset = [20, 20];
+            app.canvas.ds.offset = [60, 100]; // below the tab bar, side by side: no overlap
             return { mask: mask.id, mve: mve.id };
         }, args.image);
         const queued = await page.evaluate(async () => {
@@ -284,21 +386,23 @@ async function main() {
                 && outs[String(id)].images.every((im) => im.type === "temp"));
         }, ids, { timeout: 60000 });
         for (const [name, id, expected] of [["salient_mask", ids.mask, 3], ["motion_vector", ids.mve, 2]]) {
-            const shown = await page.evaluate(async (id) => {
+            const shown = await page.evaluate(async ([id, nodes2]) => {
                 const app = window.app;
                 const node = app.graph.getNodeById(id);
                 const images = app.nodeOutputs[String(id)].images;
-                // the frontend loads the images onto the node (node.imgs) when it draws it
-                const ready = () => node.imgs?.length && node.imgs.every((im) => im.complete && im.naturalWidth);
+                // LiteGraph loads the images onto the node (node.imgs) when it draws it; a Vue node shows <img>s
+                const shownImages = () => (nodes2 ? [...document.querySelectorAll(`[data-node-id="${id}"] img`)]
+                                                  : node.imgs || []);
+                const ready = () => shownImages().length && shownImages().every((im) => im.complete && im.naturalWidth);
                 for (let i = 0; i < 100 && !ready(); i++) {
                     app.canvas.setDirty(true, true);
                     await new Promise((r) => setTimeout(r, 100));
                 }
-                return { outputs: images.length, imgs: node.imgs?.length ?? 0,
-                         loaded: (node.imgs || []).filter((im) => im.complete && im.naturalWidth > 0).length,
+                return { outputs: images.length, imgs: shownImages().length,
+                         loaded: shownImages().filter((im) => im.complete && im.naturalWidth > 0).length,
                          types: [...new Set(images.map((im) => im.type))], files: images.map((im) => im.filename),
-                         pos: node.pos, size: node.size };
-            }, id);
+                         pos: [...node.pos], size: [...node.size] };
+            }, [id, nodes2]);
             check(shown.outputs === expected,
                   `${name}: ${shown.outputs} preview images, expected ${expected}: ${JSON.stringify(shown)}`);
             check(shown.imgs > 0 && shown.loaded === shown.imgs,
@@ -309,15 +413,7 @@ async function main() {
         await page.evaluate(() => { window.app.canvas.setDirty(true, true); });
         await page.waitForTimeout(400);
         for (const [name, id] of [["salient_mask", ids.mask], ["motion_vector", ids.mve]]) {
-            const clip = await page.evaluate((id) => {
-                const app = window.app;
-                const node = app.graph.getNodeById(id);
-                const [x0, y0] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1]]);
-                const rect = app.canvas.canvas.getBoundingClientRect();
-                const s = app.canvas.ds.scale;
-                return { x: rect.left + x0 - 6, y: rect.top + y0 - 36 * s, width: node.size[0] * s + 12,
-                         height: node.size[1] * s + 42 * s };
-            }, id);
+            const clip = await nodeClip(id, nodes2);
             await page.screenshot({ path: path.join(args.out, `${name}_preview.png`), clip });
             report.screenshots.push(`${name}_preview.png`);
         }

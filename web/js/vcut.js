@@ -1,4 +1,5 @@
-// vcut web extension: one colour for the pack's nodes, and the guidance step bar on Cut Step Scheduler.
+// vcut web extension: one colour for the pack's nodes, and the guidance step bar on Cut Step Scheduler (a widget, so
+// that both node renderers show it: the LiteGraph canvas and Nodes 2.0).
 // Plain ES module served by ComfyUI from WEB_DIRECTORY (/extensions/<pack folder>/js/vcut.js); no build step.
 // The motion-vector and salient-mask previews need nothing here: the Python nodes return ui.PreviewImage, which
 // the frontend shows on the node like any other preview.
@@ -9,7 +10,9 @@ export const VCUT_BGCOLOR = "#15393a";  // body
 export const GUIDED_COLOR = "#e0a030";  // steps with CFG (semantic binding)
 export const UNGUIDED_COLOR = "#3f8fcf"; // steps after the cut (conditional only)
 export const DEFAULT_STEPS = 25;         // drawn when no sampler is connected (the paper's 25-step schedule)
-const BAR_HEIGHT = 78;                   // room under the widgets for the step bar and its text
+const BAR_HEIGHT = 78;                   // the step bar widget's height: summary, bar, legend, step source
+const SCHEDULER = "VCUTCutStepScheduler";
+const STEP_BAR_WIDGET = "vcut_step_bar";
 
 /** A node type or node of this pack: node type starting "VCUT" or category starting "vcut/". */
 export function isVcutNode(type, category) {
@@ -94,50 +97,40 @@ function computeSplit(node) {
 }
 
 function summary(split) {
-    const { steps, cut, guided } = split;
+    const { steps, guided } = split;
     if (split.error) return split.error;
     if (steps === 0) return "the sampler runs 0 steps";
     let text;
     if (guided >= steps) text = `all ${steps} steps guided (CFG), nothing cut`;
     else if (guided === 0) text = `no guidance: steps 1-${steps} cond only`;
-    else text = `steps 1-${guided} guided (CFG), ${guided + 1}-${steps} cond only (cut step ${cut})`;
+    else text = `steps 1-${guided} guided (CFG), ${guided + 1}-${steps} cond only`;
     return split.auto ? `${text}; auto may cut earlier` : text;
 }
 
-function widgetsBottom(node) {
-    let bottom = 0;
-    for (const w of node.widgets || []) {
-        const y = w.y ?? w.last_y;
-        if (w.hidden || y === undefined) continue;
-        bottom = Math.max(bottom, y + (w.computedHeight ?? LiteGraph.NODE_WIDGET_HEIGHT));
-    }
-    return bottom;
-}
-
-function drawStepBar(node, ctx) {
-    if (node.flags?.collapsed) return;
+/**
+ * Draws the bar into a widget's slot: (x 0..width, y top..top+BAR_HEIGHT) of the context it is given. Both renderers
+ * call this: LiteGraph with the node's canvas context (translated to the node), Nodes 2.0 with the widget's own
+ * canvas (WidgetLegacy). Only reads the node: never resizes it, so drawing cannot feed back into layout.
+ */
+function drawStepBar(node, ctx, width, top) {
     const split = computeSplit(node);
     const pad = 10;
-    const top = Math.max(widgetsBottom(node) + 4, node.size[1] - BAR_HEIGHT);
-    if (node.size[1] < top + BAR_HEIGHT) node.size[1] = top + BAR_HEIGHT; // stored workflows may be shorter
-    const width = node.size[0] - 2 * pad;
+    const inner = width - 2 * pad;
     const barY = top + 22;
     const barH = 16;
-    node.vcutStepBar = { x: pad, y: barY, width, height: barH }; // node-local geometry (tests read it)
-
     ctx.save();
     ctx.font = "12px Arial, sans-serif";
     ctx.textBaseline = "middle";
+    ctx.textAlign = "left";
     ctx.fillStyle = split.error ? "#ff7070" : "#dddddd";
-    ctx.fillText(fit(ctx, split.summary, width), pad, top + 10);
-    const n = Math.max(split.steps, 1);
-    const cell = width / n;
+    ctx.fillText(fit(ctx, split.summary, inner), pad, top + 10);
+    const cell = inner / Math.max(split.steps, 1);
     for (let i = 0; i < split.steps; i++) {
         ctx.fillStyle = i < split.guided ? GUIDED_COLOR : UNGUIDED_COLOR;
         ctx.fillRect(pad + i * cell, barY, Math.max(cell - (cell > 4 ? 1 : 0), 1), barH);
     }
     ctx.strokeStyle = "#000000";
-    ctx.strokeRect(pad, barY, width, barH);
+    ctx.strokeRect(pad, barY, inner, barH);
     // legend: colour squares with the two stage names
     const legendY = barY + barH + 12;
     const legend = [[GUIDED_COLOR, "guided (semantic binding)"], [UNGUIDED_COLOR, "unguided (quality)"]];
@@ -152,7 +145,7 @@ function drawStepBar(node, ctx) {
     const source = split.sampler ? `${split.steps} steps from ${split.sampler}`
                                  : `connect a sampler (showing ${DEFAULT_STEPS} steps)`;
     ctx.fillStyle = split.sampler ? "#999999" : "#ffb060";
-    ctx.fillText(fit(ctx, source, width), pad, legendY + 18);
+    ctx.fillText(fit(ctx, source, inner), pad, legendY + 18);
     ctx.restore();
 }
 
@@ -162,35 +155,85 @@ function fit(ctx, text, width) {
     return text + "…";
 }
 
+/**
+ * The step bar as a custom ("legacy") widget: LiteGraph draws it with the node's widgets, and Nodes 2.0
+ * (Comfy.VueNodes.Enabled, where onDrawForeground never runs) renders any widget with draw() through its
+ * WidgetLegacy component on a canvas of its own. Fixed height, not saved in workflows, not sent to the server.
+ */
+function addStepBarWidget(node) {
+    return node.addCustomWidget({
+        name: STEP_BAR_WIDGET,
+        type: STEP_BAR_WIDGET,
+        value: null,
+        serialize: false,            // not in the workflow's widgets_values
+        options: { serialize: false }, // not an input of the prompt
+        computeSize: (width) => [width ?? node.size[0], BAR_HEIGHT],
+        draw(ctx, drawnNode, width, y) {
+            if (!drawnNode.flags?.collapsed) drawStepBar(drawnNode, ctx, width, y);
+        },
+    });
+}
+
+/** Recomputes a Cut Step Scheduler's split and asks both renderers to redraw its bar. */
+function refreshStepBar(node) {
+    computeSplit(node);
+    node.widgets?.find((w) => w.name === STEP_BAR_WIDGET)?.triggerDraw?.(); // Nodes 2.0 redraws on request only
+    node.setDirtyCanvas?.(true, true); // LiteGraph canvas
+}
+
+function refreshStepBars(graph) {
+    for (const node of graph?.nodes ?? graph?._nodes ?? []) {
+        if (node.type === SCHEDULER) refreshStepBar(node);
+    }
+}
+
+/** Runs after() whenever the named widgets of node change (UI edits in both renderers call widget.callback). */
+function onWidgetsChange(node, names, after) {
+    for (const widget of node.widgets || []) {
+        if (!names.includes(widget.name)) continue;
+        const callback = widget.callback;
+        widget.callback = function () {
+            const result = callback?.apply(this, arguments);
+            after();
+            return result;
+        };
+    }
+}
+
+/** Wraps nodeType.prototype.onNodeCreated: extra(node) runs on every new node of that type, widgets in place. */
+function afterNodeCreated(nodeType, extra) {
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+        const result = onNodeCreated?.apply(this, arguments);
+        extra(this);
+        return result;
+    };
+}
+
 app.registerExtension({
     name: "vcut.ui",
     async beforeRegisterNodeDef(nodeType, nodeData) {
-        if (!isVcutNode(nodeData.name, nodeData.category)) return;
-        const onNodeCreated = nodeType.prototype.onNodeCreated;
-        nodeType.prototype.onNodeCreated = function () {
-            const result = onNodeCreated?.apply(this, arguments);
-            this.color = VCUT_COLOR; // a colour saved in a workflow still wins: configure() runs after this
-            this.bgcolor = VCUT_BGCOLOR;
-            return result;
-        };
-        if (nodeData.name !== "VCUTCutStepScheduler") return;
-        const computeSize = nodeType.prototype.computeSize;
-        nodeType.prototype.computeSize = function () {
-            const size = computeSize.apply(this, arguments);
-            size[1] += BAR_HEIGHT;
-            return size;
-        };
-        const onDrawForeground = nodeType.prototype.onDrawForeground;
-        nodeType.prototype.onDrawForeground = function (ctx) {
-            const result = onDrawForeground?.apply(this, arguments);
-            drawStepBar(this, ctx); // drawn every frame, so widget and link changes show at once
-            return result;
-        };
+        // Any node's links can change which sampler a scheduler reaches (e.g. a MODEL node in between).
         const onConnectionsChange = nodeType.prototype.onConnectionsChange;
         nodeType.prototype.onConnectionsChange = function () {
             const result = onConnectionsChange?.apply(this, arguments);
-            this.setDirtyCanvas?.(true, true);
+            refreshStepBars(this.graph);
             return result;
         };
+        if (STEP_NODES.has(nodeData.name)) {
+            afterNodeCreated(nodeType, (node) => onWidgetsChange(node, ["steps", "start_at_step", "end_at_step"],
+                                                                 () => refreshStepBars(node.graph)));
+        }
+        if (!isVcutNode(nodeData.name, nodeData.category)) return;
+        afterNodeCreated(nodeType, (node) => {
+            node.color = VCUT_COLOR; // a colour saved in a workflow still wins: configure() runs after this
+            node.bgcolor = VCUT_BGCOLOR;
+            if (nodeData.name !== SCHEDULER) return;
+            addStepBarWidget(node);
+            onWidgetsChange(node, ["cut_step", "cut_fraction", "auto_threshold"], () => refreshStepBar(node));
+        });
+    },
+    afterConfigureGraph() {
+        refreshStepBars(app.graph); // a loaded workflow sets widget values without callbacks
     },
 });
