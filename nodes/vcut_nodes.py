@@ -54,15 +54,17 @@ class VCUTPatchModel(io.ComfyNode):
             description=(
                 "Training-free VCUT speed-up for SVD / SVD-XT / SVD-XT 1.1. SVD's cross-attention attends to a single "
                 "token (the CLIP image embedding), so its output is the same vector for every pixel: it is computed "
-                "once per image and reused on every step, skipping to_q, to_k and the attention product. "
-                "'exact' gives the same video as the unpatched model; 'paper' also removes temporal cross-attention "
-                "as the VCUT paper does. Patches a copy of the model; the input model is untouched."),
+                "once per model call for each image and broadcast, skipping to_q, to_k and the attention product. "
+                "'exact' is the same computation as the unpatched model; 'paper' also removes temporal "
+                "cross-attention as the VCUT paper does. Patches a copy of the model (same parameter keys, so LoRAs, "
+                "merges and Save Model work as before); the input model is untouched."),
             inputs=[
                 io.Model.Input("model", tooltip="An SVD image-to-video model (ImageOnlyCheckpointLoader)."),
                 io.Combo.Input("mode", options=list(MODES), default="exact",
-                               tooltip="exact: same output as the unpatched model, cached spatial and temporal "
-                                       "cross-attention. paper: the VCUT paper's model, temporal cross-attention "
-                                       "removed (slightly different video, fewer parameters)."),
+                               tooltip="exact: the same computation as the unpatched model (same video up to float "
+                                       "rounding), one-token spatial and temporal cross-attention. paper: the VCUT "
+                                       "paper's model, temporal cross-attention removed (slightly different video, "
+                                       "fewer parameters read)."),
             ],
             outputs=[io.Model.Output(tooltip="The model with VCUT cross-attention.")],
         )
