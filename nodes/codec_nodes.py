@@ -224,7 +224,8 @@ class SaveMotionVectors(io.ComfyNode):
                 MOTION_VECTORS.Input("motion_vectors", tooltip="From Motion Vector Encode or Load Motion Vectors."),
                 io.Image.Input("residual", optional=True, tooltip="Encode's residual output (one per frame pair), "
                                "saved with the vectors so Decode can rebuild the video exactly. Stored as int16 "
-                               "round(x*510)-255, exact for Encode's residuals. Leave unconnected to save motion only."),
+                               "round(x*510)-255, exact for Encode's residuals. Leave unconnected to save motion "
+                               "only."),
                 io.String.Input("filename_prefix", default="vcut/motion_vectors", tooltip="File name prefix in "
                                 "ComfyUI's output folder; a counter and .safetensors are appended (prefix_00001_"
                                 ".safetensors). May hold subfolders and %date% fields like the core save nodes."),

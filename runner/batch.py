@@ -161,7 +161,8 @@ def item_line(result: Result, total: int) -> str:
         return (f"[{result.item.index}/{total}] {result.item.label}: ok{where} in {result.seconds:.2f} s, "
                 f"{len(result.outputs)} file(s)")
     if result.status == "skipped":
-        return f"[{result.item.index}/{total}] {result.item.label}: skipped, done earlier ({len(result.outputs)} file(s))"
+        return (f"[{result.item.index}/{total}] {result.item.label}: skipped, done earlier "
+                f"({len(result.outputs)} file(s))")
     return f"[{result.item.index}/{total}] {result.item.label}: FAILED{where}: {result.error.splitlines()[0]}"
 
 

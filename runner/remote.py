@@ -122,7 +122,8 @@ class Server:
                 if data.get("prompt_id") not in (None, prompt_id):
                     continue
                 if kind == "progress":
-                    log(f"  [{item.index}] {self.url} node {data.get('node')} step {data.get('value')}/{data.get('max')}")
+                    log(f"  [{item.index}] {self.url} node {data.get('node')} step "
+                        f"{data.get('value')}/{data.get('max')}")
                     continue
                 ended = kind in ("execution_success", "execution_error", "execution_interrupted") or (
                     kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id)
