@@ -16,6 +16,7 @@ import json
 import math
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -29,7 +30,7 @@ from clips import read_frames  # noqa: E402
 from pack_import import SHARED_DATA, register_pack  # noqa: E402
 
 register_pack()  # the pack as the package `vcut`, as ComfyUI and the tests import it
-from vcut.codec import decode, encode, residual_to_image  # noqa: E402
+from vcut.codec import decode, encode, load_motion_vectors, residual_to_image, save_motion_vectors  # noqa: E402
 from vcut.codec.visualize import flow_colours, motion_preview  # noqa: E402
 from vcut.cut.schedule import CutSchedule, schedule_summary  # noqa: E402
 from vcut.loop.alss import alss_indices, frames_needed  # noqa: E402
@@ -454,6 +455,64 @@ def thumb_motion_transfer(data: Data, frames: np.ndarray) -> Image.Image:
     return img
 
 
+def saved_and_loaded(frames: np.ndarray):
+    """Motion Vector Encode -> Save Motion Vectors -> Load Motion Vectors through a real .safetensors file:
+    (loaded vectors, loaded residual, header, file size in bytes)."""
+    mv, residual, _ = motion_of(frames)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "motion_vectors_00001_.safetensors"
+        version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE).group(1)
+        save_motion_vectors(path, mv, residual, pack_version=version)
+        loaded, loaded_residual, header = load_motion_vectors(path)
+        return loaded, loaded_residual, header, path.stat().st_size
+
+
+def thumb_motion_save(data: Data, frames: np.ndarray) -> Image.Image:
+    img, d = canvas(THUMB, THUMB)
+    header(d, "Save Motion Vectors: keep a video's motion", "a real clip encoded, saved to .safetensors, loaded back")
+    mv, residual, meta, size = saved_and_loaded(frames)
+    assert torch.equal(decode(torch.from_numpy(frames[0]), mv, residual), torch.from_numpy(frames))
+    pw, ph = 236, 133
+    paste(img, d, fit(pil(frames[-1]), pw, ph), (14, 60), "video frame (vid_h264.mp4)")
+    paste(img, d, fit(pil(motion_preview(mv)[-1]), pw, ph), (262, 60), "its 16x16 block vectors")
+    d.text((14, 226), "motion_vectors_00001_.safetensors", font=font(14, True), fill=FG)
+    h, w = mv.frame_size
+    rows = [("tensors", f"vectors int16 {list(mv.vectors.shape)}, residual int16 {list(residual.shape)}"),
+            ("frames", f"{meta['frames']} at {w}x{h}"), ("block size", meta["block_size"] + " px"),
+            ("source", meta["source"]), ("search range", "+-" + meta["search_range"] + " px"),
+            ("format", f"{meta['format']} version {meta['format_version']}"),
+            ("pack version", meta["pack_version"]), ("sha256", meta["sha256"][:32] + "..."),
+            ("file size", f"{size / 1024:.0f} KB, no pickle")]
+    for k, (key, value) in enumerate(rows):
+        d.text((14, 252 + 19 * k), key, font=font(12), fill=DIM)
+        d.text((130, 252 + 19 * k), value, font=font(12), fill=FG)
+    d.text((14, 436), "Load Motion Vectors + Motion Vector Decode rebuild", font=font(13, True), fill=GUIDED)
+    d.text((14, 454), "the video bit for bit (checked when this picture was made)", font=font(13, True), fill=GUIDED)
+    d.text((14, 482), "batch a folder: run_workflow.py ... --batch-input LoadVideo.file=videos/", font=font(11),
+           fill=DIM)
+    return img
+
+
+def thumb_motion_load_transfer(data: Data, frames: np.ndarray) -> Image.Image:
+    img, d = canvas(THUMB, THUMB)
+    header(d, "Load Motion Vectors: move a new image", "vectors loaded from a saved file, applied to a photo")
+    mv, _, _, _ = saved_and_loaded(frames)
+    h, w = mv.frame_size
+    new = torch.from_numpy(np.array(fit(data.coffee, w, h))).contiguous()
+    moved = decode(new, mv)  # residual off: motion only (the workflow's Motion Vector Decode)
+    pw, ph, xr = 224, 126, 274
+    paste(img, d, fit(pil(motion_preview(mv)[-1]), pw, ph), (14, 60), "loaded vectors (last frame pair)")
+    paste(img, d, fit(pil(frames[-1]), pw, ph), (xr, 60), "the video they were saved from")
+    paste(img, d, fit(pil(new), pw, ph), (14, 232), "new image = frame 0")
+    paste(img, d, fit(pil(moved[-1]), pw, ph), (xr, 232), f"new image moved to frame {len(frames) - 1}")
+    for k, line in enumerate(["Motion Vector Decode (residual off) warps the new image block by block with",
+                              "the saved vectors: the same motion, no video and no encoding needed.",
+                              "The file's header is checked first: format version, frame and block size,",
+                              "and a checksum of the data."]):
+        d.text((14, 404 + 18 * k), line, font=font(12), fill=DIM if k > 1 else FG)
+    return img
+
+
 # ---------------------------------------------------------------- README pictures
 
 def pic_salient(data: Data) -> Image.Image:
@@ -557,6 +616,8 @@ def render_all() -> None:
     save_jpg(thumb_alss(data, walk[:14]), WORKFLOWS / "loop_generate_alss_refine.jpg")
     save_jpg(thumb_motion_vis(data, near[:4]), WORKFLOWS / "codec_motion_visualisation.jpg")
     save_jpg(thumb_motion_transfer(data, near), WORKFLOWS / "codec_motion_transfer.jpg")
+    save_jpg(thumb_motion_save(data, near), WORKFLOWS / "codec_motion_save.jpg")
+    save_jpg(thumb_motion_load_transfer(data, near), WORKFLOWS / "codec_motion_load_transfer.jpg")
     save_png(pic_salient(data), IMG / "salient_mask.png")
     save_png(pic_motion(near[:4]), IMG / "motion_vectors.png")
     save_png(pic_alss(walk), IMG / "alss_indices.png")

@@ -1,4 +1,4 @@
-"""ComfyUI glue for the motion-vector codec (../codec): Motion Vector Encode / Motion Vector Decode.
+"""ComfyUI glue for the motion-vector codec (../codec): Motion Vector Encode / Decode, Save / Load Motion Vectors.
 
 IMAGE batches (float32 [B, H, W, C] in 0..1) are quantised to 8 bits with round(x * 255) -- exact for frames that
 came from 8-bit files or video -- so decode(encode(video)) returns the same IMAGE bit for bit. Residuals travel as
@@ -6,10 +6,17 @@ an IMAGE with zero at mid-grey: (r + 255) / 510, which the decoder inverts exact
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import pathlib
+import re
+
 import torch
 
 import comfy.model_management
 import comfy.utils
+import folder_paths
 from comfy_api.latest import io, ui
 
 from .. import codec
@@ -144,8 +151,10 @@ class MotionVectorDecode(io.ComfyNode):
         h, w = motion_vectors.frame_size
         if tuple(image.shape[1:3]) != (h, w):
             if not resize_first_frame:
-                raise ValueError(f"first_frame is {image.shape[2]}x{image.shape[1]} but the motion vectors are for "
-                                 f"{w}x{h} frames; use an image of that size or turn on resize_first_frame")
+                origin = motion_vectors.info.get("file")
+                raise ValueError(f"first_frame is {image.shape[2]}x{image.shape[1]} but the motion vectors"
+                                 + (f" (loaded from {origin})" if origin else "") + f" are for {w}x{h} frames; use "
+                                 "an image of that size or turn on resize_first_frame")
             image = comfy.utils.common_upscale(image.movedim(-1, 1), w, h, "bilinear", "disabled").movedim(1, -1)
             image = image.clamp(0, 1)
         first = _image_batch(image, "first_frame")[0]
@@ -163,4 +172,148 @@ class MotionVectorDecode(io.ComfyNode):
         return io.NodeOutput(codec.uint8_to_image(out))
 
 
-NODES = [MotionVectorEncode, MotionVectorDecode]
+@functools.lru_cache(maxsize=1)
+def pack_version() -> str:
+    """The pack's version from its pyproject.toml (written into saved files' headers)."""
+    text = (pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    return found.group(1) if found else "unknown"
+
+
+def motion_files() -> list[str]:
+    """.safetensors files in ComfyUI's input folder and its subfolders, as paths relative to it."""
+    root = folder_paths.get_input_directory()
+    found = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+        rel = os.path.relpath(folder, root)
+        found += [f if rel == "." else f"{rel}/{f}".replace(os.sep, "/") for f in files
+                  if f.endswith(codec.storage.SUFFIX)]
+    return sorted(found)
+
+
+def motion_file_path(name: str) -> str:
+    """Path of a .safetensors file named relative to ComfyUI's input folder (or, annotated as core loaders accept,
+    'name [output]' / 'name [temp]'); refuses names that lead outside that folder or to another kind of file."""
+    if not isinstance(name, str) or not name.endswith((codec.storage.SUFFIX, "]")):
+        raise ValueError(f"file: {name!r} is not a {codec.storage.SUFFIX} file; choose a file written by Save "
+                         "Motion Vectors from ComfyUI's input folder")
+    relative, base = folder_paths.annotated_filepath(name)
+    base = os.path.abspath(base or folder_paths.get_input_directory())
+    path = os.path.abspath(os.path.join(base, relative))
+    if os.path.commonpath((base, path)) != base or not path.endswith(codec.storage.SUFFIX):
+        raise ValueError(f"file: {name!r} is not a {codec.storage.SUFFIX} file inside ComfyUI's input folder")
+    if not os.path.isfile(path):
+        raise ValueError(f"file: no motion-vector file {name!r} in ComfyUI's input folder")
+    return path
+
+
+class SaveMotionVectors(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VCUTSaveMotionVectors",
+            display_name="Save Motion Vectors",
+            category="vcut/codec",
+            description=("Saves MOTION_VECTORS (and optionally Encode's residual) to a .safetensors file in ComfyUI's "
+                         "output folder, with block size, frame size, source, search range, pack and format version "
+                         "in its header, so the motion can be shared, edited and loaded again (Load Motion Vectors; "
+                         "copy the file into the input folder) without encoding the video again. safetensors holds "
+                         "plain tensors: nothing is pickled."),
+            inputs=[
+                MOTION_VECTORS.Input("motion_vectors", tooltip="From Motion Vector Encode or Load Motion Vectors."),
+                io.Image.Input("residual", optional=True, tooltip="Encode's residual output (one per frame pair), "
+                               "saved with the vectors so Decode can rebuild the video exactly. Stored as int16 "
+                               "round(x*510)-255, exact for Encode's residuals. Leave unconnected to save motion "
+                               "only."),
+                io.String.Input("filename_prefix", default="vcut/motion_vectors", tooltip="File name prefix in "
+                                "ComfyUI's output folder; a counter and .safetensors are appended (prefix_00001_"
+                                ".safetensors). May hold subfolders and %date% fields like the core save nodes."),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, motion_vectors, filename_prefix, residual=None) -> io.NodeOutput:
+        if not isinstance(motion_vectors, codec.MotionVectors):
+            raise ValueError("motion_vectors: expected MOTION_VECTORS from Motion Vector Encode or Load Motion Vectors")
+        if not isinstance(filename_prefix, str) or not filename_prefix.strip():
+            raise ValueError("filename_prefix: give a file name prefix such as 'vcut/motion_vectors'")
+        res = None
+        if residual is not None:
+            if not isinstance(residual, torch.Tensor) or residual.ndim != 4:
+                raise ValueError("residual: expected an IMAGE batch (Encode's residual output)")
+            if not torch.isfinite(residual).all():
+                raise ValueError("residual: contains NaN or infinite values")
+            res = codec.image_to_residual(residual.cpu())
+            codec.storage.check_residual(res, motion_vectors, "residual")
+        output_dir = folder_paths.get_output_directory()
+        h, w = motion_vectors.frame_size
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir, w, h)
+        os.makedirs(folder, exist_ok=True)
+        file = f"{name}_{counter:05}_{codec.storage.SUFFIX}"
+        codec.save_motion_vectors(os.path.join(folder, file), motion_vectors, res, pack_version())
+        # ui: the file, as core save nodes list theirs (the history and the runners read it from here)
+        return io.NodeOutput(ui={"motion_vectors": [ui.SavedResult(file, subfolder, io.FolderType.output)]})
+
+
+class LoadMotionVectors(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VCUTLoadMotionVectors",
+            display_name="Load Motion Vectors",
+            category="vcut/codec",
+            description=("Loads MOTION_VECTORS (and the residual, if saved) from a .safetensors file written by Save "
+                         "Motion Vectors, from ComfyUI's input folder. Checks the header (format, version, frame "
+                         "and block size) and the data's checksum; refuses other files with a message. A saved "
+                         "then loaded file decodes to exactly the same frames."),
+            inputs=[
+                io.Combo.Input("file", options=motion_files(), tooltip=".safetensors files in ComfyUI's input folder "
+                               "(copy the output of Save Motion Vectors there; refresh the page to see new files)."),
+            ],
+            outputs=[
+                MOTION_VECTORS.Output(display_name="motion_vectors", tooltip="The saved vectors, block size, frame "
+                                      "size and source; connect to Motion Vector Decode."),
+                io.Image.Output(display_name="residual", tooltip="The saved residual (mid-grey = 0); all mid-grey "
+                                "(zero: motion only) if the file has none."),
+                io.Image.Output(display_name="preview", tooltip="The vector field per frame pair as a colour "
+                                "wheel: hue = direction, brightness = length (black = still)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, file) -> io.NodeOutput:
+        path = motion_file_path(file)
+        try:
+            motion, residual, _ = codec.load_motion_vectors(path)
+        except codec.MotionFileError as error:
+            raise ValueError(f"file: {error}") from None
+        motion = codec.MotionVectors(motion.vectors, motion.block_size, motion.frame_size, motion.source,
+                                     motion.search_range, {**motion.info, "file": file})
+        if residual is None:  # zero residual = the motion-only decode, so Decode's residual input can stay linked
+            h, w = motion.frame_size
+            residual = torch.zeros(motion.vectors.shape[0], h, w, 3, dtype=torch.int16)
+        preview = codec.motion_preview(motion)
+        return io.NodeOutput(motion, codec.residual_to_image(residual), preview, ui=ui.PreviewImage(preview, cls=cls))
+
+    @classmethod
+    def fingerprint_inputs(cls, file):
+        """The file's content hash (as LoadImage): a file replaced under the same name runs the node again."""
+        digest = hashlib.sha256()
+        with open(motion_file_path(file), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    @classmethod
+    def validate_inputs(cls, file):
+        try:
+            codec.storage.read_header(motion_file_path(file))
+        except ValueError as error:
+            return str(error) if str(error).startswith("file:") else f"file: {error}"
+        return True
+
+
+NODES = [MotionVectorEncode, MotionVectorDecode, SaveMotionVectors, LoadMotionVectors]

@@ -279,6 +279,9 @@ def load_workflow(path: str) -> dict:
 
 def run(options) -> int:
     workflow = load_workflow(options.workflow)
+    if options.server:  # ComfyUI servers run the workflow: no ComfyUI in this process (remote.py)
+        from .remote import run_on_servers
+        return run_on_servers(options, workflow)
     root = find_comfyui(options.comfyui)
     log(f"ComfyUI at {root}")
     nodes = start_comfyui(root, options.cpu, options.comfy_args)
@@ -295,24 +298,39 @@ def run(options) -> int:
     temp_dir = tempfile.mkdtemp(prefix="vcut-run-temp-")  # previews go here, removed at the end
     folder_paths.set_temp_directory(temp_dir)
     try:
+        if options.batch_input:  # the workflow once per file of a folder (batch.py)
+            from .batch import run_in_process
+            prompt = prepare_prompt(options, workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+            return run_in_process(options, prompt, nodes, execution, output_dir)
         return execute(options, workflow, nodes, execution, output_dir)
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def execute(options, workflow, nodes, execution, output_dir) -> int:
-    """Convert, override, validate and execute; print the written files."""
+def prepare_prompt(options, workflow, node_classes, display_names=None) -> dict:
+    """The workflow as an API prompt with the --set overrides applied."""
     try:
-        prompt = ui_to_api(workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+        prompt = ui_to_api(workflow, node_classes, display_names)
     except WorkflowError as error:
         raise RunnerError(f"cannot convert {options.workflow}: {error}")
     if is_api_prompt(workflow):
-        unknown = sorted({v["class_type"] for v in prompt.values()} - set(nodes.NODE_CLASS_MAPPINGS))
+        unknown = sorted({v["class_type"] for v in prompt.values()} - set(node_classes))
         if unknown:
             raise RunnerError(f"unknown node type(s): {', '.join(unknown)}; install the custom node pack "
                               "that provides them")
-    for line in apply_overrides(prompt, options.set or [], nodes.NODE_CLASS_MAPPINGS):
+    for line in apply_overrides(prompt, options.set or [], node_classes):
         log(f"set {line}")
+    return prompt
+
+
+def new_executor(execution, server):
+    """ComfyUI's PromptExecutor, classic caching (models stay loaded between prompts of one run)."""
+    return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+
+
+def execute(options, workflow, nodes, execution, output_dir) -> int:
+    """Convert, override, validate and execute; print the written files."""
+    prompt = prepare_prompt(options, workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
     prompt_id = str(uuid.uuid4())
     valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
     if not valid[0]:
@@ -320,8 +338,7 @@ def execute(options, workflow, nodes, execution, output_dir) -> int:
     server = HeadlessServer(prompt)
     server.last_prompt_id = prompt_id
     hook_progress(server)
-    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC,
-                                        cache_args={"lru": 0, "ram": 0})
+    executor = new_executor(execution, server)
     start = time.perf_counter()
     log(f"executing {len(prompt)} nodes, outputs: {', '.join(valid[2])}")
     executor.execute(prompt, prompt_id, {"client_id": server.client_id}, valid[2])
@@ -360,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--comfy-args", default="", metavar='"OPTIONS"',
                         help='ComfyUI\'s own command-line options, e.g. --comfy-args "--lowvram --fp16-vae"')
     parser.add_argument("--verbose", action="store_true", help="print Python tracebacks of failing nodes")
+    parser.add_argument("--batch-input", metavar="NODE.INPUT=FOLDER",
+                        help="run the workflow once per file of FOLDER (sorted), the file going into that input "
+                             "(e.g. LoadImage.image=photos/); outputs in OUTPUT_DIR/<file name>/, a manifest.jsonl, "
+                             "items done in an earlier run (per the manifest) are skipped")
+    parser.add_argument("--server", action="append", metavar="URL",
+                        help="run on this ComfyUI server (e.g. http://127.0.0.1:8188) instead of in this process; "
+                             "repeatable: one job at a time per server, a failed server's job goes to another")
+    parser.add_argument("--manifest", help="the batch's JSON-lines manifest (default: OUTPUT_DIR/manifest.jsonl)")
     return parser
 
 

@@ -72,6 +72,11 @@ def init_comfy():
     return nodes
 
 
+def use_running_comfyui(nodes) -> None:
+    """Inside a ComfyUI that is already running (a server loading server_nodes/): the tiny models need no init."""
+    _STATE["nodes"] = nodes
+
+
 def pack_node_ids() -> list[str]:
     """Node ids that ComfyUI registered when it loaded the pack."""
     init_comfy()

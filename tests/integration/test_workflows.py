@@ -11,7 +11,8 @@ from PIL import Image
 import harness
 
 WORKFLOWS = sorted(p.name for p in (harness.PACK_ROOT / "workflows").glob("*.json"))
-CURRENT = {"codec_motion_transfer.json", "codec_motion_visualisation.json", "loop_first_frame_anchored.json",
+CURRENT = {"codec_motion_transfer.json", "codec_motion_visualisation.json", "codec_motion_save.json",
+           "codec_motion_load_transfer.json", "loop_first_frame_anchored.json",
            "loop_generate_alss_refine.json", "loop_salient_still_background.json", "loop_seamless.json",
            "svd_vcut_img2vid.json"}
 VIRTUAL = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
@@ -34,7 +35,9 @@ EXPECTED_FRAMES = {
     "vcut/motion_preview": CLIP_FRAMES - 1, "vcut/motion_residual": CLIP_FRAMES - 1,
     "vcut/motion_reconstruction": CLIP_FRAMES,
     "vcut/motion_transfer": 4, "vcut/motion_transfer_rough": 4,
+    "vcut/motion_preview_loaded": CLIP_FRAMES - 1, "vcut/motion_transfer_loaded": CLIP_FRAMES,
 }
+MOTION_FILE = "motion_vectors.safetensors"  # what codec_motion_load_transfer.json loads, made from reference.mp4
 FILE_NODES = {"SaveAnimatedWEBP", "SaveVideo", "SaveImage"}
 
 
@@ -108,6 +111,9 @@ def folders(comfy_nodes, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "temp").mkdir()
     harness.write_inputs(tmp_path / "in", clip_frames=CLIP_FRAMES)
+    codec = harness.pack_module().codec  # the file Save Motion Vectors writes for reference.mp4
+    frames = torch.from_numpy(harness.read_frames(tmp_path / "in" / "reference.mp4", CLIP_FRAMES))
+    codec.save_motion_vectors(tmp_path / "in" / MOTION_FILE, *codec.encode(frames, 16, 8))
     with harness.comfy_folders(tmp_path / "in", tmp_path / "out", tmp_path / "temp"):
         yield tmp_path
 
@@ -173,6 +179,12 @@ def test_workflow_executes_end_to_end(comfy_nodes, folders, name):
         else:
             assert count == images.shape[0], (name, prefix, count, images.shape)
         assert size == (images.shape[2], images.shape[1])
+    for node_id, entry in prompt.items():  # Save Motion Vectors: a file that loads back with every frame pair
+        if entry["class_type"] == "VCUTSaveMotionVectors":
+            saved = outputs[node_id]["motion_vectors"][0]
+            motion, residual, _ = harness.pack_module().codec.load_motion_vectors(
+                folders / "out" / saved["subfolder"] / saved["filename"])
+            assert motion.num_frames == CLIP_FRAMES and residual.shape[0] == CLIP_FRAMES - 1, name
     if any(e["class_type"] == "VCUTVideoLoopMetrics" for e in prompt.values()):
         texts = [t for o in outputs.values() for t in o.get("text", [])]
         assert any("Loop-C" in t for t in texts), texts

@@ -1,0 +1,312 @@
+"""The runner as a client of running ComfyUI servers (--server URL, repeatable): ComfyUI's own server executes the
+workflow; this module only talks to its HTTP and WebSocket API, with aiohttp (one of ComfyUI's own requirements):
+
+- GET  /system_stats, /object_info   is it ComfyUI; the node definitions for converting the workflow
+- POST /upload/image                 the batch's input file, into <input>/vcut-batch-<id>/ on that server
+- WS   /ws?clientId=...              progress and the end of our prompt
+- POST /prompt, GET /history/<id>    submit the prompt; its status and the files it wrote
+- GET  /view                         download each written file into OUT/<item>/
+
+One job at a time per server (a server's queue never holds more than one of ours). A server that stops answering
+(connection refused or reset, its WebSocket closed) is dropped for the rest of the batch and its job goes back to
+the front of the queue for another server; a job that fails on a working server (validation, a node error) is that
+item's failure. Items, manifest, resume and summary are batch.py's."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import pathlib
+import time
+import uuid
+
+from .batch import Item, Result, free_path, item_line, plan, summary, with_input
+from .headless import RunnerError, format_validation, log, prepare_prompt
+
+POLL_S = 2.0  # how often /history is asked while the WebSocket is quiet
+
+
+class ServerFailed(Exception):
+    """The server stopped answering: the job goes to another server."""
+
+
+class JobFailed(Exception):
+    """The workflow failed on a working server (validation or a node error): the item fails."""
+
+
+class RemoteNode:
+    """A node definition from /object_info, shaped as the converter and --set expect (INPUT_TYPES())."""
+
+    def __init__(self, info: dict):
+        self.info = info
+
+    def INPUT_TYPES(self):  # noqa: N802 (ComfyUI's name)
+        return self.info.get("input") or {}
+
+
+class Server:
+    def __init__(self, url: str, session):
+        self.url = url.rstrip("/")
+        self.session = session
+        self.client_id = f"vcut-runner-{uuid.uuid4().hex[:8]}"
+        self.ws = None
+
+    async def _json(self, method: str, path: str, **kwargs):
+        import aiohttp
+        try:
+            async with self.session.request(method, self.url + path, **kwargs) as response:
+                text = await response.text()
+                if response.status >= 500:
+                    raise ServerFailed(f"{method} {path} answered {response.status}")
+                try:
+                    return response.status, json.loads(text) if text else None
+                except ValueError:
+                    return response.status, text
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            raise ServerFailed(f"{method} {path}: {type(error).__name__}: {error}") from None
+
+    async def probe(self) -> dict:
+        """The node definitions of a ComfyUI server; RunnerError when the URL does not answer or is not ComfyUI."""
+        try:
+            status, stats = await self._json("GET", "/system_stats")
+        except ServerFailed as error:
+            raise RunnerError(f"--server {self.url} does not answer ({error})")
+        if status != 200 or not isinstance(stats, dict) or "system" not in stats:
+            raise RunnerError(f"--server {self.url} answers but is not a ComfyUI server (GET /system_stats: "
+                              f"status {status}, no 'system' entry)")
+        status, info = await self._json("GET", "/object_info")
+        if status != 200 or not isinstance(info, dict):
+            raise RunnerError(f"--server {self.url}: GET /object_info answered {status}")
+        version = stats["system"].get("comfyui_version", "?")
+        log(f"server {self.url}: ComfyUI {version}, {len(info)} node types")
+        return info
+
+    async def connect(self) -> None:
+        import aiohttp
+        try:
+            self.ws = await self.session.ws_connect(f"{self.url}/ws?clientId={self.client_id}", heartbeat=10)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            raise ServerFailed(f"WebSocket: {type(error).__name__}: {error}") from None
+
+    async def upload(self, path: pathlib.Path, subfolder: str) -> str:
+        """The file into <input>/<subfolder>/ of the server; returns the name its loaders take."""
+        import aiohttp
+        form = aiohttp.FormData()
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise JobFailed(f"cannot read {path}: {error}") from None
+        form.add_field("image", data, filename=path.name)
+        form.add_field("type", "input")
+        form.add_field("subfolder", subfolder)
+        status, answer = await self._json("POST", "/upload/image", data=form)
+        if status != 200 or not isinstance(answer, dict) or "name" not in answer:
+            raise JobFailed(f"the server refused the upload of {path.name} (status {status}: {answer})")
+        return f"{answer.get('subfolder') or subfolder}/{answer['name']}"
+
+    async def run(self, prompt: dict, item: Item) -> dict:
+        """Submit, follow the WebSocket until our prompt ends, return its /history entry."""
+        if self.ws is None or self.ws.closed:
+            await self.connect()
+        prompt_id = str(uuid.uuid4())
+        status, answer = await self._json("POST", "/prompt", json={"prompt": prompt, "client_id": self.client_id,
+                                                                   "prompt_id": prompt_id})
+        if status != 200:
+            answer = answer if isinstance(answer, dict) else {"error": {"message": str(answer)}}
+            raise JobFailed(format_validation(answer.get("error") or {}, answer.get("node_errors") or {}, prompt))
+        log(f"[{item.index}] {item.label} -> {self.url}")
+        while True:
+            message = await self._receive()
+            if message is not None:
+                kind, data = message.get("type"), message.get("data") or {}
+                if data.get("prompt_id") not in (None, prompt_id):
+                    continue
+                if kind == "progress":
+                    log(f"  [{item.index}] {self.url} node {data.get('node')} step "
+                        f"{data.get('value')}/{data.get('max')}")
+                    continue
+                ended = kind in ("execution_success", "execution_error", "execution_interrupted") or (
+                    kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id)
+                if not ended:
+                    continue
+            entry = await self.history(prompt_id)
+            if entry and (entry.get("status") or {}).get("completed") is not None:
+                return self.check(entry, prompt)
+
+    async def _receive(self) -> dict | None:
+        """The next JSON message of the WebSocket, None after POLL_S of quiet; ServerFailed when it closes."""
+        import aiohttp
+        try:
+            message = await self.ws.receive(timeout=POLL_S)
+        except asyncio.TimeoutError:
+            return None
+        except (aiohttp.ClientError, OSError) as error:
+            raise ServerFailed(f"WebSocket: {error}") from None
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                            aiohttp.WSMsgType.ERROR):
+            raise ServerFailed("its WebSocket closed")
+        if message.type != aiohttp.WSMsgType.TEXT:
+            return None  # binary messages are preview images
+        try:
+            return json.loads(message.data)
+        except ValueError:
+            return None
+
+    async def history(self, prompt_id: str) -> dict | None:
+        status, answer = await self._json("GET", f"/history/{prompt_id}")
+        return answer.get(prompt_id) if status == 200 and isinstance(answer, dict) else None
+
+    @staticmethod
+    def check(entry: dict, prompt: dict) -> dict:
+        status = entry.get("status") or {}
+        if status.get("status_str") == "success" and status.get("completed"):
+            return entry
+        lines = []
+        for event, data in status.get("messages") or []:
+            if event in ("execution_error", "execution_interrupted"):
+                node = str(data.get("node_id"))
+                title = prompt.get(node, {}).get("_meta", {}).get("title")
+                lines.append(f"node {node} ({data.get('node_type', '?')}{', ' + repr(title) if title else ''}): "
+                             f"{data.get('exception_type', event)}: {str(data.get('exception_message', '')).strip()}")
+        raise JobFailed("\n".join(lines) or f"the prompt ended with status {status.get('status_str')!r}")
+
+    async def download(self, file: dict, item_dir: pathlib.Path) -> pathlib.Path:
+        """One written file via /view into the item's folder (same subfolder and name, never over another file)."""
+        import aiohttp
+        params = {"filename": file["filename"], "subfolder": file.get("subfolder", ""), "type": "output"}
+        target = free_path(item_dir / file.get("subfolder", "") / file["filename"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        try:
+            async with self.session.get(self.url + "/view", params=params) as response:
+                if response.status != 200:
+                    raise JobFailed(f"GET /view {file['filename']} answered {response.status}")
+                with open(partial, "wb") as f:
+                    async for chunk in response.content.iter_chunked(1 << 20):
+                        f.write(chunk)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            partial.unlink(missing_ok=True)
+            raise ServerFailed(f"GET /view: {type(error).__name__}: {error}") from None
+        partial.rename(target)
+        return target
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+
+def output_files(entry: dict) -> list[dict]:
+    """The {filename, subfolder, type: output} entries the output nodes report (as headless.written_files)."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if "filename" in value and value.get("type", "output") == "output":
+                found.append(value)
+                return
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(entry.get("outputs") or {})
+    return found
+
+
+class Scheduler:
+    """Items handed to one worker per server; an item whose server failed goes back to the front of the queue."""
+
+    def __init__(self, items: list[Item], prompt: dict, targets: list[str], batch, output_dir: pathlib.Path,
+                 manifest, total: int):
+        self.pending = collections.deque(items)
+        self.running = 0
+        self.prompt, self.targets, self.batch = prompt, targets, batch
+        self.output_dir, self.manifest, self.total = output_dir, manifest, total
+        self.results: list[Result] = []
+        self.subfolder = f"vcut-batch-{uuid.uuid4().hex[:8]}"
+
+    async def worker(self, server: Server) -> None:
+        while self.pending or self.running:
+            if not self.pending:  # another server's item may still come back
+                await asyncio.sleep(0.2)
+                continue
+            item = self.pending.popleft()
+            self.running += 1
+            item.attempts += 1
+            began = time.perf_counter()
+            try:
+                result = await self.run_item(server, item, began)
+            except ServerFailed as error:
+                log(f"server {server.url} failed ({error}); [{item.index}] {item.label} goes to another server")
+                self.pending.appendleft(item)
+                return  # this server is done for the batch
+            finally:
+                self.running -= 1
+            self.finish(result)
+
+    async def run_item(self, server: Server, item: Item, began: float) -> Result:
+        try:
+            prompt = self.prompt
+            if self.batch:
+                name = await server.upload(item.path, self.subfolder)
+                prompt = with_input(prompt, self.targets, self.batch.input, name)
+            entry = await server.run(prompt, item)
+            item_dir = self.output_dir / item.name
+            outputs = [str(await server.download(f, item_dir)) for f in output_files(entry)]
+            return Result(item, "ok", outputs, time.perf_counter() - began, server=server.url)
+        except JobFailed as error:
+            return Result(item, "failed", [], time.perf_counter() - began, str(error), server.url)
+
+    def finish(self, result: Result) -> None:
+        self.manifest.append(result)
+        self.results.append(result)
+        log(item_line(result, self.total))
+
+
+async def run_batch(options, workflow: dict) -> int:
+    import aiohttp
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        servers, definitions = [], None
+        for url in dict.fromkeys(options.server):  # each URL once
+            server = Server(url, session)
+            try:
+                info = await server.probe()
+            except RunnerError as error:
+                log(f"skipping {error}")
+                continue
+            servers.append(server)
+            definitions = definitions or info
+        if not servers:
+            raise RunnerError("no --server answered as a ComfyUI server: " + ", ".join(options.server))
+        node_classes = {name: RemoteNode(info) for name, info in definitions.items()}
+        display = {name: info.get("display_name") or name for name, info in definitions.items()}
+        prompt = prepare_prompt(options, workflow, node_classes, display)
+        output_dir = pathlib.Path(options.output_dir).resolve()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        items, targets, batch, manifest, skipped = plan(options, output_dir, prompt, node_classes)
+        for result in skipped:
+            log(item_line(result, len(items)))
+        done = {r.item.index for r in skipped}
+        scheduler = Scheduler([i for i in items if i.index not in done], prompt, targets, batch, output_dir,
+                              manifest, len(items))
+        start = time.perf_counter()
+        try:
+            await asyncio.gather(*(scheduler.worker(s) for s in servers))
+        finally:
+            for server in servers:
+                await server.close()
+        for item in scheduler.pending:  # every server failed before these ran
+            scheduler.finish(Result(item, "failed", [], 0.0, "every server failed before this item could run"))
+        return summary(skipped + scheduler.results, manifest.path, time.perf_counter() - start)
+
+
+def run_on_servers(options, workflow: dict) -> int:
+    if not options.output_dir:
+        raise RunnerError("--server: give --output-dir, the local folder the servers' outputs are downloaded into")
+    try:
+        import aiohttp  # noqa: F401  (ComfyUI's own requirement: its Python has it)
+    except ImportError:
+        raise RunnerError("--server needs aiohttp: run the runner with ComfyUI's Python (it has aiohttp)")
+    return asyncio.run(run_batch(options, workflow))

@@ -1,0 +1,72 @@
+"""The folder-batch bookkeeping of the headless runner (runner/batch.py), without ComfyUI: which files make items and
+in which order, output folder names, the manifest's resume rule (an interrupted line is ignored, an item is done only
+when its last line says ok and its files exist), names that never overwrite, and the --batch-input syntax."""
+import json
+
+import pytest
+
+from vcut.runner.batch import BatchInput, Item, Manifest, Result, batch_targets, free_path, list_items
+from vcut.runner.headless import RunnerError
+
+
+def test_items_are_the_folders_files_in_sorted_order(tmp_path):
+    for name in ("b.png", "a.mp4", "a.png", "c.jpg", ".hidden.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    items = list_items(tmp_path)
+    assert [i.path.name for i in items] == ["a.mp4", "a.png", "b.png", "c.jpg"]
+    assert [i.name for i in items] == ["a.mp4", "a.png", "b", "c"]  # a shared stem: the whole name
+    assert [i.index for i in items] == [1, 2, 3, 4]
+
+
+def test_manifest_resume_rule(tmp_path):
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "x.png").write_bytes(b"x")
+    a, b, c = (Item(tmp_path / f"{n}.png", n, i) for i, n in enumerate("abc", 1))
+    manifest = Manifest(out / "manifest.jsonl")
+    manifest.append(Result(a, "ok", [str(out / "a" / "x.png")], 1.0))
+    manifest.append(Result(b, "ok", [str(out / "b" / "gone.png")], 1.0))  # its file was deleted since
+    manifest.append(Result(c, "ok", [], 1.0))
+    manifest.append(Result(c, "failed", [], 0.5, "boom"))  # the last line counts
+    with open(out / "manifest.jsonl", "a") as f:
+        f.write('{"input": "' + str(tmp_path / "d.png"))  # cut short by an interruption
+    again = Manifest(out / "manifest.jsonl")
+    assert again.finished(a)["outputs"] == [str(out / "a" / "x.png")]
+    assert again.finished(b) is None and again.finished(c) is None
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()[:4]]
+    assert lines[3] == {"input": str(c.path), "outputs": [], "seconds": 0.5, "status": "failed", "error": "boom",
+                        "server": None}
+
+
+def test_free_path_never_overwrites(tmp_path):
+    target = tmp_path / "v_00001_.mp4"
+    assert free_path(target) == target
+    target.write_bytes(b"someone's")
+    (tmp_path / "v_00001_-2.mp4").write_bytes(b"x")
+    assert free_path(target) == tmp_path / "v_00001_-3.mp4"
+
+
+class Loader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("COMBO", {"options": ["a.png"]}), "strength": ("FLOAT", {})}}
+
+
+def test_batch_input_syntax_and_targets(tmp_path):
+    assert BatchInput.parse(f"Load.image={tmp_path}") == BatchInput("Load", "image", tmp_path.resolve())
+    for bad in ("image=x", "Load.image", ".image=x"):
+        with pytest.raises(RunnerError, match="NODE.INPUT=FOLDER"):
+            BatchInput.parse(bad)
+    with pytest.raises(RunnerError, match="is not a folder"):
+        BatchInput.parse(f"Load.image={tmp_path / 'missing'}")
+    prompt = {"1": {"class_type": "Load", "inputs": {"image": "a.png"}, "_meta": {"title": "First"}},
+              "2": {"class_type": "Load", "inputs": {"image": "a.png"}, "_meta": {"title": "Second"}}}
+    classes = {"Load": Loader}
+    assert batch_targets(prompt, BatchInput("Load", "image", tmp_path), classes) == ["1", "2"]
+    assert batch_targets(prompt, BatchInput("Second", "image", tmp_path), classes) == ["2"]
+    assert batch_targets(prompt, BatchInput("1", "image", tmp_path), classes) == ["1"]
+    with pytest.raises(RunnerError, match="'strength' is a FLOAT input, not a file name"):
+        batch_targets(prompt, BatchInput("Load", "strength", tmp_path), classes)
+    with pytest.raises(RunnerError, match="no node with id, title or type 'LoadVideo'"):
+        batch_targets(prompt, BatchInput("LoadVideo", "file", tmp_path), classes)

@@ -1,0 +1,205 @@
+"""The runner's folder batches (--batch-input) in process and on real ComfyUI 0.8.0 servers (--server), as users run
+it: run_workflow.py in a subprocess of ComfyUI's Python, the shipped workflow codec_motion_save.json (Load Video ->
+Motion Vector Encode -> Save Motion Vectors + a preview) over a folder of short real clips (shared/data crops) and one
+file that is not a video. Shown: one output folder per input, the manifest, the failing file reported while the rest
+goes on, resume after an interrupted batch without redoing finished items, no file overwritten that the batch did not
+write, and a batch over two servers, one killed mid-way, that finishes every item exactly once."""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import harness
+from comfy_servers import comfy_base, comfy_servers, free_port
+
+RUNNER = harness.PACK_ROOT / "run_workflow.py"
+WORKFLOW = harness.PACK_ROOT / "workflows" / "codec_motion_save.json"
+CLIPS = {"a1": 100, "a2": 130, "a3": 160}  # name -> start frame in car-detection.mp4
+FRAMES = 4
+
+
+@pytest.fixture()
+def videos(comfy_nodes, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name, start in CLIPS.items():
+        harness.write_clip(folder / f"{name}.mp4", frames=FRAMES, height=48, width=64, start=start)
+    (folder / "a2_notes.mp4").write_text("not a video")  # sorted between the clips: the batch must go on after it
+    (folder / ".hidden.mp4").write_text("skipped: hidden")
+    (folder / "subfolder").mkdir()
+    return folder
+
+
+class Run:
+    """run_workflow.py in a subprocess; stderr lines collected by a thread (watch() waits for one)."""
+
+    def __init__(self, *args):
+        env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
+        self.process = subprocess.Popen([sys.executable, str(RUNNER), *map(str, args)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=env)
+        self.lines: list[str] = []
+        self.seen = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.process.stderr:
+            with self.seen:
+                self.lines.append(line.rstrip("\n"))
+                self.seen.notify_all()
+
+    def watch(self, predicate, timeout=300) -> str:
+        with self.seen:
+            assert self.seen.wait_for(lambda: any(map(predicate, self.lines)) or self.process.poll() is not None,
+                                      timeout), self.err[-3000:]
+        return next((line for line in self.lines if predicate(line)), "")
+
+    def finish(self, timeout=600):
+        out = self.process.stdout.read()
+        self.process.wait(timeout=timeout)
+        self.reader.join(timeout=30)
+        return self.process.returncode, out
+
+    @property
+    def err(self) -> str:
+        return "\n".join(self.lines)
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def manifest(path):
+    return [json.loads(line) for line in (path / "manifest.jsonl").read_text().splitlines()]
+
+
+def check_outputs(out, records, codec):
+    """Each clip finished once: one ok line, its folder holding its saved motion (all frame pairs) and preview."""
+    ok = [r for r in records if r["status"] == "ok"]
+    assert sorted(os.path.basename(r["input"]) for r in ok) == sorted(f"{n}.mp4" for n in CLIPS), records
+    for record in ok:
+        name = os.path.basename(record["input"])[:-4]
+        assert all(p.startswith(str(out / name) + os.sep) and os.path.isfile(p) for p in record["outputs"]), record
+        saved = [p for p in record["outputs"] if p.endswith(".safetensors")]
+        assert len(saved) == 1 and len(record["outputs"]) == 2, record  # + the preview .webp
+        motion, residual, header = codec.load_motion_vectors(saved[0])
+        assert motion.num_frames == FRAMES and residual.shape == (FRAMES - 1, 48, 64, 3) and header["source"]
+
+
+def test_folder_batch_in_process_resumes_without_redoing_finished_items(videos, tmp_path):
+    codec = harness.pack_module().codec
+    base, out = comfy_base(tmp_path / "base"), tmp_path / "out"
+    (out / "a3" / "vcut").mkdir(parents=True)
+    foreign = out / "a3" / "vcut" / "motion_vectors_00001_.safetensors"
+    foreign.write_text("a file this batch did not write")
+    command = [WORKFLOW, "--comfyui", harness.comfy_path(), "--cpu", "--batch-input", f"LoadVideo.file={videos}",
+               "--output-dir", out, "--comfy-args", f"--base-directory {base}"]
+    first = Run(*command)
+    first.watch(lambda line: "[1/4] a1.mp4: ok" in line)
+    first.process.send_signal(signal.SIGTERM)  # interrupted after the first item
+    first.finish()
+    done_first = [r for r in manifest(out) if r["status"] == "ok"]
+    assert done_first and not any((base / "input").glob(".vcut-batch-*")) and not any(out.glob(".vcut-batch-*"))
+
+    second = Run(*command)
+    code, stdout = second.finish()
+    assert code == 1, second.err[-3000:]  # a2_notes.mp4 failed, the rest finished
+    for record in done_first:
+        assert f"{os.path.basename(record['input'])}: skipped, done earlier" in second.err
+    records = manifest(out)
+    assert len([r for r in records if r["input"].endswith("a1.mp4")]) == 1  # never redone
+    check_outputs(out, records, codec)  # each clip ok exactly once
+    latest = {r["input"]: r for r in records}  # the not-a-video file may have failed in the first run too
+    failed = [r for r in latest.values() if r["status"] == "failed"]
+    assert [os.path.basename(r["input"]) for r in failed] == ["a2_notes.mp4"] and failed[0]["outputs"] == []
+    error = failed[0]["error"]  # ComfyUI's Load Video opens the file lazily: Get Video Components finds it invalid
+    assert "node 3 (GetVideoComponents" in error and "Invalid data" in error
+    assert str(videos / "a2_notes.mp4") in error  # the user's path, not the link the batch reads it through
+    assert "[3/4] a2_notes.mp4: FAILED" in second.err, second.err[-3000:]
+    assert foreign.read_text() == "a file this batch did not write"  # not overwritten: ours is "-2"
+    a3 = next(r for r in records if r["input"].endswith("a3.mp4"))
+    assert str(out / "a3" / "vcut" / "motion_vectors_00001_-2.safetensors") in a3["outputs"]
+    assert sorted(stdout.split()) == sorted(p for r in records if r["status"] == "ok" for p in r["outputs"])
+    assert "item" in second.err and "status" in second.err and "items:" in second.err  # the summary table
+
+
+@pytest.fixture()
+def not_comfyui(tmp_path):
+    """A plain HTTP server on loopback: answers, but is not ComfyUI."""
+    (tmp_path / "www").mkdir()
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"), **k)  # noqa
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_batch_on_two_servers_with_one_killed_finishes_every_item_once(videos, tmp_path, not_comfyui):
+    codec = harness.pack_module().codec
+    out = tmp_path / "out"
+    with comfy_servers(tmp_path / "servers", 2) as (a, b):
+        dead = f"http://127.0.0.1:{free_port()}"
+        run = Run(WORKFLOW, "--batch-input", f"LoadVideo.file={videos}", "--output-dir", out,
+                  "--server", a.url, "--server", b.url, "--server", dead, "--server", not_comfyui)
+        try:
+            run.watch(lambda line: line.endswith(f"-> {b.url}"))
+            b.kill()  # mid-batch, with a job of ours on it
+            code, stdout = run.finish()
+        finally:
+            run.kill()
+        assert code == 1, run.err[-4000:]  # only a2_notes.mp4 failed
+        assert f"skipping --server {dead} does not answer" in run.err
+        assert f"skipping --server {not_comfyui} answers but is not a ComfyUI server" in run.err
+        assert f"server {b.url} failed" in run.err and "goes to another server" in run.err
+        records = manifest(out)
+        check_outputs(out, records, codec)
+        assert len(records) == 4  # every item exactly once: 3 ok, 1 failed, no repeats
+        failed = [r for r in records if r["status"] == "failed"]
+        assert [os.path.basename(r["input"]) for r in failed] == ["a2_notes.mp4"]
+        assert "GetVideoComponents" in failed[0]["error"] and "Invalid data" in failed[0]["error"]
+        assert failed[0]["server"] == a.url
+        assert {r["server"] for r in records if r["status"] == "ok"} <= {a.url, b.url}
+        assert sorted(stdout.split()) == sorted(p for r in records if r["status"] == "ok" for p in r["outputs"])
+
+        # resume against the surviving server: nothing is redone, the failed file is tried again
+        again = Run(WORKFLOW, "--batch-input", f"LoadVideo.file={videos}", "--output-dir", out, "--server", a.url)
+        code, _ = again.finish()
+        assert code == 1 and again.err.count("skipped, done earlier") == 3, again.err[-3000:]
+        assert len(manifest(out)) == 5
+
+        # a workflow with no input of the named kind, an input that takes no file name, a folder that is not there:
+        # refused before anything runs (node definitions from the server's /object_info)
+        common = ["--output-dir", out, "--server", a.url]
+        errors = {"no such node": Run(WORKFLOW, "--batch-input", f"LoadImage.image={videos}", *common),
+                  "not a file input": Run(WORKFLOW, "--batch-input", f"VCUTMotionVectorEncode.search_range={videos}",
+                                          *common),
+                  "no folder": Run(WORKFLOW, "--batch-input", f"LoadVideo.file={tmp_path / 'nowhere'}", *common)}
+        results = {name: (bad.finish(), bad.err) for name, bad in errors.items()}
+        (code, stdout), err = results["no such node"]
+        assert code == 2 and "no node with id, title or type 'LoadImage'" in err and stdout == ""
+        (code, stdout), err = results["not a file input"]
+        assert code == 2 and "input 'search_range' is a INT input, not a file name" in err and stdout == ""
+        (code, stdout), err = results["no folder"]
+        assert code == 2 and "nowhere is not a folder" in err and len(manifest(out)) == 5
+
+        # a single run (no batch) of the tiny random-weight SVD workflow on the server, its video downloaded
+        prompt = harness.workflow_prompt(harness.load_workflow("svd_vcut_img2vid.json"), {
+            "SVD_img2vid_Conditioning": {"width": 32, "height": 32, "video_frames": 2}, "KSampler": {"steps": 1}})
+        (tmp_path / "svd.json").write_text(json.dumps(prompt))
+        (a.base / "input").mkdir(exist_ok=True)
+        harness.write_inputs(a.base / "input")
+        single = Run(tmp_path / "svd.json", "--output-dir", tmp_path / "svd", "--server", a.url)
+        code, stdout = single.finish()
+        assert code == 0, single.err[-4000:] + a.log()[-3000:]
+        assert [os.path.basename(p) for p in stdout.split()] == ["vcut_svd_00001_.mp4"]
+        assert os.path.getsize(stdout.split()[0]) > 0

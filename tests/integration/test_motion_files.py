@@ -1,0 +1,115 @@
+"""Save Motion Vectors / Load Motion Vectors inside ComfyUI: loaded by ComfyUI's custom-node loader and run by its
+executor on a real clip (Load Video -> Get Video Components). Encode -> Save writes a .safetensors file listed in
+the node's UI output; Load -> Decode of that file gives exactly the frames Encode -> Decode gives; Load's file list,
+fingerprint and validation follow LoadImage's; foreign files and a first frame of another size fail with messages."""
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import harness
+
+FRAMES, H, W = 5, 72, 100
+
+
+@pytest.fixture()
+def folders(comfy_nodes, tmp_path):
+    for name in ("in", "out", "temp"):
+        (tmp_path / name).mkdir()
+    harness.write_clip(tmp_path / "in" / "clip.mp4", frames=FRAMES, height=H, width=W)
+    shutil.copy(harness.SHARED_DATA / "photos" / "coffee.png", tmp_path / "in" / "coffee.png")
+    with harness.comfy_folders(tmp_path / "in", tmp_path / "out", tmp_path / "temp"):
+        yield tmp_path
+
+
+def encode_and_save(residual=True):
+    save_inputs = {"motion_vectors": ["3", 0], "filename_prefix": "vcut/mv"}
+    if residual:
+        save_inputs["residual"] = ["3", 1]
+    return {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "clip.mp4"}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "VCUTMotionVectorEncode",
+              "inputs": {"images": ["2", 0], "method": "fast search", "block_size": "8", "search_range": 8}},
+        "4": {"class_type": "VCUTMotionVectorDecode",
+              "inputs": {"first_frame": ["2", 0], "motion_vectors": ["3", 0], "residual": ["3", 1],
+                         "residual_scale": 1.0, "resize_first_frame": False}},
+        "5": {"class_type": "VCUTSaveMotionVectors", "inputs": save_inputs},
+        "10": {"class_type": "VCUTTestCapture", "inputs": {"value": ["4", 0], "key": "decoded"}},
+        "11": {"class_type": "VCUTTestCapture", "inputs": {"value": ["3", 0], "key": "mv"}},
+        "12": {"class_type": "VCUTTestCapture", "inputs": {"value": ["2", 0], "key": "source"}},
+    }
+
+
+def load_and_decode(file, first_frame=("2", 0), scale=1.0):
+    return {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": "clip.mp4"}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+        "6": {"class_type": "LoadImage", "inputs": {"image": "coffee.png"}},
+        "7": {"class_type": "VCUTLoadMotionVectors", "inputs": {"file": file}},
+        "8": {"class_type": "VCUTMotionVectorDecode",
+              "inputs": {"first_frame": list(first_frame), "motion_vectors": ["7", 0], "residual": ["7", 1],
+                         "residual_scale": scale, "resize_first_frame": False}},
+        "10": {"class_type": "VCUTTestCapture", "inputs": {"value": ["8", 0], "key": "decoded"}},
+        "11": {"class_type": "VCUTTestCapture", "inputs": {"value": ["7", 0], "key": "mv"}},
+        "12": {"class_type": "VCUTTestCapture", "inputs": {"value": ["7", 2], "key": "preview"}},
+    }
+
+
+def test_save_then_load_decodes_to_the_same_frames(folders):
+    assert {"VCUTSaveMotionVectors", "VCUTLoadMotionVectors"} <= set(harness.pack_node_ids())
+    first, history = harness.execute(encode_and_save())
+    listed = history["outputs"]["5"]["motion_vectors"]
+    assert listed == [{"filename": "mv_00001_.safetensors", "subfolder": "vcut", "type": "output"}]
+    saved = folders / "out" / "vcut" / "mv_00001_.safetensors"
+    assert saved.is_file()
+    harness.execute(encode_and_save())  # a second run: the counter moves on, the first file stays
+    assert (folders / "out" / "vcut" / "mv_00002_.safetensors").is_file()
+
+    load = harness.init_comfy().NODE_CLASS_MAPPINGS["VCUTLoadMotionVectors"]
+    assert "motion/mv.safetensors" not in load.INPUT_TYPES()["required"]["file"][1]["options"]
+    (folders / "in" / "motion").mkdir()
+    shutil.copy(saved, folders / "in" / "motion" / "mv.safetensors")
+    assert "motion/mv.safetensors" in load.INPUT_TYPES()["required"]["file"][1]["options"]  # listed once it is there
+    second = harness.run_prompt(load_and_decode("motion/mv.safetensors"))
+    assert torch.equal(second["decoded"], first["decoded"]) and torch.equal(second["decoded"], first["source"])
+    assert torch.equal(second["mv"].vectors, first["mv"].vectors)
+    assert (second["mv"].block_size, second["mv"].frame_size, second["mv"].source, second["mv"].search_range) == \
+        (8, (H, W), "search:fast", 8)
+    assert second["preview"].shape == (FRAMES - 1, H, W, 3)
+
+    # motion only (no residual saved): Load's residual output is zero, so Decode gives the pure warp
+    harness.execute(encode_and_save(residual=False))
+    shutil.copy(folders / "out" / "vcut" / "mv_00003_.safetensors", folders / "in" / "motion_only.safetensors")
+    warped = harness.run_prompt(load_and_decode("motion_only.safetensors"))["decoded"]
+    reference = harness.run_prompt(load_and_decode("motion/mv.safetensors", scale=0.0))["decoded"]
+    assert torch.equal(warped, reference) and not torch.equal(warped, first["source"])
+
+    fingerprint = load.fingerprint_inputs("motion/mv.safetensors")
+    assert fingerprint == load.fingerprint_inputs("motion/mv.safetensors")
+    shutil.copy(folders / "out" / "vcut" / "mv_00003_.safetensors", folders / "in" / "motion" / "mv.safetensors")
+    assert load.fingerprint_inputs("motion/mv.safetensors") != fingerprint  # replaced file: runs again
+
+
+def test_foreign_files_and_a_first_frame_of_another_size_fail_clearly(folders):
+    harness.execute(encode_and_save())
+    shutil.copy(folders / "out" / "vcut" / "mv_00001_.safetensors", folders / "in" / "mv.safetensors")
+    save_file({"latent_tensor": torch.zeros(1, 4, 8, 8)}, str(folders / "in" / "latent.safetensors"))
+    (folders / "in" / "broken.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(RuntimeError, match="not a vcut motion-vector file"):
+        harness.run_prompt(load_and_decode("latent.safetensors"))
+    with pytest.raises(RuntimeError, match="not a readable .safetensors file"):
+        harness.run_prompt(load_and_decode("broken.safetensors"))
+    with pytest.raises(RuntimeError, match="not a .safetensors file inside ComfyUI.s input folder"):
+        harness.run_prompt(load_and_decode("../out/vcut/mv_00001_.safetensors"))
+    with pytest.raises(RuntimeError, match=r"first_frame is \d+x\d+ but the motion vectors \(loaded from "
+                                           r"mv.safetensors\) are for 100x72 frames"):
+        harness.run_prompt(load_and_decode("mv.safetensors", first_frame=("6", 0)))
+    save = harness.init_comfy().NODE_CLASS_MAPPINGS["VCUTSaveMotionVectors"]
+    mv = harness.run_prompt(load_and_decode("mv.safetensors"))["mv"]
+    with pytest.raises(ValueError, match="residual has shape .* one residual per frame pair"):
+        save.execute(mv, "vcut/x", residual=torch.zeros(1, H, W, 3))
+    with pytest.raises(ValueError, match="motion_vectors: expected MOTION_VECTORS"):
+        save.execute("vectors", "vcut/x")
+    assert sorted(p.name for p in (folders / "out" / "vcut").iterdir()) == ["mv_00001_.safetensors"]
