@@ -383,7 +383,8 @@ def machine_line(device: str) -> str:
         props = torch.cuda.get_device_properties(device)
         line = f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, " + line
     else:
-        line = f"CPU only ({platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}), " + line
+        cpu = platform.processor() or platform.machine()
+        line = f"CPU only ({cpu}, torch threads {torch.get_num_threads()}), " + line
     return line
 
 

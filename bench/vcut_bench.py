@@ -121,11 +121,11 @@ def print_mac_tables(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-wallclock", action="store_true", help="only the MAC / parameter tables")
-    parser.add_argument("--frames", type=int, default=2, help="wall-clock part: video frames")
+    parser.add_argument("--frames", type=int, default=4, help="wall-clock part: video frames")
     parser.add_argument("--height", type=int, default=128, help="wall-clock part: pixel height (latent = / 8)")
     parser.add_argument("--width", type=int, default=128, help="wall-clock part: pixel width (latent = / 8)")
-    parser.add_argument("--channels", type=int, default=64,
-                        help="wall-clock part: UNet width (SVD: 320; a multiple of 64)")
+    parser.add_argument("--channels", type=int, default=32,
+                        help="wall-clock part: UNet width (SVD: 320; 32 or a multiple of 64)")
     parser.add_argument("--repeats", type=int, default=3, help="wall-clock part: repetitions of all variants")
     parser.add_argument("--threads", type=int, default=1, help="wall-clock part: torch CPU threads (1: steady on a "
                         "shared machine, see vcut_wallclock.measure)")

@@ -8,7 +8,9 @@ out=${1:?usage: scripts/gpu_bench.sh OUT_DIR [options]}
 shift
 PYTHON=${PYTHON:-python3}
 site=${VCUT_SITE:-/tmp/vcut-site}
-[ -d .gpu/ComfyUI ] && ls .gpu/whl/*.whl >/dev/null || { echo ".gpu/ is missing: run scripts/gpu_bench_prep.sh and carry .gpu"; exit 1; }
+if [ ! -d .gpu/ComfyUI ] || ! ls .gpu/whl/*.whl >/dev/null 2>&1; then
+  echo ".gpu/ is missing or incomplete: run scripts/gpu_bench_prep.sh here and name .gpu in the run's carry"; exit 1
+fi
 "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$site" .gpu/whl/*.whl
 mkdir -p "$out"
