@@ -3,8 +3,9 @@
 Part 1 (no weights, seconds): MACs and parameters of the full-size SVD (14 frames) and SVD-XT (25 frames) UNets at
 576x1024, diffusers' UNetSpatioTemporalConditionModel on the meta device, baseline vs VCUT exact vs VCUT paper,
 per step (batch 2, as CFG runs) and per 25-step video at cut steps 17 and 20, beside the paper's numbers.
-Part 2 (random weights, CPU): wall-clock of one UNet call per variant at a reduced size, side by side in one run,
-and the per-video time these give at each cut step.
+Part 2 (random weights, CPU, a few minutes): wall-clock of whole 25-step videos at a reduced size (bench/
+vcut_wallclock.py): baseline, VCUT exact and VCUT paper, each without and with the cut at step 17, interleaved and
+repeated; the ratio to the baseline is printed with its spread, or not at all when the spread is too large.
 
     python bench/vcut_bench.py                  # both parts
     python bench/vcut_bench.py --no-wallclock   # MAC / parameter tables only
@@ -18,7 +19,6 @@ if __package__ in (None, ""):  # run as a script: import the pack as the package
 
 import argparse
 import copy
-import platform
 import time
 
 import torch
@@ -118,62 +118,25 @@ def print_mac_tables(rows):
             print(f"{row['model']:7} {variant:9} " + " ".join(cells))
 
 
-def wallclock(frames=4, height=128, width=256, repeats=3, seed=0):
-    """Seconds per UNet call, batch 2 and batch 1, per variant, on the CPU with random weights."""
-    torch.manual_seed(seed)
-    unet = build_unet(device="cpu")
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.normal_(0, 0.02)
-        for b in unet.buffers():
-            b.zero_()
-    unet.eval()
-    results = {}
-    models = variants_of(unet)
-    with torch.no_grad():
-        for batch in (2, 1):
-            inputs = unet_inputs(batch, frames, height, width, device="cpu", seed=seed)
-            for variant, (model, _plan) in models.items():
-                model(*inputs)  # warm-up
-            timings = {v: [] for v in models}
-            for _ in range(repeats):  # interleaved, so machine noise hits every variant alike
-                for variant, (model, _plan) in models.items():
-                    start = time.perf_counter()
-                    model(*inputs)
-                    timings[variant].append(time.perf_counter() - start)
-            for variant, times in timings.items():
-                results[(variant, batch)] = min(times)
-    return results
-
-
-def print_wallclock(results, frames, height, width):
-    print(f"\n## CPU wall-clock, random weights, {frames} frames at {height}x{width} "
-          f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
-    base2, base1 = results[("baseline", 2)], results[("baseline", 1)]
-    print(f"{'variant':9} {'s/call b2':>10} {'ratio':>6} {'s/call b1':>10} {'ratio':>6} "
-          f"{'video no cut':>13} {'video c=17':>11} {'video c=20':>11}")
-    base_video = STEPS * base2
-    for variant in VARIANTS:
-        t2, t1 = results[(variant, 2)], results[(variant, 1)]
-        videos = [min(c - 1, STEPS) * t2 + (STEPS - min(c - 1, STEPS)) * t1 for c in (STEPS + 1, *CUT_STEPS)]
-        print(f"{variant:9} {t2:10.3f} {t2 / base2:6.3f} {t1:10.3f} {t1 / base1:6.3f} "
-              + " ".join(f"{v / base_video:11.3f}x" for v in videos))
-    print("video columns: time of 25 steps relative to the unpatched model with guidance on every step.")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-wallclock", action="store_true", help="only the MAC / parameter tables")
-    parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=4, help="wall-clock part: video frames")
+    parser.add_argument("--height", type=int, default=128, help="wall-clock part: pixel height (latent = / 8)")
+    parser.add_argument("--width", type=int, default=128, help="wall-clock part: pixel width (latent = / 8)")
+    parser.add_argument("--channels", type=int, default=32,
+                        help="wall-clock part: UNet width (SVD: 320; 32 or a multiple of 64)")
+    parser.add_argument("--repeats", type=int, default=3, help="wall-clock part: repetitions of all variants")
+    parser.add_argument("--threads", type=int, default=1, help="wall-clock part: torch CPU threads (1: steady on a "
+                        "shared machine, see vcut_wallclock.measure)")
     args = parser.parse_args(argv)
     print(f"vcut benchmark, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print_mac_tables(mac_tables())
     if not args.no_wallclock:
-        results = wallclock(args.frames, args.height, args.width, args.repeats)
-        print_wallclock(results, args.frames, args.height, args.width)
+        from .vcut_wallclock import measure, report
+        print(f"\nwall-clock: {args.repeats} repetitions x 6 whole videos ...", flush=True)
+        report(measure(args.frames, args.height, args.width, args.channels, STEPS, CUT_STEPS[0], args.repeats,
+                       args.threads, log=lambda line: print(line, flush=True)))
 
 
 if __name__ == "__main__":
