@@ -6,7 +6,7 @@ Needs COMFYUI_PATH (a ComfyUI checkout, 0.8.0 tested) and ComfyUI's Python envir
 - svd_conds(): positive / negative / latent laid out exactly as SVD_img2vid_Conditioning returns them;
 - run_prompt(): an API-format prompt executed by execution.PromptExecutor; Capture nodes hand outputs back;
 - tiny_vae() / tiny_clip_vision() and the VCUTTestCheckpoint node that hands them out with tiny_svd() in place of
-  ImageOnlyCheckpointLoader; real_frames() and write_inputs() feed real shared/data files to the real loaders;
+  ImageOnlyCheckpointLoader; real_frames() and write_inputs() feed real tests/data files to the real loaders;
 - workflow_prompt(): a workflows/*.json converted by the pack's own converter (runner/convert.py), shrunk for the CPU.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_ROOT / "bench"))
 from clips import read_frames  # noqa: E402  (the shared clip reader of the benchmarks and core tests)
-SHARED_DATA = PACK_ROOT.parent / "shared" / "data"
+TEST_DATA = PACK_ROOT / "tests" / "data"  # real photos and clips in the repository (tests/data/SOURCES.md)
 CAPTURED: dict[str, object] = {}
 _STATE: dict[str, object] = {}
 
@@ -272,18 +272,18 @@ class TinyCheckpointLoader:
 
 
 def real_frames(n, size=64):
-    """The first n frames of a real clip from shared/data, centre-cropped and scaled to size x size."""
+    """The first n frames of a real clip from tests/data, centre-cropped and scaled to size x size."""
     init_comfy()
     import comfy.utils
-    video = torch.from_numpy(read_frames(SHARED_DATA / "video" / "vid_h264.mp4", n)).float() / 255.0
+    video = torch.from_numpy(read_frames(TEST_DATA / "video" / "vid_h264.mp4", n)).float() / 255.0
     return comfy.utils.common_upscale(video.movedim(-1, 1), size, size, "bilinear", "center").movedim(1, -1)
 
 
 def write_clip(path, frames=6, height=72, width=100, start=120, top=200, left=300, fps=12):
-    """A short H.264 crop of shared/data/video/car-detection.mp4 (real motion), written to `path`."""
+    """A short H.264 crop of tests/data/video/car-detection.mp4 (real motion), written to `path`."""
     import av
     import numpy as np
-    clip = read_frames(SHARED_DATA / "video" / "car-detection.mp4", frames, start)[:, top:top + height,
+    clip = read_frames(TEST_DATA / "video" / "car-detection.mp4", frames, start)[:, top:top + height,
                                                                                    left:left + width]
     with av.open(str(path), "w") as dst:
         stream = dst.add_stream("libx264", rate=fps)
@@ -296,11 +296,11 @@ def write_clip(path, frames=6, height=72, width=100, start=120, top=200, left=30
 
 
 def write_inputs(folder, photo="astronaut.png", size=(96, 64), clip_frames=6):
-    """The files the example workflows load, made from real shared/data: example.png (a photo, shrunk) and
+    """The files the example workflows load, made from real tests/data: example.png (a photo, shrunk) and
     reference.mp4 (a short clip crop)."""
     from PIL import Image
     folder = pathlib.Path(folder)
-    Image.open(SHARED_DATA / "photos" / photo).convert("RGB").resize(size).save(folder / "example.png")
+    Image.open(TEST_DATA / "photos" / photo).convert("RGB").resize(size).save(folder / "example.png")
     write_clip(folder / "reference.mp4", frames=clip_frames)
     return folder
 

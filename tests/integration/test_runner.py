@@ -1,5 +1,5 @@
 """The headless runner (run_workflow.py) as users run it: a subprocess of ComfyUI's Python, ComfyUI imported from
---comfyui, a UI workflow of the pack's weight-free nodes on a real shared/data photo, overrides from the command
+--comfyui, a UI workflow of the pack's weight-free nodes on a real tests/data photo, overrides from the command
 line, progress on stderr, files written into --output-dir, and clean errors for bad overrides / unknown nodes /
 values ComfyUI's validation refuses."""
 import json
@@ -39,7 +39,7 @@ def ui_workflow(node_type="VCUTSalientMask", widgets=(0.0, True, 0.01, 0, 0.0, 0
 def setup(tmp_path):
     (tmp_path / "in").mkdir()
     size = (80, 56)  # a real photo, shrunk for the CPU
-    Image.open(harness.SHARED_DATA / "photos" / "chelsea.png").convert("RGB").resize(size).save(tmp_path / "in" / "photo.png")
+    Image.open(harness.TEST_DATA / "photos" / "chelsea.png").convert("RGB").resize(size).save(tmp_path / "in" / "photo.png")
     (tmp_path / "workflow.json").write_text(json.dumps(ui_workflow()))
     (tmp_path / "unknown.json").write_text(json.dumps(ui_workflow("NoSuchVcutNode")))
     # Motion Vector Encode (outputs: vectors, residual, preview) refuses a single image when it runs.

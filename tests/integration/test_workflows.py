@@ -1,6 +1,6 @@
 """Every example workflow in workflows/ resolves against ComfyUI's node definitions and runs end to end in ComfyUI's
 executor: converted by the pack's own UI -> API converter (runner/convert.py, the frontend's rules), the checkpoint
-loader swapped for the tiny random-weight SVD / CLIP vision / VAE, the REAL LoadImage / LoadVideo reading shared/data
+loader swapped for the tiny random-weight SVD / CLIP vision / VAE, the REAL LoadImage / LoadVideo reading tests/data
 files from a temp input folder, and the REAL save nodes writing into a temp output folder."""
 
 import av
