@@ -58,8 +58,11 @@ def init_comfy():
     args.cpu = True
     import folder_paths
     import nodes
-    # previews (ui.PreviewImage) go to a temporary folder, never into the ComfyUI checkout
-    folder_paths.set_temp_directory(str(scratch_dir() / "temp"))
+    # Every folder ComfyUI writes (previews in temp, saved files in output, uploads in input, settings in user) is a
+    # temporary folder, never the ComfyUI checkout (read-only in CI).
+    for name in ("temp", "output", "input", "user"):
+        (scratch_dir() / name).mkdir(exist_ok=True)
+        getattr(folder_paths, f"set_{name}_directory")(str(scratch_dir() / name))
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     before = set(nodes.NODE_CLASS_MAPPINGS)
     if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT))):
@@ -207,9 +210,9 @@ def execute(prompt: dict):
     valid = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
     if not valid[0]:
         raise RuntimeError(f"prompt failed validation: {valid[1]} {valid[3]}")
+    from vcut.runner.headless import new_executor  # cache_args as every supported ComfyUI reads them
     server = _Server()
-    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.NONE,
-                                        cache_args={"lru": 0, "ram": 0})
+    executor = new_executor(execution, server, execution.CacheType.NONE)
     executor.execute(prompt, str(uuid.uuid4()), {}, valid[2])
     if not executor.success:
         errors = [data for event, data in executor.status_messages if event == "execution_error"]

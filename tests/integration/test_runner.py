@@ -47,9 +47,17 @@ def setup(tmp_path):
     return tmp_path
 
 
-def command(tmp_path, workflow="workflow.json", *extra):
+def comfy_args(tmp_path, more=""):
+    """ComfyUI's own options for a runner run: a temporary base directory (user settings, default output), so that
+    nothing is written into the ComfyUI checkout."""
+    (tmp_path / "comfy_base" / "custom_nodes").mkdir(parents=True, exist_ok=True)  # ComfyUI lists it at start
+    return f"--base-directory {tmp_path / 'comfy_base'} {more}".strip()
+
+
+def command(tmp_path, workflow="workflow.json", *extra, comfy=""):
     return [sys.executable, str(RUNNER), str(tmp_path / workflow), "--comfyui", str(harness.comfy_path()), "--cpu",
-            "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"), *extra]
+            "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+            "--comfy-args", comfy_args(tmp_path, comfy), *extra]
 
 
 def start(args):
@@ -77,18 +85,19 @@ def test_runner_runs_a_workflow_with_overrides(setup):
     assert "running node 2 (VCUTSalientMask, 'Saliency')" in err and "running node 3 (SaveImage" in err
     assert "node 2 (VCUTSalientMask, 'Saliency') step 1/" in err  # the node's ProgressBar, through ComfyUI's hook
     assert "finished in" in err
-    assert "Import times for custom nodes" in err  # ComfyUI's INFO log (and the pack's) reaches stderr
+    assert "Total VRAM" in err  # ComfyUI's INFO log (model_management's device line) reaches stderr
 
 
 def test_runner_errors_are_clean(setup):
     runs = {
         "bad input": start(command(setup, "workflow.json", "--set", "Saliency.no_such_input=1",
-                                   "--comfy-args", "--verbose WARNING --disable-api-nodes")),
+                                   comfy="--verbose WARNING --disable-api-nodes")),
         "unknown type": start(command(setup, "unknown.json")),
         "invalid value": start(command(setup, "workflow.json", "--set", "2.dilate=-5")),
         "node fails": start(command(setup, "fails.json")),
         "no weights": start([sys.executable, str(RUNNER), str(harness.PACK_ROOT / "workflows" / "svd_vcut_img2vid.json"),
-                             "--comfyui", str(harness.comfy_path()), "--cpu", "--output-dir", str(setup / "out")]),
+                             "--comfyui", str(harness.comfy_path()), "--cpu", "--output-dir", str(setup / "out"),
+                             "--comfy-args", comfy_args(setup)]),
     }
     results = {name: finish(process) for name, process in runs.items()}
     for name, (code, out, err) in results.items():
@@ -100,7 +109,7 @@ def test_runner_errors_are_clean(setup):
         assert out.strip() == "", name  # nothing written
     code, _, err = results["bad input"]
     assert code == 2 and "has no input 'no_such_input'" in err and "dilate" in err  # lists the valid inputs
-    assert "Import times for custom nodes" not in err  # --comfy-args reached ComfyUI's parser: no INFO lines
+    assert "Total VRAM" not in err  # --comfy-args reached ComfyUI's parser: no INFO lines
     code, _, err = results["unknown type"]
     assert code == 2 and "unknown node type(s): NoSuchVcutNode (node 2)" in err
     code, _, err = results["invalid value"]
