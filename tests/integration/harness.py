@@ -53,16 +53,15 @@ def init_comfy():
     if root is None or not (root / "comfy").is_dir():
         raise RuntimeError(f"COMFYUI_PATH must point at a ComfyUI checkout, got {root}")
     sys.path.insert(0, str(root))
-    import utils.extra_config  # noqa: F401  (as main.py does: ComfyUI's utils package before comfy/utils.py)
     from comfy.cli_args import args
     args.cpu = True
+    # ComfyUI's base directory (models, custom_nodes, input, output, temp, user) is a temporary folder: folder_paths
+    # reads it when first imported and creates input/ there, so it must be set before anything imports folder_paths.
+    args.base_directory = str(scratch_dir() / "comfy_base")
+    import utils.extra_config  # noqa: F401  (as main.py does: ComfyUI's utils package before comfy/utils.py)
     import folder_paths
     import nodes
-    # Every folder ComfyUI writes (previews in temp, saved files in output, uploads in input, settings in user) is a
-    # temporary folder, never the ComfyUI checkout (read-only in CI).
-    for name in ("temp", "output", "input", "user"):
-        (scratch_dir() / name).mkdir(exist_ok=True)
-        getattr(folder_paths, f"set_{name}_directory")(str(scratch_dir() / name))
+    assert pathlib.Path(folder_paths.get_temp_directory()).is_relative_to(scratch_dir())  # nothing in the checkout
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     before = set(nodes.NODE_CLASS_MAPPINGS)
     if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT))):

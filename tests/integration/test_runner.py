@@ -44,6 +44,11 @@ def setup(tmp_path):
     (tmp_path / "unknown.json").write_text(json.dumps(ui_workflow("NoSuchVcutNode")))
     # Motion Vector Encode (outputs: vectors, residual, preview) refuses a single image when it runs.
     (tmp_path / "fails.json").write_text(json.dumps(ui_workflow("VCUTMotionVectorEncode", ("fast search", "16", 8))))
+    # The shipped SVD workflow as frontend 1.58 saves it with ComfyUI 0.38.1: SaveVideo's DynamicCombo layout.
+    newer = json.loads((harness.PACK_ROOT / "workflows" / "svd_vcut_img2vid.json").read_text())
+    next(n for n in newer["nodes"] if n["type"] == "SaveVideo")["widgets_values"] = ["video/vcut_svd", "mp4", "h264",
+                                                                                      "auto", "auto"]
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
     return tmp_path
 
 
@@ -67,7 +72,7 @@ def start(args):
 
 
 def finish(process):
-    out, err = process.communicate(timeout=300)
+    out, err = process.communicate(timeout=900)  # several ComfyUI starts share a loaded 2-core machine
     return process.returncode, out, err
 
 
@@ -95,6 +100,7 @@ def test_runner_errors_are_clean(setup):
         "unknown type": start(command(setup, "unknown.json")),
         "invalid value": start(command(setup, "workflow.json", "--set", "2.dilate=-5")),
         "node fails": start(command(setup, "fails.json")),
+        "newer widgets": start(command(setup, "newer.json")),
         "no weights": start([sys.executable, str(RUNNER), str(harness.PACK_ROOT / "workflows" / "svd_vcut_img2vid.json"),
                              "--comfyui", str(harness.comfy_path()), "--cpu", "--output-dir", str(setup / "out"),
                              "--comfy-args", comfy_args(setup)]),
@@ -118,6 +124,9 @@ def test_runner_errors_are_clean(setup):
     code, _, err = results["node fails"]
     assert code == 1 and "execution failed:" in err and "node 2 (VCUTMotionVectorEncode, 'Saliency'): ValueError" in err
     assert "at least 2" in err
+    code, _, err = results["newer widgets"]  # named node, this ComfyUI's widgets, the values that do not fit
+    assert code == 2 and "cannot convert" in err and "node 9 (SaveVideo): the workflow holds 5 widget values, but " \
+        "this ComfyUI's SaveVideo takes 3 (filename_prefix, format, codec); the values 'auto', 'auto' after them" in err
     code, _, err = results["no weights"]  # a shipped UI workflow, converted, then refused by ComfyUI's validation
     assert code == 3 and "node 1 (ImageOnlyCheckpointLoader" in err and "'svd_xt.safetensors' not in" in err
     assert not (setup / "out").exists() or not any((setup / "out").rglob("*.png"))
