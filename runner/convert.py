@@ -171,7 +171,7 @@ def input_specs(input_types: dict, inputs: dict) -> dict:
     return specs
 
 
-def _node_widget_inputs(node, input_types, notes):
+def _node_widget_inputs(node, input_types, notes, strict=True):
     """The prompt inputs that a UI node's widgets_values give, by the frontend's widget order (see read_widgets)."""
     values = list(node.get("widgets_values") or [])
     label = _describe(node)
@@ -196,12 +196,15 @@ def _node_widget_inputs(node, input_types, notes):
     extra = values[used:]
     if any(value is not None for value in extra):  # serialize:false widgets leave null holes, not values
         names = [name for name, _, _ in widgets if name is not CONTROL]
-        raise WorkflowError(
-            f"{label}: the workflow holds {len(values)} widget values, but this ComfyUI's {node['type']} takes "
-            f"{used} ({', '.join(names) or 'no widgets'}{', with unsent control widgets' if len(names) < used else ''})"
-            f"; the values {', '.join(map(repr, extra))} after them have no widget here. The workflow was saved with "
-            f"a ComfyUI whose {node['type']} has other widgets: open and save it in this ComfyUI, or run it with the "
-            "ComfyUI it was made for")
+        message = (f"{label}: the workflow holds {len(values)} widget values, but this ComfyUI's {node['type']} "
+                   f"takes {used} ({', '.join(names) or 'no widgets'}"
+                   f"{', with unsent control widgets' if len(names) < used else ''}); the values "
+                   f"{', '.join(map(repr, extra))} after them have no widget here")
+        if not strict:  # e.g. a widget that a frontend extension adds and saves
+            notes.append(f"{message}: they are left out")
+            return inputs
+        raise WorkflowError(f"{message}. The workflow was saved with a ComfyUI whose {node['type']} has other "
+                            "widgets: open and save it in this ComfyUI, or run it with the ComfyUI it was made for")
     return inputs
 
 
@@ -230,14 +233,15 @@ def _links(workflow: dict) -> dict:
     return out
 
 
-def ui_to_api(workflow: dict, node_classes, display_names=None, notes=None) -> dict:
+def ui_to_api(workflow: dict, node_classes, display_names=None, notes=None, strict=True) -> dict:
     """Convert a UI workflow (or pass an API prompt through) into an API prompt.
 
     node_classes: mapping class_type -> node class with INPUT_TYPES() (ComfyUI's nodes.NODE_CLASS_MAPPINGS);
     display_names: class_type -> display name (nodes.NODE_DISPLAY_NAME_MAPPINGS), the title of an untitled node;
-    notes: a list that receives a line for each widget the workflow has no value for (its default is used).
-    Raises WorkflowError naming the node when a type is unknown, the graph is malformed, or its widget values do
-    not fit this ComfyUI's node."""
+    notes: a list that receives a line for each widget the workflow has no value for (its default is used);
+    strict: False leaves out widget values a node does not have (with a note) instead of refusing the workflow.
+    Raises WorkflowError naming the node when a type is unknown, the graph is malformed, or (strict) its widget
+    values do not fit this ComfyUI's node."""
     notes = [] if notes is None else notes
     if is_api_prompt(workflow):
         return {str(k): {**v, "inputs": dict(v.get("inputs", {}))} for k, v in workflow.items()}
@@ -295,7 +299,7 @@ def ui_to_api(workflow: dict, node_classes, display_names=None, notes=None) -> d
         if isinstance(values, dict):  # some nodes save their widgets by name
             inputs = {k: _wrap(v) for k, v in values.items()}
         else:
-            inputs = _node_widget_inputs(node, input_types, notes)
+            inputs = _node_widget_inputs(node, input_types, notes, strict)
         for i, slot in enumerate(node.get("inputs") or []):
             source = resolve(node, i)
             if source is None:

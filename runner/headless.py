@@ -385,7 +385,8 @@ def execute(options, workflow, nodes, execution, output_dir) -> int:
     """Convert, override, validate and execute; print the written files."""
     notes = []
     try:
-        prompt = ui_to_api(workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS, notes)
+        prompt = ui_to_api(workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS, notes,
+                           strict=not options.lenient)
     except WorkflowError as error:
         raise RunnerError(f"cannot convert {options.workflow}: {error}")
     for note in notes:
@@ -442,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU")
     parser.add_argument("--comfy-args", default="", metavar='"OPTIONS"',
                         help='ComfyUI\'s own command-line options, e.g. --comfy-args "--lowvram --fp16-vae"')
+    parser.add_argument("--lenient", action="store_true",
+                        help="leave out widget values that a node does not have (with a note) instead of refusing "
+                             "the workflow, e.g. values of widgets that a frontend extension adds")
     parser.add_argument("--verbose", action="store_true", help="print Python tracebacks of failing nodes")
     return parser
 

@@ -89,6 +89,10 @@ def test_widget_values_that_do_not_fit_name_the_node_the_widget_and_what_was_exp
     assert message.startswith("node 4 (SaveVideo, 'Save loop'): the workflow holds 6 widget values, but this "
                               "ComfyUI's SaveVideo takes 4 (filename_prefix, format, format.codec, codec)")
     assert "the values 5, 'surplus' after them have no widget here" in message
+    notes = []
+    lenient = ui_to_api(workflow, classes, notes=notes, strict=False)  # run_workflow.py --lenient
+    assert lenient["4"]["inputs"]["codec"] == "auto" and notes[-1].endswith("after them have no widget here: "
+                                                                           "they are left out")
     save["widgets_values"] = ["vcut/loop", "auto", "auto", "auto", None]  # a serialize:false widget's null hole
     assert ui_to_api(workflow, classes)["4"]["inputs"]["codec"] == "auto"
 
