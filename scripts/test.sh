@@ -67,7 +67,11 @@ else
   if [ -x "$comfy_python" ] && [ "$(cat "$marker" 2>/dev/null)" = "$wanted" ]; then
     echo "== ComfyUI environment: reusing $venv"
   else
-    echo "== ComfyUI environment: installing into $venv (first run: several GB, PyPI's CUDA torch, runs on the CPU)"
+    if [ -x "$comfy_python" ]; then
+      echo "== ComfyUI environment: completing $venv (no marker of a finished install, or a requirement file changed)"
+    else
+      echo "== ComfyUI environment: creating $venv (first run: about 6.6 GB with PyPI's CUDA torch, run on the CPU)"
+    fi
     mkdir -p "$(dirname "$venv")"
     [ -x "$comfy_python" ] || python3 -m venv "$venv" || { echo "ERROR: python3 -m venv $venv failed"; exit 1; }
     rm -f "$marker"
