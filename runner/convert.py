@@ -90,7 +90,8 @@ def dynamic_options(opts) -> list:
 
 
 def _option_inputs(opts, key):
-    """The inputs ({"required": ..., "optional": ...}) that a DynamicCombo's option `key` reveals, None if no such key."""
+    """The inputs ({"required": ..., "optional": ...}) that a DynamicCombo's option `key` reveals (None: no such
+    option)."""
     for option in opts.get("options") or []:
         if option.get("key") == key:
             return option.get("inputs") or {}

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 if sys.pycache_prefix is None:  # scripts/test.sh sets PYTHONPYCACHEPREFIX; a bare `pytest` run gets the same
-    os.environ["PYTHONPYCACHEPREFIX"] = str(pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
-                                            / "vcut" / "pycache")
+    cache = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+    os.environ["PYTHONPYCACHEPREFIX"] = str(cache / "vcut" / "pycache")
     sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
