@@ -1,4 +1,4 @@
-"""Reading frames of the shared test clips (../shared/data/video), for the benchmarks and the tests."""
+"""Reading frames of the real test clips (tests/data/video, ../shared/data/video), for the benchmarks and the tests."""
 from __future__ import annotations
 
 import pathlib

@@ -8,7 +8,8 @@ import sys
 import types
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = PACK_ROOT.parent / "shared" / "data"
+SHARED_DATA = PACK_ROOT.parent / "shared" / "data"  # all of the shared real data (benchmarks, demos)
+TEST_DATA = PACK_ROOT / "tests" / "data"  # the few real files the tests read, in the repository (see its SOURCES.md)
 
 
 def register_pack(name: str = "vcut") -> None:

@@ -229,7 +229,7 @@ def run_in_process(options, prompt: dict, nodes, execution, output_dir: pathlib.
     folder_paths.set_output_directory(str(staging))
     server = HeadlessServer(prompt)
     hook_progress(server)
-    executor = new_executor(execution, server)
+    executor = new_executor(execution, server, execution.CacheType.CLASSIC)
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, stop)  # a terminated batch still removes its link and staging folder
     try:

@@ -1,11 +1,18 @@
 """ComfyUI UI workflow (what the browser saves) -> API prompt (what ComfyUI's executor runs).
 
-Done the way ComfyUI's frontend does it in `graphToPrompt` (comfyui-frontend-package 1.35):
+Done the way ComfyUI's frontend does it in `graphToPrompt` (comfyui-frontend-package 1.35 and 1.58):
 - each widget of a node is built from the node definition (INPUT_TYPES: required, then optional); the frontend adds
   a "control_after_generate" widget after an INT named seed / noise_seed (or any INT/FLOAT with the
   control_after_generate option), a control widget plus a filter widget after a COMBO with that option, and an
   upload widget at the end of the required inputs of nodes with an image/video upload combo. Those extra widgets
   hold a value in `widgets_values` but are not serialised into the prompt;
+- a DynamicCombo (io.DynamicCombo, "COMFY_DYNAMICCOMBO_V3", after ComfyUI 0.8.0: e.g. SaveVideo's `format` in
+  0.38.1) is a combo whose chosen option's own inputs become widgets named "<combo>.<input>", inserted right after
+  the combo (frontend 1.58 dynamicComboWidget), nested ones depth first; their values follow the combo's value in
+  `widgets_values` and go into the prompt under those dotted names, as ComfyUI's get_finalized_class_inputs reads them;
+- a workflow whose widget values do not fit this ComfyUI's node (saved with a ComfyUI whose node had other widgets)
+  is refused with the node, the widgets and the values named; one that lacks a value for a widget it predates gets
+  the widget's default, as the frontend does, and a note says so;
 - widget values are written first, links then overwrite them ([origin id, origin slot]);
 - virtual nodes (Note, MarkdownNote, Reroute, PrimitiveNode) are not executed: a Reroute is followed to its source,
   a PrimitiveNode's value is inlined into the input it feeds;
@@ -20,6 +27,8 @@ VIRTUAL_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "MARKDOWN"}
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
 CONTROL = None  # a widget slot whose value the frontend does not send (control_after_generate, filter, upload)
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # io.DynamicCombo's type name (newer ComfyUI than 0.8.0)
+MISSING = object()  # no value in widgets_values for this widget
 
 
 class WorkflowError(ValueError):
@@ -32,47 +41,177 @@ def is_api_prompt(data) -> bool:
             and all(isinstance(v, dict) and "class_type" in v for v in data.values()))
 
 
-def widget_slots(input_types: dict) -> list:
-    """Names of a node's widgets in the order the frontend creates them; CONTROL marks unsent extra widgets."""
-    slots = []
+def _type_and_options(spec):
+    typ = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
+    opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return typ, opts
+
+
+def _is_combo(typ) -> bool:
+    return isinstance(typ, (list, tuple)) or typ == "COMBO"
+
+
+def _is_widget(typ, opts) -> bool:
+    """An input the frontend shows as a widget (its value is in widgets_values), not only as a socket."""
+    if opts.get("forceInput"):
+        return False
+    # socketless: a V3 widget input with no socket (e.g. 0.38.1's VIDEO_EDIT on LoadVideo)
+    return (_is_combo(typ) or typ == DYNAMIC_COMBO or (isinstance(typ, str) and typ in WIDGET_TYPES)
+            or bool(opts.get("socketless")))
+
+
+def _default(typ, opts):
+    """(True, value) for the value the frontend gives a new widget, (False, None) when it has none."""
+    if "default" in opts:
+        return True, opts["default"]
+    if isinstance(typ, (list, tuple)) and typ:
+        return True, typ[0]
+    if typ == "COMBO" and opts.get("options"):
+        return True, opts["options"][0]
+    if typ == DYNAMIC_COMBO and opts.get("options"):
+        return True, opts["options"][0].get("key")
+    return False, None
+
+
+def _control_slots(typ, opts, key) -> int:
+    """How many unsent widgets the frontend adds after this one."""
+    if typ == "INT" and opts.get("control_after_generate", key in ("seed", "noise_seed")):
+        return 1  # frontend useIntWidget: control_after_generate ?? name in [seed, noise_seed]
+    if typ == "FLOAT" and opts.get("control_after_generate"):
+        return 1
+    if _is_combo(typ) and opts.get("control_after_generate"):
+        return 2  # control widget and its control_filter_list widget
+    return 0
+
+
+def dynamic_options(opts) -> list:
+    """The option keys of a DynamicCombo input."""
+    return [option.get("key") for option in opts.get("options") or []]
+
+
+def _option_inputs(opts, key):
+    """The inputs ({"required": ..., "optional": ...}) that a DynamicCombo's option `key` reveals (None: no such
+    option)."""
+    for option in opts.get("options") or []:
+        if option.get("key") == key:
+            return option.get("inputs") or {}
+    return None
+
+
+def read_widgets(input_types: dict, values=(), prefix: str = "", top_level: bool = True, pos: int = 0):
+    """The widgets of a node in the order the frontend creates them, given the node's `widgets_values`.
+
+    Returns (widgets, pos): widgets is a list of (name, value, spec) for sent widgets and (CONTROL, value, None) for
+    unsent ones, where value is widgets_values[i] or, past the end of `values`, MISSING; pos is how many values
+    were read. A DynamicCombo's value selects the option whose inputs follow it (named "<combo>.<input>")."""
+    widgets = []
     for section in ("required", "optional"):
         has_upload = False
-        for name, spec in (input_types.get(section) or {}).items():
-            typ = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
-            opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
-            is_combo = isinstance(typ, (list, tuple)) or typ == "COMBO"
-            if not (is_combo or (isinstance(typ, str) and typ in WIDGET_TYPES)) or opts.get("forceInput"):
+        for key, spec in (input_types.get(section) or {}).items():
+            typ, opts = _type_and_options(spec)
+            if not _is_widget(typ, opts):
                 continue
-            slots.append(name)
-            if typ == "INT" and opts.get("control_after_generate", name in ("seed", "noise_seed")):
-                slots.append(CONTROL)  # frontend useIntWidget: control_after_generate ?? name in [seed, noise_seed]
-            elif typ == "FLOAT" and opts.get("control_after_generate"):
-                slots.append(CONTROL)
-            elif is_combo and opts.get("control_after_generate"):
-                slots += [CONTROL, CONTROL]  # control widget and its control_filter_list widget
-            if is_combo and any(opts.get(key) for key in UPLOAD_OPTIONS):
+            name = prefix + key
+            value = values[pos] if pos < len(values) else MISSING
+            widgets.append((name, value, spec))
+            pos += 1
+            for _ in range(_control_slots(typ, opts, key)):
+                widgets.append((CONTROL, values[pos] if pos < len(values) else MISSING, None))
+                pos += 1
+            if typ == DYNAMIC_COMBO:
+                chosen = value if value is not MISSING else _default(typ, opts)[1]
+                revealed = _option_inputs(opts, chosen)
+                if revealed is not None:  # an unknown key: the caller reports it
+                    nested, pos = read_widgets(revealed, values, name + ".", False, pos)
+                    widgets += nested
+            if _is_combo(typ) and any(opts.get(option) for option in UPLOAD_OPTIONS):
                 has_upload = True
             if section == "required" and opts.get("audio_upload"):
                 has_upload = True
-        if section == "required" and has_upload:
-            slots.append(CONTROL)  # Comfy.UploadImage adds `upload` after the required inputs (serialize: false)
-    return slots
+        if top_level and section == "required" and has_upload:
+            # Comfy.UploadImage adds `upload` after the required inputs (serialize: false)
+            widgets.append((CONTROL, values[pos] if pos < len(values) else MISSING, None))
+            pos += 1
+    return widgets, pos
+
+
+def widget_slots(input_types: dict, values=()) -> list:
+    """Names of a node's widgets in the order the frontend creates them; CONTROL marks unsent extra widgets.
+    DynamicCombo widgets expand the option chosen in `values` (by default their default option)."""
+    return [name for name, _, _ in read_widgets(input_types, list(values))[0]]
 
 
 def widget_defaults(input_types: dict) -> dict:
-    """Default value of each widget (the frontend's value for a widget missing from widgets_values)."""
+    """Default value of each top-level widget (the frontend's value for a widget missing from widgets_values)."""
     defaults = {}
     for section in ("required", "optional"):
         for name, spec in (input_types.get(section) or {}).items():
-            typ = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
-            opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if "default" in opts:
-                defaults[name] = opts["default"]
-            elif isinstance(typ, (list, tuple)) and typ:
-                defaults[name] = typ[0]
-            elif typ == "COMBO" and opts.get("options"):
-                defaults[name] = opts["options"][0]
+            has, value = _default(*_type_and_options(spec))
+            if has:
+                defaults[name] = value
     return defaults
+
+
+def input_specs(input_types: dict, inputs: dict) -> dict:
+    """name -> spec of every input a node takes with these prompt `inputs`: its top-level inputs and, for each
+    DynamicCombo, the inputs of the chosen option (default option when unset) under "<combo>.<input>" names."""
+    specs = {}
+
+    def walk(types, prefix):
+        for section in ("required", "optional"):
+            for key, spec in (types.get(section) or {}).items():
+                name = prefix + key
+                specs[name] = spec
+                typ, opts = _type_and_options(spec)
+                if typ == DYNAMIC_COMBO:
+                    chosen = inputs.get(name, _default(typ, opts)[1])
+                    revealed = _option_inputs(opts, chosen)
+                    if revealed is not None:
+                        walk(revealed, name + ".")
+    walk(input_types, "")
+    return specs
+
+
+def _node_widget_inputs(node, input_types, notes, strict=True):
+    """The prompt inputs that a UI node's widgets_values give, by the frontend's widget order (see read_widgets)."""
+    values = list(node.get("widgets_values") or [])
+    label = _describe(node)
+    widgets, used = read_widgets(input_types, values)
+    inputs = {}
+    for name, value, spec in widgets:
+        if name is CONTROL:
+            continue
+        typ, opts = _type_and_options(spec)
+        if value is MISSING:
+            has, value = _default(typ, opts)
+            if not has:
+                notes.append(f"{label}: the workflow has no value for widget '{name}' and it has no default")
+                continue
+            notes.append(f"{label}: the workflow has no value for widget '{name}' (saved before this ComfyUI's "
+                         f"{node['type']} had it): using its default {value!r}")
+        if typ == DYNAMIC_COMBO and _option_inputs(opts, value) is None:
+            raise WorkflowError(f"{label}: widget '{name}' is {value!r}, which this ComfyUI's {node['type']} does not "
+                                f"offer (its options: {', '.join(map(repr, dynamic_options(opts)))}); the workflow "
+                                "was saved with a ComfyUI whose node has other options")
+        inputs[name] = _wrap(value)
+    extra = values[used:]
+    if any(value is not None for value in extra):  # serialize:false widgets leave null holes, not values
+        names = [name for name, _, _ in widgets if name is not CONTROL]
+        message = (f"{label}: the workflow holds {len(values)} widget values, but this ComfyUI's {node['type']} "
+                   f"takes {used} ({', '.join(names) or 'no widgets'}"
+                   f"{', with unsent control widgets' if len(names) < used else ''}); the values "
+                   f"{', '.join(map(repr, extra))} after them have no widget here")
+        if not strict:  # e.g. a widget that a frontend extension adds and saves
+            notes.append(f"{message}: they are left out")
+            return inputs
+        raise WorkflowError(f"{message}. The workflow was saved with a ComfyUI whose {node['type']} has other "
+                            "widgets: open and save it in this ComfyUI, or run it with the ComfyUI it was made for")
+    return inputs
+
+
+def _describe(node) -> str:
+    title = node.get("title")
+    return f"node {node['id']} ({node['type']}{', ' + repr(title) if title and title != node['type'] else ''})"
 
 
 def _type_match(a, b) -> bool:
@@ -95,12 +234,16 @@ def _links(workflow: dict) -> dict:
     return out
 
 
-def ui_to_api(workflow: dict, node_classes, display_names=None) -> dict:
+def ui_to_api(workflow: dict, node_classes, display_names=None, notes=None, strict=True) -> dict:
     """Convert a UI workflow (or pass an API prompt through) into an API prompt.
 
     node_classes: mapping class_type -> node class with INPUT_TYPES() (ComfyUI's nodes.NODE_CLASS_MAPPINGS);
-    display_names: class_type -> display name (nodes.NODE_DISPLAY_NAME_MAPPINGS), the title of an untitled node.
-    Raises WorkflowError naming the node when a type is unknown or the graph is malformed."""
+    display_names: class_type -> display name (nodes.NODE_DISPLAY_NAME_MAPPINGS), the title of an untitled node;
+    notes: a list that receives a line for each widget the workflow has no value for (its default is used);
+    strict: False leaves out widget values a node does not have (with a note) instead of refusing the workflow.
+    Raises WorkflowError naming the node when a type is unknown, the graph is malformed, or (strict) its widget
+    values do not fit this ComfyUI's node."""
+    notes = [] if notes is None else notes
     if is_api_prompt(workflow):
         return {str(k): {**v, "inputs": dict(v.get("inputs", {}))} for k, v in workflow.items()}
     if not isinstance(workflow, dict) or not isinstance(workflow.get("nodes"), list):
@@ -153,20 +296,11 @@ def ui_to_api(workflow: dict, node_classes, display_names=None) -> dict:
         if node["type"] in VIRTUAL_TYPES or node.get("mode", 0) in (MUTED, BYPASSED):
             continue
         input_types = node_classes[node["type"]].INPUT_TYPES()
-        inputs = {}
         values = node.get("widgets_values")
         if isinstance(values, dict):  # some nodes save their widgets by name
-            inputs.update({k: _wrap(v) for k, v in values.items()})
+            inputs = {k: _wrap(v) for k, v in values.items()}
         else:
-            values = list(values or [])
-            defaults = widget_defaults(input_types)
-            for i, name in enumerate(widget_slots(input_types)):
-                if name is CONTROL:
-                    continue
-                if i < len(values):
-                    inputs[name] = _wrap(values[i])
-                elif name in defaults:
-                    inputs[name] = _wrap(defaults[name])
+            inputs = _node_widget_inputs(node, input_types, notes, strict)
         for i, slot in enumerate(node.get("inputs") or []):
             source = resolve(node, i)
             if source is None:

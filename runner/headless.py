@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import itertools
 import json
 import logging
@@ -20,7 +21,7 @@ import time
 import traceback
 import uuid
 
-from .convert import WorkflowError, is_api_prompt, ui_to_api
+from .convert import WorkflowError, input_specs, is_api_prompt, ui_to_api
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,9 @@ def find_comfyui(explicit: str | None) -> pathlib.Path:
 
 def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
     """Import ComfyUI from `root` and load its nodes and custom nodes like main.py; returns ComfyUI's `nodes`.
-    comfy_args: ComfyUI's own command-line options (e.g. "--lowvram --fp16-vae"), parsed by ComfyUI's parser."""
+    comfy_args: ComfyUI's own command-line options (e.g. "--lowvram --fp16-vae"), parsed by ComfyUI's parser.
+    Works with ComfyUI 0.8.0 (run by the tests) and with the interfaces of newer ones (checked against 0.38.1's
+    sources): each difference is handled where it is, by what the running ComfyUI has."""
     sys.path.insert(0, str(root))
     import comfy.options
     if comfy_args:
@@ -58,17 +61,16 @@ def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
         comfy.options.enable_args_parsing()
     from comfy.cli_args import args
     args.cpu = args.cpu or cpu
-    try:  # ComfyUI's logging set-up, as main.py: INFO lines (the pack's own among them) on stderr
-        from app.logger import setup_logger
-        setup_logger(log_level=args.verbose, use_stdout=False)
-    except ImportError:  # older ComfyUI
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(args)
+    try:  # newer ComfyUI (app/governance.py, after 0.8.0): main.py applies the organisation's policy first
+        from app import governance
+    except ImportError:  # ComfyUI 0.8.0
+        governance = None
+    if governance is not None and hasattr(governance, "initialize"):
+        governance.initialize()
     import utils.extra_config  # as main.py: ComfyUI's utils package before comfy/utils.py
-    extra = root / "extra_model_paths.yaml"
-    if extra.is_file():
-        utils.extra_config.load_extra_path_config(str(extra))
-    for config in itertools.chain(*(args.extra_model_paths_config or [])):
-        utils.extra_config.load_extra_path_config(config)
+    load_extra_paths(root, args, utils.extra_config)
+    apply_folder_args(args)
     run_prestartup_scripts(args)
     import execution  # noqa: F401
     import nodes
@@ -76,7 +78,7 @@ def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:  # custom nodes may register routes on PromptServer.instance at import: give them one, as main.py does
-        server.PromptServer(loop)
+        new_prompt_server(server, loop, args)
     except Exception as error:  # the runner itself does not need the web server
         log(f"note: ComfyUI's PromptServer could not be created ({error}); continuing without it")
     try:  # as main.py: undo what custom nodes patch in ComfyUI's core functions while loading
@@ -85,9 +87,12 @@ def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
         hook_breaker = None
     if hook_breaker:
         hook_breaker.save_functions()
+    # Partner (paid API) nodes: ComfyUI 0.8.0 skips them with --disable-api-nodes; newer ones (0.38.1) with
+    # --disable-partner-nodes, which --disable-api-nodes (now an alias of --offline) also sets.
+    partner_off = getattr(args, "disable_partner_nodes", None)
     loop.run_until_complete(nodes.init_extra_nodes(
         init_custom_nodes=not args.disable_all_custom_nodes or len(args.whitelist_custom_nodes) > 0,
-        init_api_nodes=not args.disable_api_nodes))
+        init_api_nodes=not (args.disable_api_nodes if partner_off is None else partner_off)))
     if hook_breaker:
         hook_breaker.restore_functions()
     loaded = {pathlib.Path(p).resolve() for p in nodes.LOADED_MODULE_DIRS.values()}
@@ -95,6 +100,72 @@ def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
     if PACK_ROOT not in loaded and not loop.run_until_complete(nodes.load_custom_node(str(PACK_ROOT))):
         raise RunnerError(f"ComfyUI could not load the vcut pack from {PACK_ROOT} (see the log above)", 1)
     return nodes
+
+
+def setup_logging(args) -> None:
+    """ComfyUI's logging set-up, as main.py: INFO lines (the pack's own among them) on stderr."""
+    import comfy.cli_args
+    try:
+        from app.logger import setup_logger
+    except ImportError:  # older ComfyUI
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        return
+    kwargs = {}
+    if hasattr(comfy.cli_args, "get_console_log_level"):
+        # newer ComfyUI (0.38.1): --verbose is a list of (LEVEL, FILE or None) read through get_console_log_level
+        level = comfy.cli_args.get_console_log_level(args.verbose)
+        if hasattr(comfy.cli_args, "get_file_log_outputs") and \
+                "file_outputs" in inspect.signature(setup_logger).parameters:
+            kwargs["file_outputs"] = comfy.cli_args.get_file_log_outputs(args.verbose)
+    else:  # ComfyUI 0.8.0: --verbose is one level name
+        level = args.verbose
+    setup_logger(log_level=level, use_stdout=False, **kwargs)
+
+
+def load_extra_paths(root: pathlib.Path, args, extra_config) -> None:
+    """Extra model folders, as main.py reads them."""
+    extra_paths = root / "extra_paths.yaml"  # newer ComfyUI (0.38.1): primary config, extra_model_paths.yaml's superset
+    legacy = root / "extra_model_paths.yaml"
+    if extra_paths.is_file():
+        if "allow_system_dirs" in inspect.signature(extra_config.load_extra_path_config).parameters:
+            extra_config.load_extra_path_config(str(extra_paths), allow_system_dirs=True)
+        else:
+            extra_config.load_extra_path_config(str(extra_paths))
+    elif legacy.is_file():
+        extra_config.load_extra_path_config(str(legacy))
+    for config in itertools.chain(*(args.extra_model_paths_config or [])):
+        extra_config.load_extra_path_config(config)
+
+
+def apply_folder_args(args) -> None:
+    """ComfyUI's --output-directory / --input-directory / --user-directory, applied as main.py does (folder_paths
+    reads --base-directory itself; temporary files go to the runner's own temporary folder), so that `--comfy-args`
+    can keep every folder ComfyUI writes outside a read-only ComfyUI checkout."""
+    import folder_paths
+    if getattr(args, "output_directory", None):
+        folder_paths.set_output_directory(os.path.abspath(args.output_directory))
+    if getattr(args, "input_directory", None):
+        folder_paths.set_input_directory(os.path.abspath(args.input_directory))
+    if getattr(args, "user_directory", None):
+        folder_paths.set_user_directory(os.path.abspath(args.user_directory))
+
+
+def new_prompt_server(server_module, loop, args):
+    """server.PromptServer as main.py creates it. ComfyUI 0.8.0: PromptServer(loop); newer ones (0.38.1):
+    PromptServer(loop, asset_manager), where a headless run takes app.assets.manager.NoAssets (assets off)."""
+    parameters = inspect.signature(server_module.PromptServer.__init__).parameters
+    if "asset_manager" in parameters:
+        from app.assets.manager import NoAssets
+        return server_module.PromptServer(loop, NoAssets(args))
+    return server_module.PromptServer(loop)
+
+
+def new_executor(execution, server, cache_type):
+    """execution.PromptExecutor with no node cache kept between runs. ComfyUI 0.8.0 reads cache_args["lru"] and
+    ["ram"]; newer ones (0.38.1's execute_async) also read cache_args["ram_inactive"] (a KeyError without it), and
+    older ones ignore keys they do not read."""
+    return execution.PromptExecutor(server, cache_type=cache_type,
+                                    cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
 
 
 def run_prestartup_scripts(args) -> None:
@@ -148,30 +219,40 @@ def coerce(spec, value, raw):
     return value
 
 
+def _matching_nodes(prompt: dict, node: str) -> list[str]:
+    """The node with this id, else every node titled so and every node of that type (whatever its title)."""
+    if node in prompt:
+        return [node]
+    return [k for k, v in prompt.items() if v.get("_meta", {}).get("title") == node or v["class_type"] == node]
+
+
 def apply_overrides(prompt: dict, overrides: list[str], node_classes) -> list[str]:
-    """Set inputs by node id, title or class type (every matching node); returns what was set, for the log."""
+    """Set inputs by node id, title or class type (every matching node); returns what was set, for the log.
+    An input of a DynamicCombo's option is named with its dots, e.g. --set SaveVideo.format.codec=h264."""
     done = []
     for text in overrides:
         node, name, parsed, raw = parse_override(text)
-        if node in prompt:
-            targets = [node]
-        else:  # every node titled so, and every node of that type (whatever its title)
-            targets = [k for k, v in prompt.items()
-                       if v.get("_meta", {}).get("title") == node or v["class_type"] == node]
+        targets = _matching_nodes(prompt, node)
+        key = f"{node}.{name}"
+        for cut in [i for i, c in enumerate(key) if c == "."][-2::-1]:  # NODE.a.b: node "NODE", input "a.b"
+            if targets:
+                break
+            node, name = key[:cut], key[cut + 1:]
+            targets = _matching_nodes(prompt, node)
         if not targets:
+            node = parse_override(text)[0]
             known = ", ".join(f"{k} ({v['class_type']}" + (f" '{v['_meta']['title']}'" if v.get("_meta") else "")
                               + ")" for k, v in sorted(prompt.items(), key=lambda kv: _id_key(kv[0])))
             raise RunnerError(f"--set {text!r}: no node with id, title or type {node!r}; the workflow has: {known}")
-        for key in targets:
-            cls = node_classes.get(prompt[key]["class_type"])
-            types = cls.INPUT_TYPES() if cls is not None else {}
-            spec = {**(types.get("required") or {}), **(types.get("optional") or {})}
+        for target in targets:
+            cls = node_classes.get(prompt[target]["class_type"])
+            spec = input_specs(cls.INPUT_TYPES() if cls is not None else {}, prompt[target]["inputs"])
             if name not in spec:
-                raise RunnerError(f"--set {text!r}: node {key} ({prompt[key]['class_type']}) has no input {name!r}; "
-                                  f"its inputs are: {', '.join(spec)}")
+                raise RunnerError(f"--set {text!r}: node {target} ({prompt[target]['class_type']}) has no input "
+                                  f"{name!r}; its inputs are: {', '.join(spec)}")
             value = coerce(spec[name], parsed, raw)
-            prompt[key]["inputs"][name] = {"__value__": value} if isinstance(value, list) else value
-            done.append(f"node {key} ({prompt[key]['class_type']}).{name} = {value!r}")
+            prompt[target]["inputs"][name] = {"__value__": value} if isinstance(value, list) else value
+            done.append(f"node {target} ({prompt[target]['class_type']}).{name} = {value!r}")
     return done
 
 
@@ -309,10 +390,13 @@ def run(options) -> int:
 
 def prepare_prompt(options, workflow, node_classes, display_names=None) -> dict:
     """The workflow as an API prompt with the --set overrides applied."""
+    notes = []
     try:
-        prompt = ui_to_api(workflow, node_classes, display_names)
+        prompt = ui_to_api(workflow, node_classes, display_names, notes, strict=not options.lenient)
     except WorkflowError as error:
         raise RunnerError(f"cannot convert {options.workflow}: {error}")
+    for note in notes:
+        log(f"note: {note}")
     if is_api_prompt(workflow):
         unknown = sorted({v["class_type"] for v in prompt.values()} - set(node_classes))
         if unknown:
@@ -321,11 +405,6 @@ def prepare_prompt(options, workflow, node_classes, display_names=None) -> dict:
     for line in apply_overrides(prompt, options.set or [], node_classes):
         log(f"set {line}")
     return prompt
-
-
-def new_executor(execution, server):
-    """ComfyUI's PromptExecutor, classic caching (models stay loaded between prompts of one run)."""
-    return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
 
 
 def execute(options, workflow, nodes, execution, output_dir) -> int:
@@ -338,7 +417,7 @@ def execute(options, workflow, nodes, execution, output_dir) -> int:
     server = HeadlessServer(prompt)
     server.last_prompt_id = prompt_id
     hook_progress(server)
-    executor = new_executor(execution, server)
+    executor = new_executor(execution, server, execution.CacheType.CLASSIC)
     start = time.perf_counter()
     log(f"executing {len(prompt)} nodes, outputs: {', '.join(valid[2])}")
     executor.execute(prompt, prompt_id, {"client_id": server.client_id}, valid[2])
@@ -376,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU")
     parser.add_argument("--comfy-args", default="", metavar='"OPTIONS"',
                         help='ComfyUI\'s own command-line options, e.g. --comfy-args "--lowvram --fp16-vae"')
+    parser.add_argument("--lenient", action="store_true",
+                        help="leave out widget values that a node does not have (with a note) instead of refusing "
+                             "the workflow, e.g. values of widgets that a frontend extension adds")
     parser.add_argument("--verbose", action="store_true", help="print Python tracebacks of failing nodes")
     parser.add_argument("--batch-input", metavar="NODE.INPUT=FOLDER",
                         help="run the workflow once per file of FOLDER (sorted), the file going into that input "

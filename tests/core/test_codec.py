@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 from vcut.bench.clips import read_frames
 from vcut.codec import (MotionVectors, blockmatch, decode, encode, encode_pairs, image_to_residual, image_to_uint8,
                         motion_only_psnr, motion_preview, predict, residual_to_image, residuals_for, torch_ops,
                         uint8_to_image, x264_motion_vectors)
 
-VIDEOS = SHARED_DATA / "video"
+VIDEOS = TEST_DATA / "video"
 
 
 def load_clip(name: str, count: int, start: int = 0, crop=None) -> torch.Tensor:
@@ -27,7 +27,7 @@ def load_clip(name: str, count: int, start: int = 0, crop=None) -> torch.Tensor:
 
 
 def photo(name="chelsea.png") -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(SHARED_DATA / "photos" / name)), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.imread(str(TEST_DATA / "photos" / name)), cv2.COLOR_BGR2RGB)
 
 
 def brute_force_vectors(cur_y, ref_y, block, radius):

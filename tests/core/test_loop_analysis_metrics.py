@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 from vcut.loop.metrics import (
     cosine, format_metrics, gaussian_window, loop_metrics, pixel_embedding, render_plot, resize_to_frames, ssim,
 )
@@ -64,7 +64,7 @@ def test_a_known_shift_gives_a_known_ssim_drop():
 
 
 def _frames_from_photo(offsets, size=(64, 96)):
-    img = cv2.imread(str(SHARED_DATA / "photos" / "astronaut.png"))
+    img = cv2.imread(str(TEST_DATA / "photos" / "astronaut.png"))
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
     img = cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
     h, w = size

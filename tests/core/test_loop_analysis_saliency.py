@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 from vcut.loop.saliency import (
     centred_ellipse_mask,
     clean_mask,
@@ -49,8 +49,8 @@ def _scene(seed, kind="texture", h=160, w=224, centre=None, axes=None, colour=(0
 
 
 def _load(name):
-    img = cv2.imread(str(SHARED_DATA / "photos" / name), cv2.IMREAD_COLOR)
-    assert img is not None, f"missing {name} in {SHARED_DATA}"
+    img = cv2.imread(str(TEST_DATA / "photos" / name), cv2.IMREAD_COLOR)
+    assert img is not None, f"missing {name} in {TEST_DATA}"
     return torch.from_numpy(cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0)[None]
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from vcut.loop import anchoring as A
 
-DATA = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"  # tests/data
 
 
 @pytest.mark.parametrize("text,n,expected", [("0", 14, [0]), ("0,-1", 14, [0, 13]), ("0, 12 ,24", 25, [0, 12, 24]),

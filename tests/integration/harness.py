@@ -6,7 +6,7 @@ Needs COMFYUI_PATH (a ComfyUI checkout, 0.8.0 tested) and ComfyUI's Python envir
 - svd_conds(): positive / negative / latent laid out exactly as SVD_img2vid_Conditioning returns them;
 - run_prompt(): an API-format prompt executed by execution.PromptExecutor; Capture nodes hand outputs back;
 - tiny_vae() / tiny_clip_vision() and the VCUTTestCheckpoint node that hands them out with tiny_svd() in place of
-  ImageOnlyCheckpointLoader; real_frames() and write_inputs() feed real shared/data files to the real loaders;
+  ImageOnlyCheckpointLoader; real_frames() and write_inputs() feed real tests/data files to the real loaders;
 - workflow_prompt(): a workflows/*.json converted by the pack's own converter (runner/convert.py), shrunk for the CPU.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_ROOT / "bench"))
 from clips import read_frames  # noqa: E402  (the shared clip reader of the benchmarks and core tests)
-SHARED_DATA = PACK_ROOT.parent / "shared" / "data"
+TEST_DATA = PACK_ROOT / "tests" / "data"  # real photos and clips in the repository (tests/data/SOURCES.md)
 CAPTURED: dict[str, object] = {}
 _STATE: dict[str, object] = {}
 
@@ -53,13 +53,15 @@ def init_comfy():
     if root is None or not (root / "comfy").is_dir():
         raise RuntimeError(f"COMFYUI_PATH must point at a ComfyUI checkout, got {root}")
     sys.path.insert(0, str(root))
-    import utils.extra_config  # noqa: F401  (as main.py does: ComfyUI's utils package before comfy/utils.py)
     from comfy.cli_args import args
     args.cpu = True
+    # ComfyUI's base directory (models, custom_nodes, input, output, temp, user) is a temporary folder: folder_paths
+    # reads it when first imported and creates input/ there, so it must be set before anything imports folder_paths.
+    args.base_directory = str(scratch_dir() / "comfy_base")
+    import utils.extra_config  # noqa: F401  (as main.py does: ComfyUI's utils package before comfy/utils.py)
     import folder_paths
     import nodes
-    # previews (ui.PreviewImage) go to a temporary folder, never into the ComfyUI checkout
-    folder_paths.set_temp_directory(str(scratch_dir() / "temp"))
+    assert pathlib.Path(folder_paths.get_temp_directory()).is_relative_to(scratch_dir())  # nothing in the checkout
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     before = set(nodes.NODE_CLASS_MAPPINGS)
     if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT))):
@@ -203,6 +205,15 @@ class _Server:
         self.messages.append((event, data))
 
 
+def _new_executor(cache_type: str):
+    """ComfyUI's PromptExecutor with the cache type of that name, built by the runner's helper (cache_args as every
+    supported ComfyUI reads them)."""
+    init_comfy()
+    import execution
+    from vcut.runner.headless import new_executor
+    return new_executor(execution, _Server(), getattr(execution.CacheType, cache_type))
+
+
 def _execute_on(executor, prompt: dict):
     """Validate and execute an API-format prompt on `executor`; returns (CAPTURED, history_result).
     Raises on a validation error or any node error."""
@@ -221,11 +232,7 @@ def _execute_on(executor, prompt: dict):
 def execute(prompt: dict):
     """Execute an API-format prompt on a new PromptExecutor with no output cache (every node runs); returns
     (CAPTURED, history_result). Raises on a validation error or any node error."""
-    init_comfy()
-    import execution
-    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.NONE,
-                                        cache_args={"lru": 0, "ram": 0})
-    return _execute_on(executor, prompt)
+    return _execute_on(_new_executor("NONE"), prompt)
 
 
 class Session:
@@ -234,10 +241,7 @@ class Session:
     the last sampled model loaded, with its patches applied, between prompts."""
 
     def __init__(self):
-        init_comfy()
-        import execution
-        self.executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0})
+        self.executor = _new_executor("CLASSIC")
 
     def run(self, prompt: dict) -> dict:
         return _execute_on(self.executor, prompt)[0]
@@ -306,18 +310,18 @@ class TinyCheckpointLoader:
 
 
 def real_frames(n, size=64):
-    """The first n frames of a real clip from shared/data, centre-cropped and scaled to size x size."""
+    """The first n frames of a real clip from tests/data, centre-cropped and scaled to size x size."""
     init_comfy()
     import comfy.utils
-    video = torch.from_numpy(read_frames(SHARED_DATA / "video" / "vid_h264.mp4", n)).float() / 255.0
+    video = torch.from_numpy(read_frames(TEST_DATA / "video" / "vid_h264.mp4", n)).float() / 255.0
     return comfy.utils.common_upscale(video.movedim(-1, 1), size, size, "bilinear", "center").movedim(1, -1)
 
 
 def write_clip(path, frames=6, height=72, width=100, start=120, top=200, left=300, fps=12):
-    """A short H.264 crop of shared/data/video/car-detection.mp4 (real motion), written to `path`."""
+    """A short H.264 crop of tests/data/video/car-detection.mp4 (real motion), written to `path`."""
     import av
     import numpy as np
-    clip = read_frames(SHARED_DATA / "video" / "car-detection.mp4", frames, start)[:, top:top + height,
+    clip = read_frames(TEST_DATA / "video" / "car-detection.mp4", frames, start)[:, top:top + height,
                                                                                    left:left + width]
     with av.open(str(path), "w") as dst:
         stream = dst.add_stream("libx264", rate=fps)
@@ -330,11 +334,11 @@ def write_clip(path, frames=6, height=72, width=100, start=120, top=200, left=30
 
 
 def write_inputs(folder, photo="astronaut.png", size=(96, 64), clip_frames=6):
-    """The files the example workflows load, made from real shared/data: example.png (a photo, shrunk) and
+    """The files the example workflows load, made from real tests/data: example.png (a photo, shrunk) and
     reference.mp4 (a short clip crop)."""
     from PIL import Image
     folder = pathlib.Path(folder)
-    Image.open(SHARED_DATA / "photos" / photo).convert("RGB").resize(size).save(folder / "example.png")
+    Image.open(TEST_DATA / "photos" / photo).convert("RGB").resize(size).save(folder / "example.png")
     write_clip(folder / "reference.mp4", frames=clip_frames)
     return folder
 

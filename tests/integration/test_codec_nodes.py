@@ -8,7 +8,7 @@ import torch
 
 import harness
 
-SHARED_DATA = harness.SHARED_DATA
+TEST_DATA = harness.TEST_DATA
 FRAMES, H, W = 6, 72, 100  # a short crop: not divisible by 16 (padding path), small for 2 cores
 
 
@@ -16,7 +16,7 @@ FRAMES, H, W = 6, 72, 100  # a short crop: not divisible by 16 (padding path), s
 def input_dir(comfy_nodes, tmp_path):
     """ComfyUI's input folder pointed at a temp dir holding a short crop of a shared clip and a photo."""
     harness.write_clip(tmp_path / "clip.mp4", frames=FRAMES, height=H, width=W)
-    shutil.copy(SHARED_DATA / "photos" / "coffee.png", tmp_path / "coffee.png")
+    shutil.copy(TEST_DATA / "photos" / "coffee.png", tmp_path / "coffee.png")
     with harness.comfy_folders(input_dir=tmp_path):
         yield tmp_path
 

@@ -10,14 +10,14 @@ import torch
 
 import harness
 
-SHARED_DATA = harness.PACK_ROOT.parent / "shared" / "data"
+TEST_DATA = harness.TEST_DATA
 
 
 @pytest.fixture()
 def input_dir(comfy_nodes, tmp_path):
     import folder_paths
     old = folder_paths.get_input_directory()
-    shutil.copy(SHARED_DATA / "photos" / "coffee.png", tmp_path / "coffee.png")
+    shutil.copy(TEST_DATA / "photos" / "coffee.png", tmp_path / "coffee.png")
     folder_paths.set_input_directory(str(tmp_path))
     yield tmp_path
     folder_paths.set_input_directory(old)

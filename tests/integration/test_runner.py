@@ -1,5 +1,5 @@
 """The headless runner (run_workflow.py) as users run it: a subprocess of ComfyUI's Python, ComfyUI imported from
---comfyui, a UI workflow of the pack's weight-free nodes on a real shared/data photo, overrides from the command
+--comfyui, a UI workflow of the pack's weight-free nodes on a real tests/data photo, overrides from the command
 line, progress on stderr, files written into --output-dir, and clean errors for bad overrides / unknown nodes /
 values ComfyUI's validation refuses."""
 import json
@@ -39,17 +39,30 @@ def ui_workflow(node_type="VCUTSalientMask", widgets=(0.0, True, 0.01, 0, 0.0, 0
 def setup(tmp_path):
     (tmp_path / "in").mkdir()
     size = (80, 56)  # a real photo, shrunk for the CPU
-    Image.open(harness.SHARED_DATA / "photos" / "chelsea.png").convert("RGB").resize(size).save(tmp_path / "in" / "photo.png")
+    Image.open(harness.TEST_DATA / "photos" / "chelsea.png").convert("RGB").resize(size).save(tmp_path / "in" / "photo.png")
     (tmp_path / "workflow.json").write_text(json.dumps(ui_workflow()))
     (tmp_path / "unknown.json").write_text(json.dumps(ui_workflow("NoSuchVcutNode")))
     # Motion Vector Encode (outputs: vectors, residual, preview) refuses a single image when it runs.
     (tmp_path / "fails.json").write_text(json.dumps(ui_workflow("VCUTMotionVectorEncode", ("fast search", "16", 8))))
+    # The shipped SVD workflow as frontend 1.58 saves it with ComfyUI 0.38.1: SaveVideo's DynamicCombo layout.
+    newer = json.loads((harness.PACK_ROOT / "workflows" / "svd_vcut_img2vid.json").read_text())
+    next(n for n in newer["nodes"] if n["type"] == "SaveVideo")["widgets_values"] = ["video/vcut_svd", "mp4", "h264",
+                                                                                      "auto", "auto"]
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
     return tmp_path
 
 
-def command(tmp_path, workflow="workflow.json", *extra):
+def comfy_args(tmp_path, more=""):
+    """ComfyUI's own options for a runner run: a temporary base directory (user settings, default output), so that
+    nothing is written into the ComfyUI checkout."""
+    (tmp_path / "comfy_base" / "custom_nodes").mkdir(parents=True, exist_ok=True)  # ComfyUI lists it at start
+    return f"--base-directory {tmp_path / 'comfy_base'} {more}".strip()
+
+
+def command(tmp_path, workflow="workflow.json", *extra, comfy=""):
     return [sys.executable, str(RUNNER), str(tmp_path / workflow), "--comfyui", str(harness.comfy_path()), "--cpu",
-            "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"), *extra]
+            "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
+            "--comfy-args", comfy_args(tmp_path, comfy), *extra]
 
 
 def start(args):
@@ -59,7 +72,7 @@ def start(args):
 
 
 def finish(process):
-    out, err = process.communicate(timeout=300)
+    out, err = process.communicate(timeout=900)  # several ComfyUI starts share a loaded 2-core machine
     return process.returncode, out, err
 
 
@@ -77,18 +90,20 @@ def test_runner_runs_a_workflow_with_overrides(setup):
     assert "running node 2 (VCUTSalientMask, 'Saliency')" in err and "running node 3 (SaveImage" in err
     assert "node 2 (VCUTSalientMask, 'Saliency') step 1/" in err  # the node's ProgressBar, through ComfyUI's hook
     assert "finished in" in err
-    assert "Import times for custom nodes" in err  # ComfyUI's INFO log (and the pack's) reaches stderr
+    assert "Total VRAM" in err  # ComfyUI's INFO log (model_management's device line) reaches stderr
 
 
 def test_runner_errors_are_clean(setup):
     runs = {
         "bad input": start(command(setup, "workflow.json", "--set", "Saliency.no_such_input=1",
-                                   "--comfy-args", "--verbose WARNING --disable-api-nodes")),
+                                   comfy="--verbose WARNING --disable-api-nodes")),
         "unknown type": start(command(setup, "unknown.json")),
         "invalid value": start(command(setup, "workflow.json", "--set", "2.dilate=-5")),
         "node fails": start(command(setup, "fails.json")),
+        "newer widgets": start(command(setup, "newer.json")),
         "no weights": start([sys.executable, str(RUNNER), str(harness.PACK_ROOT / "workflows" / "svd_vcut_img2vid.json"),
-                             "--comfyui", str(harness.comfy_path()), "--cpu", "--output-dir", str(setup / "out")]),
+                             "--comfyui", str(harness.comfy_path()), "--cpu", "--output-dir", str(setup / "out"),
+                             "--comfy-args", comfy_args(setup)]),
     }
     results = {name: finish(process) for name, process in runs.items()}
     for name, (code, out, err) in results.items():
@@ -100,7 +115,7 @@ def test_runner_errors_are_clean(setup):
         assert out.strip() == "", name  # nothing written
     code, _, err = results["bad input"]
     assert code == 2 and "has no input 'no_such_input'" in err and "dilate" in err  # lists the valid inputs
-    assert "Import times for custom nodes" not in err  # --comfy-args reached ComfyUI's parser: no INFO lines
+    assert "Total VRAM" not in err  # --comfy-args reached ComfyUI's parser: no INFO lines
     code, _, err = results["unknown type"]
     assert code == 2 and "unknown node type(s): NoSuchVcutNode (node 2)" in err
     code, _, err = results["invalid value"]
@@ -109,6 +124,9 @@ def test_runner_errors_are_clean(setup):
     code, _, err = results["node fails"]
     assert code == 1 and "execution failed:" in err and "node 2 (VCUTMotionVectorEncode, 'Saliency'): ValueError" in err
     assert "at least 2" in err
+    code, _, err = results["newer widgets"]  # named node, this ComfyUI's widgets, the values that do not fit
+    assert code == 2 and "cannot convert" in err and "node 9 (SaveVideo): the workflow holds 5 widget values, but " \
+        "this ComfyUI's SaveVideo takes 3 (filename_prefix, format, codec); the values 'auto', 'auto' after them" in err
     code, _, err = results["no weights"]  # a shipped UI workflow, converted, then refused by ComfyUI's validation
     assert code == 3 and "node 1 (ImageOnlyCheckpointLoader" in err and "'svd_xt.safetensors' not in" in err
     assert not (setup / "out").exists() or not any((setup / "out").rglob("*.png"))

@@ -38,7 +38,7 @@ import harness
 PACK_ROOT = harness.PACK_ROOT
 WEB_TESTS = PACK_ROOT / "tests" / "web"
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
-SHARED_DATA = PACK_ROOT.parent / "shared" / "data"
+SHARED_DATA = harness.TEST_DATA  # tests/data: real files in the repository
 SCREENSHOTS = ("cut_step_scheduler.png", "salient_mask_preview.png", "motion_vector_preview.png",
                "workflow_vcut.png")
 INPUT_IMAGE = "vcut_frames.png"

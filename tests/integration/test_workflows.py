@@ -1,7 +1,9 @@
 """Every example workflow in workflows/ resolves against ComfyUI's node definitions and runs end to end in ComfyUI's
 executor: converted by the pack's own UI -> API converter (runner/convert.py, the frontend's rules), the checkpoint
-loader swapped for the tiny random-weight SVD / CLIP vision / VAE, the REAL LoadImage / LoadVideo reading shared/data
+loader swapped for the tiny random-weight SVD / CLIP vision / VAE, the REAL LoadImage / LoadVideo reading tests/data
 files from a temp input folder, and the REAL save nodes writing into a temp output folder."""
+
+import json
 
 import av
 import pytest
@@ -222,8 +224,11 @@ def test_converter_follows_the_frontend_rules(comfy_nodes):
     ]
     links = [[1, 1, 0, 3, 0, "IMAGE"], [2, 3, 0, 2, 0, "IMAGE"], [3, 2, 0, 4, 0, "IMAGE"], [4, 5, 0, 4, 1, "INT"],
              [5, 4, 1, 6, 0, "IMAGE"], [6, 6, 0, 7, 0, "IMAGE"]]
+    notes = []
     prompt = ui_to_api({"nodes": nodes, "links": links, "groups": []}, comfy_nodes.NODE_CLASS_MAPPINGS,
-                       comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS)
+                       comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS, notes)
+    assert notes == ["node 4 (VCUTSalientMask, 'Saliency'): the workflow has no value for widget 'motion' (saved "
+                     "before this ComfyUI's VCUTSalientMask had it): using its default 1.0"]
     assert set(prompt) == {"1", "4", "7", "8", "9"}  # virtual, bypassed and muted nodes are not sent
     assert prompt["1"]["inputs"] == {"image": "example.png"}  # the upload widget's value is not sent
     assert prompt["4"]["inputs"] == {"threshold": 0.0, "refine": True, "min_area": 0.01, "dilate": 7,
@@ -243,3 +248,32 @@ def test_converter_follows_the_frontend_rules(comfy_nodes):
     with pytest.raises(WorkflowError, match="link 9"):
         ui_to_api({"nodes": [ui_node(1, "PreviewImage", inputs=[("images", "IMAGE", 9, False)])], "links": []},
                   comfy_nodes.NODE_CLASS_MAPPINGS)
+
+
+def test_workflows_saved_with_a_newer_comfyui_are_refused_with_the_widgets_named(comfy_nodes):
+    """On ComfyUI 0.8.0's real SaveVideo (plain format / codec combos): the layout that frontend 1.58 saves with
+    ComfyUI 0.38.1 (DynamicCombo format with nested codec, a hidden top-level codec) does not fit; the error names the
+    node, this ComfyUI's widgets and the values left over, instead of shifting them onto the wrong inputs."""
+    from vcut.runner.convert import WorkflowError, ui_to_api
+    mapping = comfy_nodes.NODE_CLASS_MAPPINGS
+    shipped = harness.load_workflow("svd_vcut_img2vid.json")
+    save = next(n for n in shipped["nodes"] if n["type"] == "SaveVideo")
+    assert save["widgets_values"] == ["video/vcut_svd", "auto", "auto"]  # what 0.8.0 (any frontend) saves
+    save["widgets_values"] = ["video/vcut_svd", "auto", "auto", "auto"]  # 0.38.1 + frontend 1.58, all defaults
+    with pytest.raises(WorkflowError) as error:
+        ui_to_api(shipped, mapping, comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    assert str(error.value).startswith(f"node {save['id']} (SaveVideo): the workflow holds 4 widget values, but this "
+                                       "ComfyUI's SaveVideo takes 3 (filename_prefix, format, codec); the values "
+                                       "'auto' after them have no widget here")
+    newer = json.loads((harness.PACK_ROOT / "tests" / "fixtures" / "video_roundtrip_frontend_1.58.json").read_text())
+    with pytest.raises(WorkflowError, match=r"node 3 \(CreateVideo\): the workflow holds 4 widget values, but this "
+                                            r"ComfyUI's CreateVideo takes 1 \(fps\); the values 'auto', 'sRGB', "
+                                            r"'none' after them"):
+        ui_to_api(newer, mapping)  # the first node that does not fit: 0.38.1's CreateVideo has three new widgets
+    newer["nodes"] = [n for n in newer["nodes"] if n["type"] != "CreateVideo"]
+    newer["links"] = [link for link in newer["links"] if 3 not in (link[1], link[3])]
+    newer["nodes"][-1]["inputs"][0]["link"] = None
+    with pytest.raises(WorkflowError, match=r"node 4 \(SaveVideo, 'Save loop'\): the workflow holds 6 widget values, "
+                                            r"but this ComfyUI's SaveVideo takes 3 .*the values 're-encode', 18, "
+                                            r"'auto' after them"):
+        ui_to_api(newer, mapping)

@@ -1,0 +1,108 @@
+"""The UI -> API converter (runner/convert.py) against the newest ComfyUI's node schema (0.38.1, read from its sources:
+tests/fixtures/comfyui_0.38.1_video_nodes.json) and workflows as frontend 1.58 saves them: DynamicCombo widgets
+(SaveVideo's format with its nested codec / encoding / crf), the new CreateVideo / LoadVideo widgets, and workflows
+whose widgets do not fit (named node, widget and values). The same converter on ComfyUI 0.8.0's real node classes
+is tested in tests/integration/test_workflows.py."""
+import json
+import pathlib
+
+import pytest
+
+from vcut.runner.convert import WorkflowError, input_specs, ui_to_api, widget_slots
+from vcut.runner.headless import apply_overrides
+
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
+WORKFLOWS = pathlib.Path(__file__).resolve().parents[2] / "workflows"
+
+
+def newest_node_classes():
+    """Node classes whose INPUT_TYPES() is 0.38.1's, from the fixture."""
+    schema = json.loads((FIXTURES / "comfyui_0.38.1_video_nodes.json").read_text())
+    return {name: type(name, (), {"INPUT_TYPES": staticmethod(lambda spec=spec["input"]: spec)})
+            for name, spec in schema.items() if not name.startswith("_")}
+
+
+def saved_by_frontend_158():
+    return json.loads((FIXTURES / "video_roundtrip_frontend_1.58.json").read_text())
+
+
+def test_dynamic_combo_widgets_follow_their_combo_depth_first():
+    save_video = newest_node_classes()["SaveVideo"].INPUT_TYPES()
+    assert widget_slots(save_video) == ["filename_prefix", "format", "format.codec", "codec"]  # defaults: auto
+    assert widget_slots(save_video, ["x", "mp4", "h264", "re-encode", 18, "av1", "auto"]) == [
+        "filename_prefix", "format", "format.codec", "format.codec.encoding", "format.codec.encoding.crf",
+        "codec", "codec.encoding"]
+
+
+def test_a_workflow_saved_by_frontend_158_converts_to_the_prompt_comfyui_038_reads():
+    notes = []
+    prompt = ui_to_api(saved_by_frontend_158(), newest_node_classes(), notes=notes)
+    assert prompt["4"]["inputs"] == {
+        "filename_prefix": "vcut/loop", "format": "mp4", "format.codec": "h264",
+        "format.codec.encoding": "re-encode", "format.codec.encoding.crf": 18, "codec": "auto", "video": ["3", 0]}
+    assert prompt["4"]["_meta"]["title"] == "Save loop"
+    assert prompt["3"]["inputs"] == {"fps": ["2", 2], "bit_depth": "auto", "color_space": "sRGB", "codec": "none",
+                                     "images": ["2", 0]}  # a linked widget: the link wins over its saved value
+    assert prompt["2"]["inputs"] == {"video": ["1", 0]}
+    assert prompt["1"]["inputs"] == {"file": "example.mp4", "edit": {  # the upload widget's value is not sent
+        "trim": {"start_time": 0.0, "duration": 0.0}, "crop": {"x": 0, "y": 0, "width": 0, "height": 0}}}
+    assert notes == [("node 1 (LoadVideo): the workflow has no value for widget 'edit' (saved before this ComfyUI's "
+                      "LoadVideo had it): using its default {'trim': {'start_time': 0.0, 'duration': 0.0}, "
+                      "'crop': {'x': 0, 'y': 0, 'width': 0, 'height': 0}}")]
+
+
+def test_the_shipped_workflow_video_nodes_convert_on_the_newest_schema_with_their_new_widgets_defaulted():
+    """workflows/svd_vcut_img2vid.json (saved against 0.8.0's plain format / codec combos): on 0.38.1 its values
+    land on format and format.codec, and the widgets it predates get their defaults, with a note for each."""
+    shipped = json.loads((WORKFLOWS / "svd_vcut_img2vid.json").read_text())
+    video_nodes = [n for n in shipped["nodes"] if n["type"] in ("CreateVideo", "SaveVideo")]
+    for node in video_nodes:
+        for slot in node.get("inputs") or []:
+            if node["type"] == "CreateVideo":
+                slot["link"] = None  # its image source is not part of this two-node graph
+    link = [l for l in shipped["links"] if l[1] in {n["id"] for n in video_nodes}
+            and l[3] in {n["id"] for n in video_nodes}]
+    notes = []
+    prompt = ui_to_api({"nodes": video_nodes, "links": link}, newest_node_classes(), notes=notes)
+    save = next(k for k, v in prompt.items() if v["class_type"] == "SaveVideo")
+    create = next(k for k, v in prompt.items() if v["class_type"] == "CreateVideo")
+    assert prompt[save]["inputs"] == {"filename_prefix": "video/vcut_svd", "format": "auto", "format.codec": "auto",
+                                      "codec": "auto", "video": [create, 0]}
+    assert prompt[create]["inputs"] == {"fps": 6.0, "bit_depth": "auto", "color_space": "sRGB", "codec": "none"}
+    assert [n.split("'")[1] for n in notes] == ["bit_depth", "color_space", "codec", "codec"]
+    assert all("saved before this ComfyUI's" in n for n in notes)
+
+
+def test_widget_values_that_do_not_fit_name_the_node_the_widget_and_what_was_expected():
+    classes = newest_node_classes()
+    workflow = saved_by_frontend_158()
+    save = workflow["nodes"][3]
+    save["widgets_values"] = ["vcut/loop", "webm", "h264", "auto", "auto"]  # webm offers auto and av1 only
+    with pytest.raises(WorkflowError, match=r"node 4 \(SaveVideo, 'Save loop'\): widget 'format.codec' is 'h264', "
+                                            r"which this ComfyUI's SaveVideo does not offer \(its options: 'auto', "
+                                            r"'av1'\)"):
+        ui_to_api(workflow, classes)
+    save["widgets_values"] = ["vcut/loop", "auto", "auto", "auto", 5, "surplus"]
+    with pytest.raises(WorkflowError) as error:
+        ui_to_api(workflow, classes)
+    message = str(error.value)
+    assert message.startswith("node 4 (SaveVideo, 'Save loop'): the workflow holds 6 widget values, but this "
+                              "ComfyUI's SaveVideo takes 4 (filename_prefix, format, format.codec, codec)")
+    assert "the values 5, 'surplus' after them have no widget here" in message
+    notes = []
+    lenient = ui_to_api(workflow, classes, notes=notes, strict=False)  # run_workflow.py --lenient
+    assert lenient["4"]["inputs"]["codec"] == "auto" and notes[-1].endswith("after them have no widget here: "
+                                                                           "they are left out")
+    save["widgets_values"] = ["vcut/loop", "auto", "auto", "auto", None]  # a serialize:false widget's null hole
+    assert ui_to_api(workflow, classes)["4"]["inputs"]["codec"] == "auto"
+
+
+def test_overrides_reach_the_inputs_of_the_chosen_dynamic_option():
+    classes = newest_node_classes()
+    prompt = ui_to_api(saved_by_frontend_158(), classes)
+    assert "format.codec.encoding.crf" in input_specs(classes["SaveVideo"].INPUT_TYPES(), prompt["4"]["inputs"])
+    done = apply_overrides(prompt, ["SaveVideo.format.codec.encoding.crf=20", "Save loop.format=mkv",
+                                    "4.filename_prefix=runs/loop"], classes)
+    assert done == ["node 4 (SaveVideo).format.codec.encoding.crf = 20", "node 4 (SaveVideo).format = 'mkv'",
+                    "node 4 (SaveVideo).filename_prefix = 'runs/loop'"]
+    assert prompt["4"]["inputs"]["format.codec.encoding.crf"] == 20 and prompt["4"]["inputs"]["format"] == "mkv"
