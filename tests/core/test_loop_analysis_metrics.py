@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
+from vcut.loop.anchoring import center_resize
 from vcut.loop.metrics import (
-    cosine, format_metrics, gaussian_window, loop_metrics, pixel_embedding, render_plot, resize_to_frames, ssim,
+    cosine, format_metrics, gaussian_window, loop_metrics, pixel_embedding, render_plot, seam_step, ssim,
 )
 
 
@@ -117,12 +118,12 @@ def test_input_image_of_another_size_is_resized_and_reported():
     before = big.clone()
     m = loop_metrics(frames, big)
     assert any("resized" in n for n in m["notes"]) and "resized" in format_metrics(m)
-    resized = resize_to_frames(big, 64, 96)
+    resized = center_resize(big.movedim(-1, 1), 64, 96).movedim(1, -1).clamp(0, 1)
     assert m["mse_f0"] == pytest.approx(float(((frames[0] - resized[0]) ** 2).mean()) * 255 ** 2, rel=1e-6)
     other = loop_metrics(frames, torch.flip(big, dims=[1, 2]))  # the same size, a different picture
     assert m["mse_f0"] < 0.2 * other["mse_f0"]
     assert torch.equal(big, before)
-    wide = resize_to_frames(torch.rand(1, 50, 200, 3), 64, 96)
+    wide = center_resize(torch.rand(1, 3, 50, 200), 64, 96).movedim(1, -1)
     assert wide.shape == (1, 64, 96, 3)
 
 
