@@ -6,10 +6,14 @@ joined video has sum(lengths) - k * (segments - 1) frames, none duplicated, none
 
 Colour matching is Reinhard et al.'s colour transfer ("Color Transfer between Images", IEEE CG&A 2001): per-channel
 mean and standard deviation in a perceptual colour space (CIELAB here, OpenCV's float conversion, instead of the
-paper's l-alpha-beta), x' = (x - mean_src) / std_src * std_ref + mean_ref. Every segment after the first gets the
-transfer that maps its first frame's statistics to the first segment's anchor frame (its first frame), applied to
-all its frames: a colour cast that a segment picked up is removed; content that really changes colour is pulled
-towards the anchor frame too (the method's limit).
+paper's l-alpha-beta), x' = (x - mean_src) / std_src * std_ref + mean_ref, applied to all frames of a segment.
+Two references (COLOUR_MATCH):
+- "overlap": segment i's overlap frames are mapped onto the same frames of segment i-1 (already matched), so every
+  segment is matched through the chain of overlaps to the first segment. Both sides show the same content, so only
+  the colour differs: a cast a segment picked up is removed almost entirely. Needs overlap >= 1.
+- "anchor frame": segment i's first frame is mapped onto the first segment's anchor frame (its first frame, the
+  input image): also pulls back colour drift inside the first segment, but content that really changes between
+  the two frames is pulled towards the anchor too (the method's limit), so it removes a cast less completely.
 
 Frames are ComfyUI IMAGE tensors [T, H, W, C], float in 0..1.
 """
@@ -55,9 +59,12 @@ def _rgb(lab: np.ndarray) -> np.ndarray:
     return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_LAB2RGB) for f in lab])
 
 
-def lab_statistics(frame: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of one frame [H, W, C] in CIELAB."""
-    lab = _lab(frame[None])[0].reshape(-1, 3).astype(np.float64)
+COLOUR_MATCH = ("off", "overlap", "anchor frame")
+
+
+def lab_statistics(frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation in CIELAB over all pixels of frames [T, H, W, C]."""
+    lab = _lab(frames).reshape(-1, 3).astype(np.float64)
     return lab.mean(0), lab.std(0)
 
 
@@ -77,14 +84,31 @@ def colour_transfer(frames: torch.Tensor, source: tuple[np.ndarray, np.ndarray],
     return out
 
 
-def join_segments(segments: list[torch.Tensor], overlap: int, colour_match: bool = False,
+def match_colours(segments: list[torch.Tensor], overlap: int, reference: str) -> list[torch.Tensor]:
+    """Every segment after the first colour-matched (Reinhard et al. 2001 in CIELAB) as COLOUR_MATCH describes."""
+    if reference not in COLOUR_MATCH:
+        raise ValueError(f"colour_match must be one of {COLOUR_MATCH}, got '{reference}'")
+    if reference == "off":
+        return list(segments)
+    if reference == "overlap" and overlap < 1:
+        raise ValueError("colour_match: 'overlap' matches the frames segments share, but overlap is 0; use "
+                         "'anchor frame' or set the overlap")
+    out = [segments[0]]
+    anchor = lab_statistics(segments[0][:1])
+    for seg in segments[1:]:
+        if reference == "overlap":
+            out.append(colour_transfer(seg, lab_statistics(seg[:overlap]), lab_statistics(out[-1][-overlap:])))
+        else:
+            out.append(colour_transfer(seg, lab_statistics(seg[:1]), anchor))
+    return out
+
+
+def join_segments(segments: list[torch.Tensor], overlap: int, colour_match: str = "off",
                   crossfade: bool = False) -> torch.Tensor:
     """One IMAGE batch from overlapping segments (same size, same channels). Without cross-fade each overlap is
     taken from the earlier segment; with it, overlap frame j of k is lerp(earlier, later, (j + 1) / (k + 1))."""
     check_segments([s.shape[0] for s in segments], overlap, [f"segment_{i + 1}" for i in range(len(segments))])
-    if colour_match:
-        reference = lab_statistics(segments[0][0])
-        segments = [segments[0]] + [colour_transfer(s, lab_statistics(s[0]), reference) for s in segments[1:]]
+    segments = match_colours(segments, overlap, colour_match)
     out = segments[0]
     for seg in segments[1:]:
         seg = seg.to(out.dtype)

@@ -95,7 +95,7 @@ class VCUTJoinVideoSegments(io.ComfyNode):
             category="vcut/video",
             description=("Joins decoded video segments that overlap (Video Extend) into one IMAGE batch, keeping each "
                          "overlap once: no frame duplicated, none skipped. Optional colour matching (Reinhard et "
-                         "al. 2001: mean and spread per channel in CIELAB, each segment's first frame mapped onto the "
+                         "al. 2001: mean and spread per channel in CIELAB, matched through the overlaps or onto the "
                          "first segment's anchor frame) removes a colour cast a later segment picked up; optional "
                          "cross-fade blends the overlap frames of both segments. Reports each joint's frame-to-frame "
                          f"step next to the median step inside the segments. Up to {MAX_SEGMENTS} segments; segments "
@@ -104,9 +104,12 @@ class VCUTJoinVideoSegments(io.ComfyNode):
                 *segment_inputs,
                 io.Int.Input("overlap", default=2, min=0, max=24, tooltip="Frames each segment shares with the one "
                              "before (Video Extend's overlap). 0 = plain concatenation."),
-                io.Boolean.Input("colour_match", default=False, tooltip="Map every later segment's colours onto the "
-                                 "first segment's anchor frame (CIELAB mean/std transfer). Removes drift in colour; "
-                                 "content that really changes colour is pulled back too."),
+                io.Combo.Input("colour_match", options=list(segments.COLOUR_MATCH), default="off", tooltip="Colour "
+                               "transfer (CIELAB mean/std, Reinhard et al. 2001) of every later segment. overlap: its "
+                               "overlap frames onto the same frames of the segment before (removes a colour jump at "
+                               "each joint almost entirely; needs overlap >= 1). anchor frame: its first frame onto "
+                               "the first segment's first frame (also pulls back slow drift, but content that really "
+                               "changes colour is pulled back too). off: frames unchanged."),
                 io.Boolean.Input("crossfade", default=False, tooltip="Blend the overlap frames linearly from the "
                                  "earlier segment to the later one instead of keeping the earlier segment's."),
             ],
