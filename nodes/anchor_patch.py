@@ -112,9 +112,16 @@ def _zero_branches(tensor, conditional: list[bool]):
     return out
 
 
-def attach_plan(model, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str, key: str):
-    """A clone of `model` with the plan's anchoring attached (the input model is unchanged)."""
+def attach_plan(model, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str, key: str,
+                replace: bool = False):
+    """A clone of `model` with the plan's anchoring attached (the input model is unchanged). replace: first drop
+    what an earlier node of the same kind attached under `key` (a chained Video Extend anchors to its own previous
+    segment only); otherwise anchorings stack (two STIV Frame Replace nodes anchor both sets of frames)."""
     patched = model.clone()
+    if replace:
+        for wrapper_type in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
+                             comfy.patcher_extension.WrappersMP.APPLY_MODEL):
+            patched.remove_wrappers_with_key(wrapper_type, key)
     if float(plan.keep.max()) > 0:
         FrameAnchorPatch(plan, fraction, jit_cfg, name).attach(patched, key)
     return patched

@@ -176,7 +176,7 @@ class VCUTLoopConditioning(io.ComfyNode):
                 raise ValueError(f"motion_mask: {m.shape[0]} masks; give 1 or one per output frame ({frames})")
             motion = loop_cond.motion_masks(m, frames, mask_layout)
         plan = plans.loop_plan(image, frames, concat_layout, init, motion, close_loop, anchor_first)
-        patched = attach_plan(model, plan, anchor_steps, False, "Loop Conditioning", LOOP_ANCHOR_KEY)
+        patched = attach_plan(model, plan, anchor_steps, False, "Loop Conditioning", LOOP_ANCHOR_KEY, replace=True)
         if frames != samples.shape[0]:
             log.info("Loop Conditioning: %d frames requested, using %d (2f-1 must be odd)", samples.shape[0], frames)
         return io.NodeOutput(patched, with_concat(positive, plan.concat, like, checks.fit_latent),

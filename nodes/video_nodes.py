@@ -73,7 +73,7 @@ class VCUTVideoExtend(io.ComfyNode):
         anchoring.anchored_step_count(anchor_steps, 1)
         checks.image_latent_from_conditioning(positive, "positive")
         plan = plans.continuation_plan(samples, overlap, frames, image_from_previous)
-        patched = attach_plan(model, plan, anchor_steps, jit_cfg, "Video Extend", EXTEND_KEY)
+        patched = attach_plan(model, plan, anchor_steps, jit_cfg, "Video Extend", EXTEND_KEY, replace=True)
         like = samples[:1]
         log.info("Video Extend: %d new frames after %d overlapping ones (segment of %d, previous %d)",
                  frames - overlap, overlap, frames, samples.shape[0])

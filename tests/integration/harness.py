@@ -5,6 +5,7 @@ Needs COMFYUI_PATH (a ComfyUI checkout, 0.8.0 tested) and ComfyUI's Python envir
 - tiny_svd(): ComfyUI's own SVD_img2vid model (comfy.supported_models.SVD_img2vid, shrunk), seeded random weights;
 - svd_conds(): positive / negative / latent laid out exactly as SVD_img2vid_Conditioning returns them;
 - run_prompt(): an API-format prompt executed by execution.PromptExecutor; Capture nodes hand outputs back;
+- Session: one PromptExecutor (classic cache) kept across several prompts, as a server runs them;
 - tiny_vae() / tiny_clip_vision() and the VCUTTestCheckpoint node that hands them out with tiny_svd() in place of
   ImageOnlyCheckpointLoader; real_frames() and write_inputs() feed real shared/data files to the real loaders;
 - workflow_prompt(): a workflows/*.json converted by the pack's own converter (runner/convert.py), shrunk for the CPU.
@@ -215,6 +216,30 @@ def execute(prompt: dict):
         errors = [data for event, data in executor.status_messages if event == "execution_error"]
         raise RuntimeError(f"execution failed: {errors}")
     return dict(CAPTURED), executor.history_result
+
+
+class Session:
+    """One PromptExecutor with ComfyUI's default (classic) cache kept across prompts, as a running server keeps it:
+    unchanged nodes are not re-run, their outputs (models included) are reused by the next prompt."""
+
+    def __init__(self):
+        init_comfy()
+        import execution
+        self.executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC,
+                                                 cache_args={"lru": 0, "ram": 0})
+
+    def run(self, prompt: dict) -> dict:
+        """Validate and execute one prompt; returns what its Capture nodes stored. Raises on any error."""
+        import execution
+        CAPTURED.clear()
+        valid = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+        if not valid[0]:
+            raise RuntimeError(f"prompt failed validation: {valid[1]} {valid[3]}")
+        self.executor.execute(prompt, str(uuid.uuid4()), {}, valid[2])
+        if not self.executor.success:
+            errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
+            raise RuntimeError(f"execution failed: {errors}")
+        return dict(CAPTURED)
 
 
 def run_prompt(prompt: dict) -> dict:
