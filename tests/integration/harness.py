@@ -321,11 +321,15 @@ def write_clip(path, frames=6, height=72, width=100, start=120, top=200, left=30
 
 
 def write_inputs(folder, photo="astronaut.png", size=(96, 64), clip_frames=6):
-    """The files the example workflows load, made from real shared/data: example.png (a photo, shrunk) and
-    reference.mp4 (a short clip crop)."""
+    """The files the example workflows load, made from real shared/data: example.png (a photo, shrunk),
+    keyframe_middle.png and keyframe_last.png (two other photos, other sizes) and reference.mp4 (a short clip crop)."""
     from PIL import Image
     folder = pathlib.Path(folder)
     Image.open(SHARED_DATA / "photos" / photo).convert("RGB").resize(size).save(folder / "example.png")
+    Image.open(SHARED_DATA / "photos" / "chelsea.png").convert("RGB").resize((80, 64)).save(
+        folder / "keyframe_middle.png")
+    Image.open(SHARED_DATA / "photos" / "coffee.png").convert("RGB").resize((64, 48)).save(
+        folder / "keyframe_last.png")
     write_clip(folder / "reference.mp4", frames=clip_frames)
     return folder
 
