@@ -31,7 +31,7 @@ def check_segments(lengths: list[int], overlap: int, names: list[str]) -> None:
                          f"segment needs no joining)")
     if overlap < 0:
         raise ValueError(f"overlap: {overlap}; give 0 (plain concatenation) or the frames the segments share")
-    for name, n in zip(names, lengths):
+    for name, n in zip(names, lengths, strict=True):
         if overlap >= n:
             raise ValueError(f"{name}: {n} frame(s) but the overlap is {overlap}; every segment needs more frames "
                              f"than the overlap (or lower overlap)")
@@ -130,8 +130,9 @@ def seam_report(video: torch.Tensor, lengths: list[int], overlap: int) -> tuple[
     for p in joints:
         inside[p - 1] = False  # the step from frame p-1 to p crosses the joint
     median = float(steps[inside].median()) if bool(inside.any()) else float("nan")
-    rows, lines = [], [f"joined {len(lengths)} segments ({', '.join(map(str, lengths))} frames, overlap {overlap}) "
-                       f"-> {video.shape[0]} frames; median step inside segments {median:.4f}"]
+    summary = (f"joined {len(lengths)} segments ({', '.join(map(str, lengths))} frames, overlap {overlap}) "
+               f"-> {video.shape[0]} frames; median step inside segments {median:.4f}")
+    rows, lines = [], [summary]
     for i, p in enumerate(joints, start=1):
         step = float(steps[p - 1])
         ratio = step / median if median > 0 else float("inf")

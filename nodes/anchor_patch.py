@@ -73,8 +73,9 @@ class FrameAnchorPatch:
             out = anchoring.blend(out, self.anchor.to(out.device), self.keep.to(out.device))
         return out
 
-    def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
+    def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
                     **kwargs):
+        transformer_options = {} if transformer_options is None else transformer_options
         run = transformer_options.get(self.option)
         if run is None:  # called outside a sampling run of this patch (nothing to anchor to)
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)

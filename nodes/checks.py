@@ -21,7 +21,8 @@ def image_batch(images, name: str, min_frames: int = 1) -> torch.Tensor:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"{name}: expected an IMAGE batch [frames, height, width, 3], got {shape}")
     if images.shape[0] < min_frames:
-        raise ValueError(f"{name}: {images.shape[0]} frame(s); it needs at least {min_frames}")
+        got = "an empty batch" if images.shape[0] == 0 else f"{images.shape[0]} frame(s)"
+        raise ValueError(f"{name}: {got}; it needs at least {min_frames}")
     if images.shape[1] == 0 or images.shape[2] == 0:
         raise ValueError(f"{name}: empty frame size {tuple(images.shape[1:3])}")
     if not torch.isfinite(images).all():

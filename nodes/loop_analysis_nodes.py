@@ -58,7 +58,8 @@ class VCUTSalientMask(io.ComfyNode):
     @classmethod
     def execute(cls, images, threshold, refine, min_area, dilate, feather, temporal_smoothing,
                 motion=1.0) -> io.NodeOutput:
-        image_batch(images, "images")
+        if image_batch(images, "images").shape[-1] == 1:
+            raise ValueError("images: expected RGB images [B,H,W,3], got one channel")
         bar = comfy.utils.ProgressBar(3 * images.shape[0])  # maps, motion cues, masks (total set by the core)
         masks = salient_masks(images, threshold=threshold if threshold > 0 else -1.0, refine=refine,
                               min_area=min_area, dilate=dilate, feather=feather,

@@ -5,6 +5,8 @@ its KSampler and its executor; and the anchoring patches run by ONE PromptExecut
 Equalities are exact (torch.equal): the first k frames of each new segment are the previous segment's last k latent
 frames; keyframes equal their anchors.
 """
+import itertools
+
 import pytest
 import torch
 
@@ -56,7 +58,7 @@ def chained_prompt(segments):
 def test_chained_segments_overlap_exactly_with_vcut_and_cut(comfy_nodes, segments):
     out = harness.run_prompt(chained_prompt(segments))
     latents = [out[f"seg{i}"]["samples"] for i in range(1, segments + 1)]
-    for before, after in zip(latents, latents[1:]):
+    for before, after in itertools.pairwise(latents):
         assert after.shape[0] == FRAMES
         assert torch.equal(after[:K], before[-K:])  # the overlap is exact
         assert not torch.equal(after[K:], before[-(FRAMES - K):])  # new frames, not a copy
