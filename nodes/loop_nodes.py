@@ -179,6 +179,8 @@ class VCUTLoopConditioning(io.ComfyNode):
         patched = attach_plan(model, plan, anchor_steps, False, "Loop Conditioning", LOOP_ANCHOR_KEY, replace=True)
         if frames != samples.shape[0]:
             log.info("Loop Conditioning: %d frames requested, using %d (2f-1 must be odd)", samples.shape[0], frames)
+        log.info("Loop Conditioning: %d frames, anchored (wholly or outside the motion mask): %s", frames,
+                 plan.anchored_frames())
         return io.NodeOutput(patched, with_concat(positive, plan.concat, like, checks.fit_latent),
                              with_concat(negative, plan.concat, like, checks.fit_latent),
                              {"samples": plan.init.to(samples.dtype)})
