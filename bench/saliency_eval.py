@@ -48,15 +48,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from pack_import import SHARED_DATA, register_pack
 
 register_pack()
-from vcut.loop.saliency import (
+from saliency_baselines import centred_ellipse_mask, iou, spectral_residual_map  # noqa: E402
+from vcut.loop.saliency import (  # noqa: E402
     _to_work,
-    centred_ellipse_mask,
     clean_mask,
-    iou,
     otsu_threshold,
     saliency_map,
     salient_masks,
-    spectral_residual_map,
 )
 
 DEV_COUNT = 100

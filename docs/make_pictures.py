@@ -37,6 +37,8 @@ from vcut.loop.alss import alss_indices, frames_needed  # noqa: E402
 from vcut.loop.anchoring import AnchorSchedule, frame_keep_mask, parse_frame_list  # noqa: E402
 from vcut.loop.conditioning import loop_frame_count, loop_keep_mask, sdslc_layout  # noqa: E402
 from vcut.loop.metrics import loop_metrics, render_plot  # noqa: E402
+from vcut.loop.plans import continuation_plan, frame_replace_plan  # noqa: E402
+from vcut.loop.segments import join_segments, joined_length, seam_report  # noqa: E402
 from vcut.loop.saliency import mask_preview, salient_masks  # noqa: E402
 
 WORKFLOWS, IMG = ROOT / "workflows", ROOT / "docs" / "img"
@@ -602,7 +604,75 @@ def pic_frame_replace(data: Data) -> Image.Image:
     return img
 
 
+def thumb_extend(frames: np.ndarray) -> Image.Image:
+    """Three overlapping segments of a real clip, their anchored overlap (continuation_plan) and the joined video."""
+    img, d = canvas(THUMB, THUMB)
+    seg, k = 25, 2
+    header(d, "Video Extend: 3 segments, one video",
+           f"real frames cut as segments of {seg}, overlap {k} (schematic, not SVD output)")
+    video = torch.from_numpy(frames).float() / 255.0
+    starts = [0, seg - k, 2 * (seg - k)]
+    parts = [video[s:s + seg] for s in starts]
+    keep = continuation_plan(torch.zeros(seg, 4, 1, 1), k, seg).keep[:, 0, 0, 0]  # the node's plan: first k anchored
+    cw = 484 / joined_length([seg] * 3, k)
+    for i, s in enumerate(starts):
+        y = 70 + i * 92
+        d.text((14, y), f"segment {i + 1}" + ("" if i == 0 else f": frames 1-{k} anchored to segment {i}'s last {k}"),
+               font=font(12, True if i == 0 else False), fill=FG)
+        for t in range(0, seg, 4):
+            x = int(14 + (s + t) * cw)
+            paste(img, d, fit(pil(parts[i][t]), int(4 * cw) - 2, 40), (x, y + 18))
+        for t in range(seg):
+            x = int(14 + (s + t) * cw)
+            anchored = i > 0 and keep[t] >= 1
+            d.rectangle([x, y + 62, int(x + cw) - 1, y + 70], fill=ANCHOR if anchored else FREE)
+    joined = join_segments(parts, k)
+    _, report = seam_report(joined, [seg] * 3, k)
+    y = 70 + 3 * 92
+    d.text((14, y), f"Join Video Segments: {joined.shape[0]} frames (each overlap kept once)", font=font(13, True),
+           fill=GUIDED)
+    for t in range(0, joined.shape[0], 6):
+        paste(img, d, fit(pil(joined[t]), int(6 * cw) - 2, 36), (int(14 + t * cw), y + 20))
+    for j, line in enumerate(report.splitlines()[1:]):
+        d.text((14, y + 66 + 16 * j), line, font=font(11), fill=DIM)
+    return img
+
+
+def thumb_keyframes(data: Data, frames_text: str, images: list[Image.Image], names: list[str], title: str) -> Image.Image:
+    """The keyframe images and which latent frames STIV Frame Replace anchors to them (frame_replace_plan)."""
+    img, d = canvas(THUMB, THUMB)
+    header(d, title, "keyframe photos + the anchored latent frames (schematic, not SVD output)")
+    n = 25
+    listed = parse_frame_list(frames_text, n)
+    plan = frame_replace_plan(torch.zeros(n, 4, 1, 1), listed, torch.zeros(len(listed), 4, 1, 1))
+    w = (484 - 12 * (len(images) - 1)) // len(images)
+    for j, (photo_, name) in enumerate(zip(images, names)):
+        paste(img, d, fit(photo_, w, int(w * 9 / 16)), (14 + j * (w + 12), 62), f"{name} -> frame {listed[j]}")
+    y0, cw = 80 + int(w * 9 / 16) + 30, 484 / n
+    d.text((14, y0 - 18), f"STIV Frame Replace, frames '{frames_text}' on {n} frames:", font=font(13, True), fill=FG)
+    for t in range(n):
+        cell = (int(14 + t * cw + 1), y0, int(14 + (t + 1) * cw - 1), y0 + 44)
+        if plan.keep[t].max() >= 1:
+            j = listed.index(t)
+            img.paste(fit(images[j], cell[2] - cell[0], cell[3] - cell[1]), cell[:2])
+            d.rectangle(cell, outline=ANCHOR, width=2)
+        else:
+            d.rectangle(cell, fill=FREE)
+        if t % 4 == 0 or t == n - 1:
+            d.text(((cell[0] + cell[2]) / 2, y0 + 50), str(t), font=font(10), fill=DIM, anchor="mt")
+    anchor_grid(img, d, (14, y0 + 72, 498, 500), n, listed, 8, 1.0)
+    return img
+
+
 # ---------------------------------------------------------------- main
+
+def save_new_thumbnails(data: Data) -> None:
+    save_jpg(thumb_extend(clip("vid_h264.mp4", 71, 100, 192)), WORKFLOWS / "video_extend_3_segments.jpg")
+    save_jpg(thumb_keyframes(data, "0,-1", [data.astronaut, data.coffee], ["first", "last"],
+                             "Keyframe interpolation: first + last frame"), WORKFLOWS / "keyframe_interpolation.jpg")
+    save_jpg(thumb_keyframes(data, "0,12,24", [data.astronaut, data.cat, data.coffee], ["first", "middle", "last"],
+                             "Keyframes at frames 0, 12, 24"), WORKFLOWS / "keyframes_0_12_24.jpg")
+
 
 def render_all() -> None:
     IMG.mkdir(parents=True, exist_ok=True)
@@ -618,6 +688,7 @@ def render_all() -> None:
     save_jpg(thumb_motion_transfer(data, near), WORKFLOWS / "codec_motion_transfer.jpg")
     save_jpg(thumb_motion_save(data, near), WORKFLOWS / "codec_motion_save.jpg")
     save_jpg(thumb_motion_load_transfer(data, near), WORKFLOWS / "codec_motion_load_transfer.jpg")
+    save_new_thumbnails(data)
     save_png(pic_salient(data), IMG / "salient_mask.png")
     save_png(pic_motion(near[:4]), IMG / "motion_vectors.png")
     save_png(pic_alss(walk), IMG / "alss_indices.png")

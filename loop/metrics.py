@@ -7,6 +7,8 @@ Definitions (frames F_0..F_{T-1}, input image I, e(.) an image embedding, cos th
   MSE_F0  = mean((F_0 - I)^2) on the 0..255 scale         the paper's Table 2 scale (values ~50); lower is better
   motion  = 1 - mean_t SSIM(F_t, F_{t+1})                 0 for a still video, larger for more motion
             (the paper measures motion "with SSIM" without a formula; this is the definition used here)
+  seam    = mean |F_{T-1} - F_0| next to the median of mean |F_{t+1} - F_t|   what a looping player shows at the
+            seam (not in the paper): about the median = seamless, ~0 = a repeated closing frame (a stutter)
 e(.) is CLIP's image embedding when a CLIP vision model is given; without one it is a pixel-space embedding
 (`pixel_embedding`: the frame area-downsampled to 32x32 RGB, scaled to [-1, 1]), and the metric names say so.
 Frames and images are ComfyUI IMAGE tensors [B,H,W,C], float in [0, 1]. No comfy import here.
@@ -20,6 +22,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .anchoring import center_resize
 
 PIXEL_EMBED_SIZE = 32
 
@@ -77,22 +81,25 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(both_zero, torch.ones_like(out), out)
 
 
-def resize_to_frames(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Centre-crop to the frames' aspect ratio, then bilinear resize (as SVD_img2vid_Conditioning's upscale does)."""
-    _, h, w, _ = image.shape
-    x = image.permute(0, 3, 1, 2).float()
-    target = width / height
-    if abs(w / h - target) > 1e-6:
-        if w / h > target:
-            nw = max(1, round(h * target))
-            x0 = (w - nw) // 2
-            x = x[..., :, x0:x0 + nw]
-        else:
-            nh = max(1, round(w / target))
-            y0 = (h - nh) // 2
-            x = x[..., y0:y0 + nh, :]
-    x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-    return x.permute(0, 2, 3, 1).clamp(0, 1)
+def frame_steps(frames: torch.Tensor) -> torch.Tensor:
+    """Mean absolute pixel difference of each frame to the next, [T-1] (0..1 scale)."""
+    return (frames[1:] - frames[:-1]).abs().flatten(1).mean(1)
+
+
+def seam_step(frames: torch.Tensor) -> dict:
+    """The step a looping player shows from the last frame back to the first, next to the median step between
+    consecutive frames: ratio ~1 = the seam is as smooth as the video, >> 1 = a jump, ~0 = the last frame repeats
+    the first (the player shows it twice: a stutter; drop the closing frame)."""
+    seam = float((frames[-1] - frames[0]).abs().mean())
+    median = float(frame_steps(frames).median())
+    ratio = seam / median if median > 0 else (0.0 if seam == 0 else float("inf"))
+    if ratio < 0.2:
+        verdict = "the last frame repeats the first: a looping player shows it twice (drop the closing frame)"
+    elif ratio <= 1.5:
+        verdict = "seamless (the seam is a step like any other)"
+    else:
+        verdict = "a visible jump at the seam"
+    return {"seam_step": seam, "median_step": median, "seam_ratio": ratio, "seam_verdict": verdict}
 
 
 def _check_image_batch(name: str, t: torch.Tensor, min_frames: int) -> None:
@@ -127,7 +134,7 @@ def loop_metrics(frames: torch.Tensor, image: torch.Tensor,
     if image.shape[1:3] != frames.shape[1:3]:
         notes.append(f"input image {image.shape[2]}x{image.shape[1]} resized (centre crop + bilinear) to the "
                      f"frames' {w}x{h}")
-        image = resize_to_frames(image, h, w)
+        image = center_resize(image.movedim(-1, 1), h, w).movedim(1, -1).clamp(0, 1)
     kind = "pixel" if embed is None else "clip"
     fn = embed if embed is not None else pixel_embedding
     with torch.no_grad():
@@ -153,6 +160,7 @@ def loop_metrics(frames: torch.Tensor, image: torch.Tensor,
         "sim_consecutive": sim_consec.tolist(),
         "ssim_consecutive": ssim_consec.tolist(),
         "notes": notes,
+        **seam_step(frames),
     }
 
 
@@ -167,6 +175,8 @@ def format_metrics(m: dict) -> str:
         f"CLIP-I ({m['embedding']}): {m['clip_i']:.4f}   (mean cos of frames to the input image)",
         f"MSE_F0: {m['mse_f0']:.2f}   (first frame vs input image, 0..255 scale; {m['mse_f0_unit']:.6f} on 0..1)",
         f"motion: {m['motion']:.4f}   (1 - mean SSIM of consecutive frames; mean SSIM {m['mean_ssim']:.4f})",
+        f"seam step (last -> first): {m['seam_step']:.4f} vs median consecutive step {m['median_step']:.4f} "
+        f"({m['seam_ratio']:.2f}x): {m['seam_verdict']}",
     ]
     lines += [f"note: {n}" for n in m["notes"]]
     return "\n".join(lines)
@@ -228,5 +238,5 @@ def render_plot(m: dict, width: int = 768, height: int = 384) -> np.ndarray:
     return img.astype(np.float32) / 255.0
 
 
-__all__ = ["ssim", "gaussian_window", "pixel_embedding", "cosine", "resize_to_frames", "loop_metrics",
+__all__ = ["ssim", "gaussian_window", "pixel_embedding", "cosine", "frame_steps", "seam_step", "loop_metrics",
            "format_metrics", "render_plot"]

@@ -1,16 +1,13 @@
 """Salient Mask and Video Loop Metrics: ComfyUI glue around loop/saliency.py and loop/metrics.py."""
 from __future__ import annotations
 
-import logging
-
 import comfy.utils
 import torch
 from comfy_api.latest import io, ui
 
 from ..loop.metrics import format_metrics, loop_metrics, render_plot
 from ..loop.saliency import is_trivial_mask, mask_preview, salient_masks
-
-log = logging.getLogger("vcut")
+from .checks import image_batch, log
 
 
 class VCUTSalientMask(io.ComfyNode):
@@ -61,13 +58,8 @@ class VCUTSalientMask(io.ComfyNode):
     @classmethod
     def execute(cls, images, threshold, refine, min_area, dilate, feather, temporal_smoothing,
                 motion=1.0) -> io.NodeOutput:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"images must be an IMAGE batch [B,H,W,3]; got {shape}")
-        if images.shape[0] == 0:
-            raise ValueError("images is an empty batch; give at least one image")
-        if not torch.isfinite(images).all():
-            raise ValueError("images contains NaN or infinite values; give finite pixel values in [0, 1]")
+        if image_batch(images, "images").shape[-1] == 1:
+            raise ValueError("images: expected RGB images [B,H,W,3], got one channel")
         bar = comfy.utils.ProgressBar(3 * images.shape[0])  # maps, motion cues, masks (total set by the core)
         masks = salient_masks(images, threshold=threshold if threshold > 0 else -1.0, refine=refine,
                               min_area=min_area, dilate=dilate, feather=feather,
@@ -112,6 +104,8 @@ class VCUTVideoLoopMetrics(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames, image, clip_vision=None) -> io.NodeOutput:
+        image_batch(frames, "frames", min_frames=2)
+        image_batch(image, "image")
         embed = None
         if clip_vision is not None:
             def embed(batch):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import SHARED_DATA
+from conftest import TEST_DATA
 from vcut.bench.clips import read_frames
 from vcut.codec import (FORMAT_VERSION, MotionFileError, MotionVectors, decode, encode, load_motion_vectors,
                         save_motion_vectors)
@@ -17,7 +17,7 @@ from vcut.codec import (FORMAT_VERSION, MotionFileError, MotionVectors, decode, 
 @pytest.fixture(scope="module")
 def encoded():
     """A real clip crop (sizes not divisible by the block: the padded grid) encoded with 8px blocks."""
-    frames = torch.from_numpy(np.ascontiguousarray(read_frames(SHARED_DATA / "video" / "vid_h264.mp4", 5, 150)
+    frames = torch.from_numpy(np.ascontiguousarray(read_frames(TEST_DATA / "video" / "vid_h264.mp4", 5, 150)
                                                    [:, 40:110, 60:160]))
     motion, residual = encode(frames, block_size=8, search_range=8)
     return frames, motion, residual
@@ -63,7 +63,7 @@ def test_damaged_foreign_and_unknown_files_are_refused(tmp_path, encoded):
     (tmp_path / "truncated.safetensors").write_bytes(data[:len(data) // 2])
     with pytest.raises(MotionFileError, match="not a readable .safetensors file"):
         load_motion_vectors(tmp_path / "truncated.safetensors")
-    (tmp_path / "photo.safetensors").write_bytes((SHARED_DATA / "photos" / "coffee.png").read_bytes())
+    (tmp_path / "photo.safetensors").write_bytes((TEST_DATA / "photos" / "coffee.png").read_bytes())
     with pytest.raises(MotionFileError, match="not a readable .safetensors file"):
         load_motion_vectors(tmp_path / "photo.safetensors")
     flipped = bytearray(data)

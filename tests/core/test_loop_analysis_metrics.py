@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from clips import read_frames
 from conftest import TEST_DATA
+from vcut.loop.anchoring import center_resize
 from vcut.loop.metrics import (
-    cosine, format_metrics, gaussian_window, loop_metrics, pixel_embedding, render_plot, resize_to_frames, ssim,
+    cosine, format_metrics, gaussian_window, loop_metrics, pixel_embedding, render_plot, seam_step, ssim,
 )
 
 
@@ -117,12 +119,12 @@ def test_input_image_of_another_size_is_resized_and_reported():
     before = big.clone()
     m = loop_metrics(frames, big)
     assert any("resized" in n for n in m["notes"]) and "resized" in format_metrics(m)
-    resized = resize_to_frames(big, 64, 96)
+    resized = center_resize(big.movedim(-1, 1), 64, 96).movedim(1, -1).clamp(0, 1)
     assert m["mse_f0"] == pytest.approx(float(((frames[0] - resized[0]) ** 2).mean()) * 255 ** 2, rel=1e-6)
     other = loop_metrics(frames, torch.flip(big, dims=[1, 2]))  # the same size, a different picture
     assert m["mse_f0"] < 0.2 * other["mse_f0"]
     assert torch.equal(big, before)
-    wide = resize_to_frames(torch.rand(1, 50, 200, 3), 64, 96)
+    wide = center_resize(torch.rand(1, 3, 50, 200), 64, 96).movedim(1, -1)
     assert wide.shape == (1, 64, 96, 3)
 
 
@@ -157,3 +159,18 @@ def test_plot_is_an_image_with_the_curves():
     blue = (np.abs(plot[..., 0] - 31 / 255) < 0.02) & (np.abs(plot[..., 2] - 180 / 255) < 0.02)
     assert blue.sum() > 100  # the cos-to-first-frame curve was drawn
     assert math.isfinite(m["motion"])
+
+
+def test_seam_step_tells_a_repeated_closing_frame_a_seamless_loop_and_a_jump():
+    frames = torch.from_numpy(read_frames(TEST_DATA / "video" / "vid_h264.mp4", 9, 150)).float() / 255.0
+    frames = torch.nn.functional.interpolate(frames.movedim(-1, 1), size=(72, 128), mode="area").movedim(1, -1)
+    forward = frames[:5]
+    loop = torch.cat([forward, forward.flip(0)[1:]])  # 0 1 2 3 4 3 2 1 0: ends on a copy of its first frame
+    closed = seam_step(loop)
+    assert closed["seam_step"] == 0.0 and "twice" in closed["seam_verdict"]
+    trimmed = seam_step(loop[:-1])  # without the closing frame: the seam 1 -> 0 is a step like the others
+    assert trimmed["seam_step"] == pytest.approx(float((loop[1] - loop[0]).abs().mean()))
+    assert 0.2 <= trimmed["seam_ratio"] <= 1.5 and trimmed["seam_verdict"].startswith("seamless")
+    jump = seam_step(frames)  # a clip that walks on: last -> first jumps
+    assert jump["seam_ratio"] > 1.5 and "jump" in jump["seam_verdict"]
+    assert "seam step (last -> first)" in format_metrics(loop_metrics(loop, loop[:1]))

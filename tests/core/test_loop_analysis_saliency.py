@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import TEST_DATA
+from saliency_baselines import centred_ellipse_mask, iou, spectral_residual_map
 from vcut.loop.saliency import (
-    centred_ellipse_mask,
     clean_mask,
     grabcut_refine,
-    iou,
     is_trivial_mask,
     mask_preview,
     minimum_barrier_distance,
@@ -18,7 +17,6 @@ from vcut.loop.saliency import (
     residual_motion,
     saliency_map,
     salient_masks,
-    spectral_residual_map,
 )
 
 

@@ -5,6 +5,7 @@ Needs COMFYUI_PATH (a ComfyUI checkout, 0.8.0 tested) and ComfyUI's Python envir
 - tiny_svd(): ComfyUI's own SVD_img2vid model (comfy.supported_models.SVD_img2vid, shrunk), seeded random weights;
 - svd_conds(): positive / negative / latent laid out exactly as SVD_img2vid_Conditioning returns them;
 - run_prompt(): an API-format prompt executed by execution.PromptExecutor; Capture nodes hand outputs back;
+- Session: one PromptExecutor (classic cache) kept across several prompts, as a server runs them;
 - tiny_vae() / tiny_clip_vision() and the VCUTTestCheckpoint node that hands them out with tiny_svd() in place of
   ImageOnlyCheckpointLoader; real_frames() and write_inputs() feed real tests/data files to the real loaders;
 - workflow_prompt(): a workflows/*.json converted by the pack's own converter (runner/convert.py), shrunk for the CPU.
@@ -334,11 +335,15 @@ def write_clip(path, frames=6, height=72, width=100, start=120, top=200, left=30
 
 
 def write_inputs(folder, photo="astronaut.png", size=(96, 64), clip_frames=6):
-    """The files the example workflows load, made from real tests/data: example.png (a photo, shrunk) and
-    reference.mp4 (a short clip crop)."""
+    """The files the example workflows load, made from real tests/data: example.png (a photo, shrunk),
+    keyframe_middle.png and keyframe_last.png (two other photos, other sizes) and reference.mp4 (a short clip crop)."""
     from PIL import Image
     folder = pathlib.Path(folder)
     Image.open(TEST_DATA / "photos" / photo).convert("RGB").resize(size).save(folder / "example.png")
+    Image.open(TEST_DATA / "photos" / "chelsea.png").convert("RGB").resize((80, 64)).save(
+        folder / "keyframe_middle.png")
+    Image.open(TEST_DATA / "photos" / "coffee.png").convert("RGB").resize((64, 48)).save(
+        folder / "keyframe_last.png")
     write_clip(folder / "reference.mp4", frames=clip_frames)
     return folder
 

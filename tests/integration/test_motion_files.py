@@ -18,7 +18,7 @@ def folders(comfy_nodes, tmp_path):
     for name in ("in", "out", "temp"):
         (tmp_path / name).mkdir()
     harness.write_clip(tmp_path / "in" / "clip.mp4", frames=FRAMES, height=H, width=W)
-    shutil.copy(harness.SHARED_DATA / "photos" / "coffee.png", tmp_path / "in" / "coffee.png")
+    shutil.copy(harness.TEST_DATA / "photos" / "coffee.png", tmp_path / "in" / "coffee.png")
     with harness.comfy_folders(tmp_path / "in", tmp_path / "out", tmp_path / "temp"):
         yield tmp_path
 

@@ -16,7 +16,8 @@ WORKFLOWS = sorted(p.name for p in (harness.PACK_ROOT / "workflows").glob("*.jso
 CURRENT = {"codec_motion_transfer.json", "codec_motion_visualisation.json", "codec_motion_save.json",
            "codec_motion_load_transfer.json", "loop_first_frame_anchored.json",
            "loop_generate_alss_refine.json", "loop_salient_still_background.json", "loop_seamless.json",
-           "svd_vcut_img2vid.json"}
+           "svd_vcut_img2vid.json", "video_extend_3_segments.json", "keyframe_interpolation.json",
+           "keyframes_0_12_24.json"}
 VIRTUAL = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 CLIP_FRAMES = 6  # reference.mp4 written into the input folder
 
@@ -25,15 +26,21 @@ SMALL = {"SVD_img2vid_Conditioning": {"width": 32, "height": 32, "video_frames":
          "KSampler": {"steps": 2},
          "ImageScale": {"width": 32, "height": 32},
          "ImageFromBatch": {"length": 4},
-         "VCUTALSSLoopClip": {"forward_frames": 3, "stride": 2}}
+         "VCUTALSSLoopClip": {"forward_frames": 3, "stride": 2},
+         "VCUTVideoExtend": {"frames": 4}}
 PER_WORKFLOW = {"loop_seamless.json": {"SVD_img2vid_Conditioning": {"video_frames": 5}},
                 "loop_salient_still_background.json": {"SVD_img2vid_Conditioning": {"video_frames": 5}},
                 "loop_generate_alss_refine.json": {"SVD_img2vid_Conditioning": {"video_frames": 5}},
-                "codec_motion_transfer.json": {"SVD_img2vid_Conditioning": {"video_frames": 4}}}
+                "codec_motion_transfer.json": {"SVD_img2vid_Conditioning": {"video_frames": 4}},
+                "video_extend_3_segments.json": {"SVD_img2vid_Conditioning": {"video_frames": 4}},
+                "keyframes_0_12_24.json": {"SVD_img2vid_Conditioning": {"video_frames": 25}}}
 # Frames each file-writing node must write, by filename_prefix, at the sizes above.
 EXPECTED_FRAMES = {
-    "video/vcut_svd": 3, "vcut_first_frame": 3, "vcut_seamless_loop": 5, "vcut_salient_loop": 5,
-    "vcut_generated": 5, "vcut_alss_loop": 5,  # ALSS with f=3, s=2 on 5 frames: 0,2,4,2,0
+    "video/vcut_svd": 3, "vcut_first_frame": 3,
+    "vcut_seamless_loop": 4, "vcut_salient_loop": 4,  # 5-frame loops saved without the closing frame
+    "vcut_generated": 5, "vcut_alss_loop": 4,  # ALSS with f=3, s=2 on 5 frames: 0,2,4,2,(0 dropped)
+    "vcut_extended": 8,  # 3 segments of 4 frames, overlap 2: 4 + 2 + 2
+    "vcut_interpolation": 3, "vcut_keyframes": 25,
     "vcut/motion_preview": CLIP_FRAMES - 1, "vcut/motion_residual": CLIP_FRAMES - 1,
     "vcut/motion_reconstruction": CLIP_FRAMES,
     "vcut/motion_transfer": 4, "vcut/motion_transfer_rough": 4,
@@ -190,6 +197,10 @@ def test_workflow_executes_end_to_end(comfy_nodes, folders, name):
     if any(e["class_type"] == "VCUTVideoLoopMetrics" for e in prompt.values()):
         texts = [t for o in outputs.values() for t in o.get("text", [])]
         assert any("Loop-C" in t for t in texts), texts
+        assert any("seam step (last -> first)" in t for t in texts), texts
+    if any(e["class_type"] == "VCUTJoinVideoSegments" for e in prompt.values()):
+        texts = [t for o in outputs.values() for t in o.get("text", [])]
+        assert any("joint 2 (frames 5 -> 6)" in t for t in texts), texts
 
 
 # ---- the converter follows the frontend's graphToPrompt rules (real node definitions from ComfyUI) ----

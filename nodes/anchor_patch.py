@@ -1,0 +1,145 @@
+"""Frame anchoring (STIV frame replacement, training-free) as wrappers on a cloned ModelPatcher.
+
+Used by STIV Frame Replace, Loop Conditioning and Video Extend; the plan (anchors, keep mask) comes from
+../loop/plans.py. Anchoring is a model patch, not a LATENT noise_mask, because a noise_mask is shared by both CFG
+branches and cannot give JIT-CFG's unconditional branch an un-anchored input. Two wrappers:
+- OUTER_SAMPLE: per sampling run, takes the sampler's noise and sigma schedule and stores them in the run's
+  transformer_options (the guider's per-run copy of the model options; nothing is kept on this object, which every
+  clone of the model shares), and at the end sets the anchored frames of the finished latent to the anchor (the
+  replacement at sigma = 0, which makes them equal bit for bit);
+- APPLY_MODEL: per model call, sees every CFG branch's rows (transformer_options["cond_or_uncond"]); it replaces
+  the anchored frames of the input by anchor + sigma * noise (the sampler's own initial noise, as ComfyUI's
+  inpainting uses it) and those of the denoised output by the clean anchor.
+Both always call through to the executor they were given, so they compose with VCUT Patch Model (attn2 object
+patches), Cut Step Scheduler (CALC_COND_BATCH wrapper that runs [cond, None] after the cut step) and each other.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import torch
+
+import comfy.patcher_extension
+
+from ..loop import anchoring
+from ..loop.plans import AnchorPlan
+
+
+@dataclass(frozen=True)
+class AnchorRun:
+    """What one sampling run needs, in the model's latent space, on the sampler's device."""
+    anchor: torch.Tensor
+    keep: torch.Tensor
+    noise: torch.Tensor
+    schedule: anchoring.AnchorSchedule
+
+
+class FrameAnchorPatch:
+    """Frame replacement on SVD as model wrappers (see the module docstring). Holds only the plan's anchors and
+    keep mask and the settings; each sampling run's state lives in that run's transformer_options[self.option].
+
+    jit_cfg: STIV's joint image-text CFG -- unconditional rows get no anchors and a zeroed image (concat latent and
+    CLIP embedding); their denoised output is still set to the anchor on anchored frames so the guided result there
+    is exactly the anchor (guidance has nothing to do on a fixed frame)."""
+
+    def __init__(self, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str):
+        self.anchor, self.keep = plan.anchors, plan.keep
+        self.fraction, self.jit_cfg, self.name = fraction, jit_cfg, name
+        self.option = f"vcut_anchor_run_{uuid.uuid4().hex}"  # one name per patch: chained patches do not collide
+
+    def attach(self, model, key: str) -> None:
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, key, self.outer_sample)
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key, self.apply_model)
+
+    def outer_sample(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        expected = tuple(self.anchor.shape)
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"{self.name}: the sampler's latent is {tuple(noise.shape)} but the anchors were built "
+                             f"for {expected} (frames, channels, h, w); sample the LATENT that this node outputs")
+        guider = executor.class_obj
+        latent_format = guider.model_patcher.model.latent_format
+        anchor = latent_format.process_in(self.anchor.to(device=noise.device, dtype=torch.float32))
+        schedule = anchoring.AnchorSchedule(sigmas, self.fraction)
+        # guider.model_options is CFGGuider.sample's per-run copy; inner_sample copies it into every model call
+        options = guider.model_options.setdefault("transformer_options", {})
+        options[self.option] = AnchorRun(anchor, self.keep.to(noise.device), noise.to(torch.float32), schedule)
+        try:
+            out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+        finally:
+            options.pop(self.option, None)
+        if schedule.whole_schedule:
+            # The replacement at sigma = 0: the finished anchored frames are the anchor itself.
+            out = anchoring.blend(out, self.anchor.to(out.device), self.keep.to(out.device))
+        return out
+
+    def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
+                    **kwargs):
+        transformer_options = {} if transformer_options is None else transformer_options
+        run = transformer_options.get(self.option)
+        if run is None:  # called outside a sampling run of this patch (nothing to anchor to)
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        branches = list(transformer_options.get("cond_or_uncond", [0]))
+        frames = run.anchor.shape[0]
+        if x.shape[0] != frames * len(branches) or tuple(x.shape[1:]) != tuple(run.anchor.shape[1:]):
+            raise ValueError(f"{self.name}: model input {tuple(x.shape)} does not hold {len(branches)} branch(es) of "
+                             f"{frames} frames {tuple(run.anchor.shape[1:])}")
+        conditional = [b == 0 for b in branches]
+        anchored = [c or not self.jit_cfg for c in conditional]
+        active = run.schedule.active(float(t.max()))
+        anchor_rows = run.anchor.to(x.dtype).repeat(len(branches), 1, 1, 1)
+        if active:
+            keep_in = torch.cat([run.keep if a else torch.zeros_like(run.keep) for a in anchored])
+            noise_rows = run.noise.to(x.dtype).repeat(len(branches), 1, 1, 1)
+            x = anchoring.blend(x, anchoring.noise_level_anchor(anchor_rows, t, noise_rows), keep_in)
+        if self.jit_cfg and not all(conditional):
+            c_concat = _zero_branches(c_concat, conditional)
+            c_crossattn = _zero_branches(c_crossattn, conditional)
+        out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        if active:
+            out = anchoring.blend(out, anchor_rows.to(out.dtype), run.keep.repeat(len(branches), 1, 1, 1))
+        return out
+
+
+def _zero_branches(tensor, conditional: list[bool]):
+    """Copy of a batched cond tensor with the rows of every non-conditional branch set to zero."""
+    if tensor is None or tensor.shape[0] % len(conditional):
+        return tensor
+    rows = tensor.shape[0] // len(conditional)
+    out = tensor.clone()
+    for i, is_cond in enumerate(conditional):
+        if not is_cond:
+            out[i * rows:(i + 1) * rows] = 0
+    return out
+
+
+def attach_plan(model, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str, key: str,
+                replace: bool = False):
+    """A clone of `model` with the plan's anchoring attached (the input model is unchanged). replace: first drop
+    what an earlier node of the same kind attached under `key` (a chained Video Extend anchors to its own previous
+    segment only); otherwise anchorings stack (two STIV Frame Replace nodes anchor both sets of frames)."""
+    patched = model.clone()
+    if replace:
+        for wrapper_type in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
+                             comfy.patcher_extension.WrappersMP.APPLY_MODEL):
+            patched.remove_wrappers_with_key(wrapper_type, key)
+    if float(plan.keep.max()) > 0:
+        FrameAnchorPatch(plan, fraction, jit_cfg, name).attach(patched, key)
+    return patched
+
+
+def with_concat(conditioning, concat: torch.Tensor | None, like: torch.Tensor, fit):
+    """A copy of SVD conditioning whose concat_latent_image is the plan's `concat` layout (an all-zero image latent,
+    as SVD_img2vid_Conditioning's negative has, stays zeros); None keeps the conditioning as it is. `fit`
+    (nodes/checks.fit_latent) validates each latent it replaces against the video latent `like`."""
+    if concat is None:
+        return conditioning
+    out = []
+    for entry in conditioning:
+        d = dict(entry[1])
+        z = d.get("concat_latent_image")
+        if z is not None:
+            fit(z[:1], like, "concat_latent_image")
+            d["concat_latent_image"] = (torch.zeros_like(concat) if torch.count_nonzero(z) == 0 else concat).to(z.dtype)
+        out.append([entry[0], d])
+    return out

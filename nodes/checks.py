@@ -1,0 +1,78 @@
+"""Input checks shared by the pack's nodes (IMAGE, LATENT, MASK, SVD conditioning) and the one centre-crop resize.
+
+Every check raises ValueError with a message that names the input and says what would be valid. The resize is
+loop/anchoring.center_resize: what ComfyUI's common_upscale(..., crop="center") does for SVD_img2vid_Conditioning
+(images) and SVD's extra_conds (latents), so anchors and segments land where SVD would put them.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..loop.anchoring import center_resize, mask_to_latent
+
+log = logging.getLogger("vcut")
+
+
+def image_batch(images, name: str, min_frames: int = 1) -> torch.Tensor:
+    """An IMAGE input [frames, H, W, C] with C in 1, 3, 4, finite values in 0..1 and at least `min_frames`."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name}: expected an IMAGE batch [frames, height, width, 3], got {shape}")
+    if images.shape[0] < min_frames:
+        got = "an empty batch" if images.shape[0] == 0 else f"{images.shape[0]} frame(s)"
+        raise ValueError(f"{name}: {got}; it needs at least {min_frames}")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise ValueError(f"{name}: empty frame size {tuple(images.shape[1:3])}")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name}: contains NaN or infinite values; give pixel values in 0..1")
+    return images
+
+
+def latent_samples(latent, name: str, min_frames: int = 1) -> torch.Tensor:
+    """The samples of an SVD video LATENT input, [frames, 4, h, w], finite, with at least `min_frames` frames."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4 or samples.shape[0] == 0:
+        shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else None
+        raise ValueError(f"{name}: expected an SVD video latent [frames, 4, h, w] (e.g. from "
+                         f"SVD_img2vid_Conditioning or a KSampler), got {shape}")
+    if samples.shape[0] < min_frames:
+        raise ValueError(f"{name}: {samples.shape[0]} frame(s); it needs at least {min_frames} frames")
+    if not torch.isfinite(samples).all():
+        raise ValueError(f"{name}: the latent contains NaN or infinite values; sample or encode it again")
+    return samples
+
+
+def latent_mask(mask, height: int, width: int, name: str, what_if_empty: str) -> torch.Tensor:
+    """A MASK input in latent space [B, 1, height, width] (centre crop, area), refused when all zeros."""
+    m = mask_to_latent(mask, height, width, name)
+    if float(m.max()) <= 0.0:
+        raise ValueError(f"{name}: the mask is all zeros, so {what_if_empty}; leave it unconnected or mark a region")
+    return m
+
+
+def image_latent_from_conditioning(conditioning, name: str) -> torch.Tensor:
+    """The image latent [1, 4, h, w] that SVD_img2vid_Conditioning put into `conditioning` (concat_latent_image)."""
+    for entry in conditioning or []:
+        z = entry[1].get("concat_latent_image") if len(entry) > 1 else None
+        if z is not None:
+            if z.ndim != 4:
+                raise ValueError(f"{name}: concat_latent_image has shape {tuple(z.shape)}, expected [1, 4, h, w]")
+            return z[:1]
+    raise ValueError(f"{name}: no concat_latent_image in this conditioning; connect the positive output of "
+                     f"SVD_img2vid_Conditioning")
+
+
+def fit_latent(z: torch.Tensor, like: torch.Tensor, name: str) -> torch.Tensor:
+    """An anchor latent resized (centre crop, bilinear) to the video latent's size, as SVD's extra_conds does."""
+    if z.ndim != 4 or z.shape[1] != like.shape[1]:
+        raise ValueError(f"{name}: latent {tuple(z.shape)} does not have the video's {like.shape[1]} channels")
+    if not torch.isfinite(z).all():
+        raise ValueError(f"{name}: the latent contains NaN or infinite values")
+    return center_resize(z.to(like.dtype), like.shape[-2], like.shape[-1])
+
+
+def fit_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """An IMAGE batch resized (centre crop, bilinear) to height x width, as SVD_img2vid_Conditioning does."""
+    return center_resize(images.movedim(-1, 1), height, width).movedim(1, -1)
