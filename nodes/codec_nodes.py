@@ -20,6 +20,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from .. import codec
+from . import checks
 
 MOTION_VECTORS = io.Custom("MOTION_VECTORS")
 METHODS = {"fast search": "fast", "exhaustive search": "exhaustive", "x264 medium": "x264:medium",
@@ -33,15 +34,12 @@ def _image_batch(images, name: str, min_frames: int = 1) -> torch.Tensor:
         if len(sizes) > 1:
             raise ValueError(f"{name}: mixed frame sizes {sorted(sizes)}; resize all frames to one size first")
         images = torch.cat(list(images), 0)
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"{name}: expected an IMAGE batch [frames, height, width, channels]")
-    if images.shape[0] < min_frames:
+    if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[0] < min_frames:
         raise ValueError(f"{name}: got {images.shape[0]} frame(s), need at least {min_frames}"
                          + (" (motion is measured between consecutive frames)" if min_frames > 1 else ""))
+    checks.image_batch(images, name, min_frames)
     if images.shape[-1] not in (1, 3):
         raise ValueError(f"{name}: expected 1 or 3 channels (RGB), got {images.shape[-1]}")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name}: contains NaN or infinite values")
     if images.min() < -1e-6 or images.max() > 1 + 1e-6:
         raise ValueError(f"{name}: values must lie in 0..1 (got {images.min().item():.3g}..{images.max().item():.3g})")
     return codec.image_to_uint8(images.cpu())
@@ -145,9 +143,7 @@ class MotionVectorDecode(io.ComfyNode):
                 residual=None) -> io.NodeOutput:
         if not isinstance(motion_vectors, codec.MotionVectors):
             raise ValueError("motion_vectors: expected MOTION_VECTORS from Motion Vector Encode")
-        if not isinstance(first_frame, torch.Tensor) or first_frame.ndim != 4 or first_frame.shape[0] == 0:
-            raise ValueError("first_frame: expected a non-empty IMAGE batch [frames, height, width, channels]")
-        image = first_frame[:1]
+        image = checks.image_batch(first_frame, "first_frame")[:1]
         h, w = motion_vectors.frame_size
         if tuple(image.shape[1:3]) != (h, w):
             if not resize_first_frame:
@@ -160,11 +156,7 @@ class MotionVectorDecode(io.ComfyNode):
         first = _image_batch(image, "first_frame")[0]
         res = None
         if residual is not None:
-            if not isinstance(residual, torch.Tensor) or residual.ndim != 4 or residual.shape[0] == 0:
-                raise ValueError("residual: expected a non-empty IMAGE batch (Encode's residual output)")
-            if not torch.isfinite(residual).all():
-                raise ValueError("residual: contains NaN or infinite values")
-            res = codec.image_to_residual(residual.cpu())
+            res = codec.image_to_residual(checks.image_batch(residual, "residual").cpu())
         pairs = motion_vectors.vectors.shape[0]
         bar = comfy.utils.ProgressBar(pairs)
         out = codec.decode(first, motion_vectors, res, float(residual_scale), _search_device(),
@@ -242,11 +234,7 @@ class SaveMotionVectors(io.ComfyNode):
             raise ValueError("filename_prefix: give a file name prefix such as 'vcut/motion_vectors'")
         res = None
         if residual is not None:
-            if not isinstance(residual, torch.Tensor) or residual.ndim != 4:
-                raise ValueError("residual: expected an IMAGE batch (Encode's residual output)")
-            if not torch.isfinite(residual).all():
-                raise ValueError("residual: contains NaN or infinite values")
-            res = codec.image_to_residual(residual.cpu())
+            res = codec.image_to_residual(checks.image_batch(residual, "residual").cpu())
             codec.storage.check_residual(res, motion_vectors, "residual")
         output_dir = folder_paths.get_output_directory()
         h, w = motion_vectors.frame_size

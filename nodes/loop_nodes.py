@@ -15,6 +15,7 @@ from ..loop import conditioning as loop_cond
 from ..loop import plans
 from . import checks
 from .anchor_patch import attach_plan, with_concat
+from .compat import schema_extras
 
 log = checks.log
 FRAME_REPLACE_KEY = "vcut_frame_replace"
@@ -26,6 +27,7 @@ class VCUTFrameReplace(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTFrameReplace",
+            **schema_extras(io.Schema, search_aliases=["keyframe", "first frame", "last frame", "frame anchor", "stiv"]),
             display_name="STIV Frame Replace",
             category="vcut/loop",
             description=("Anchors chosen frames of an SVD video to an image latent (STIV's frame replacement, "
@@ -112,6 +114,7 @@ class VCUTLoopConditioning(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTLoopConditioning",
+            **schema_extras(io.Schema, search_aliases=["loop video", "seamless loop", "loopanimate"]),
             display_name="Loop Conditioning",
             category="vcut/loop",
             description=("LoopAnimate's inference recipe on SVD, training-free: 2f-1 frames, the SDSLC concat layout "

@@ -1,16 +1,15 @@
 """VCUT Patch Model and Cut Step Scheduler: ComfyUI glue around cut/ (object patches and sampler wrappers)."""
 from __future__ import annotations
 
-import logging
-
 import comfy.model_base
 import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..cut.attention import MODES, original_of, plan_patch
 from ..cut.schedule import AFTER_CUT, CutSchedule, StepCounter, cut_step_from_fraction, schedule_summary
+from .checks import log
+from .compat import schema_extras
 
-log = logging.getLogger("vcut")
 WRAPPER_KEY = "vcut"
 CUT_KEY = "vcut_cut_step"
 STEPS_OPTION = "vcut_step_counter"
@@ -49,6 +48,7 @@ class VCUTPatchModel(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTPatchModel",
+            **schema_extras(io.Schema, search_aliases=["vcut", "svd speed up", "faster svd", "cross attention cache"]),
             display_name="VCUT Patch Model",
             category="vcut/speed",
             description=(
@@ -185,6 +185,7 @@ class VCUTCutStepScheduler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTCutStepScheduler",
+            **schema_extras(io.Schema, search_aliases=["cfg cut", "guidance schedule", "vcut cut"]),
             display_name="Cut Step Scheduler",
             category="vcut/speed",
             description=(

@@ -12,6 +12,7 @@ import comfy.utils
 from ..loop import anchoring, plans, segments
 from . import checks
 from .anchor_patch import attach_plan, with_concat
+from .compat import schema_extras
 
 log = checks.log
 EXTEND_KEY = "vcut_video_extend"
@@ -23,6 +24,7 @@ class VCUTVideoExtend(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTVideoExtend",
+            **schema_extras(io.Schema, search_aliases=["extend video", "continue video", "long video", "svd continuation"]),
             display_name="Video Extend",
             category="vcut/video",
             description=("Continues an SVD video past 25 frames, training-free: the new segment's first k frames are "
@@ -91,6 +93,7 @@ class VCUTJoinVideoSegments(io.ComfyNode):
                            for i in range(2, MAX_SEGMENTS + 1)]
         return io.Schema(
             node_id="VCUTJoinVideoSegments",
+            **schema_extras(io.Schema, search_aliases=["join clips", "concatenate video", "merge segments"]),
             display_name="Join Video Segments",
             category="vcut/video",
             description=("Joins decoded video segments that overlap (Video Extend) into one IMAGE batch, keeping each "

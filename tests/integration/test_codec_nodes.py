@@ -111,7 +111,7 @@ def test_bad_inputs_in_node_execute(comfy_nodes):
     mv, residual, _ = enc.execute(video, "fast search", "8", 8).result
     assert torch.equal(video, before)  # inputs untouched
     assert torch.equal(dec.execute(video, mv, 1.0, False, residual=residual).result[0], video)
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="residual: an empty batch"):
         dec.execute(video, mv, 1.0, False, residual=residual[:0])
     with pytest.raises(ValueError, match="one residual per frame"):
         dec.execute(video, mv, 1.0, False, residual=residual[:1])
