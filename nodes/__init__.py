@@ -3,10 +3,12 @@ from . import vcut_nodes
 from . import loop_nodes
 from . import codec_nodes
 from . import loop_analysis_nodes
+from . import decode_nodes
 
 ALL_NODES = [
     *vcut_nodes.NODES,
     *loop_nodes.NODES,
     *codec_nodes.NODES,
     *loop_analysis_nodes.NODES,
+    *decode_nodes.NODES,
 ]
