@@ -7,13 +7,18 @@ SVD's video VAE as ComfyUI 0.8.0 builds it (comfy.sd.VAE, SVD's full-width confi
 weights: bench/svd_vae.py), on the CPU in float32, a random latent of `--latent` x `--latent` per frame. For each
 video length and each context C:
 - ComfyUI's chunking: VAE.decode with batch_number = n decodes samples[x:x+n] one after another, each as a whole
-  video; emulated exactly by calling vae.decode on those slices. Rows for n = chunk (what a small card gets) and
-  n = chunk + 2C (the same frames per call, so the same memory, as ours);
+  video; emulated exactly by calling vae.decode on those slices. Rows for n = chunk (what a small card gets) and,
+  for the --same-memory lengths, n = chunk + 2C (the same frames per call, so the same memory, as ours);
 - ours: the node's path (decode.decode_chunked with first_stage_model.decode and process_output), chunk_frames =
   chunk + 2C, context C: every call keeps `chunk` centre frames (more at the video's ends);
-- ComfyUI's out-of-memory fallback (VAE.decode_tiled: tiles, each frame decoded alone) once per length.
+- ComfyUI's out-of-memory fallback: VAE.decode_tiled_ runs comfy.utils.tiled_scale, which decodes the batch one
+  frame at a time (each frame a 1-frame video), three tilings averaged; at this size one tile covers the frame, so
+  it is emulated by vae.decode on each frame alone (a third of the calls; equal up to the rounding of (3a)/3);
+- ours with --blend for the largest context, for the --same-memory lengths.
 Error = |images - single full decode| on 0..1 pixels at the frames next to each of that method's chunk borders
-(max and mean), and over all frames. Time: wall clock of the whole decode. Peak memory: the process's peak resident
+(max and mean), and over all frames. Time: wall clock and process CPU time (all threads; steadier than the wall
+clock on a shared machine) of the whole decode, and the frames decoded (calls x frames per call), the load-free
+measure of the work; ratios against ComfyUI's chunks of `chunk`. Peak memory: the process's peak resident
 set (VmHWM, reset through /proc/self/clear_refs) above its size before the decode; glibc is told to mmap every large
 block (MALLOC_MMAP_THRESHOLD_) so freed tensors leave the resident set and each run is measured on its own.
 """
@@ -54,15 +59,15 @@ def rss_kib(field: str) -> int:
 
 
 def measured(fn):
-    """(result, seconds, peak MiB above the resident set before the call)."""
+    """(result, (wall seconds, CPU seconds), peak MiB above the resident set before the call)."""
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak (VmHWM) to the current resident set
     before = rss_kib("VmRSS")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         out = fn()
-    seconds = time.perf_counter() - t0
+    seconds = (time.perf_counter() - t0, time.process_time() - c0)
     return out, seconds, (rss_kib("VmHWM") - before) / 1024
 
 
@@ -77,6 +82,8 @@ def main():
     parser.add_argument("--chunk", type=int, default=4, help="centre frames per call (ComfyUI's chunk size)")
     parser.add_argument("--contexts", type=int, nargs="+", default=[0, 1, 2, 4, 8])
     parser.add_argument("--blend", type=int, default=2, help="one extra row: the largest context with this blend")
+    parser.add_argument("--same-memory", type=int, nargs="*", default=[25],
+                        help="video lengths that also get ComfyUI rows at ours' frames per call, and the blend row")
     parser.add_argument("--seed", type=int, default=0)
     opts = parser.parse_args()
 
@@ -100,8 +107,8 @@ def main():
         return torch.cat([vae.decode(z[x:x + n]) for x in range(0, z.shape[0], n)])
 
     k = opts.chunk
-    header = ("| frames | method | frames/call | calls | border max | border mean | all max | all mean | time s "
-              "| time vs ComfyUI chunk | peak MiB | peak vs full |")
+    header = ("| frames | method | frames/call | calls | border max | border mean | all max | all mean "
+              "| frames decoded (ratio) | wall s (ratio) | CPU s (ratio) | peak MiB | peak vs full |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for frames in opts.frames:
@@ -112,15 +119,17 @@ def main():
             err = (images - full).abs()
             borders = borders_of(starts, frames)
             b = err[borders] if borders else err[:0]
+            work = per_call * calls if name.startswith("ours") else frames  # a plain split decodes each frame once
+            ratios = [f"{work} ({work / frames:.2f})"] + [
+                f"{v:.1f}" + (f" ({v / b_v:.2f})" if base_s else "") for v, b_v in zip(seconds, base_s or seconds)]
             print(f"| {frames} | {name} | {per_call} | {calls} | "
                   + (f"{b.max():.4f} | {b.mean():.5f}" if borders else "- | -")
-                  + f" | {err.max():.4f} | {err.mean():.5f} | {seconds:.1f} | "
-                  + (f"{seconds / base_s:.2f}" if base_s else "-") + f" | {mib:.0f} | {mib / full_mib:.2f} |",
-                  flush=True)
+                  + f" | {err.max():.4f} | {err.mean():.5f} | " + " | ".join(ratios)
+                  + f" | {mib:.0f} | {mib / full_mib:.2f} |", flush=True)
 
         row("single full decode", full, frames, 1, [], full_s, full_mib, None)
-        tiled, s, mib = measured(lambda: vae.decode_tiled(z))
-        row("ComfyUI OOM fallback (tiled, frame by frame)", tiled, 1, frames, range(1, frames), s, mib, None)
+        tiled, s, mib = measured(lambda: comfy_chunks(z, 1))
+        row("ComfyUI OOM fallback (tiled: frame by frame)", tiled, 1, frames, range(1, frames), s, mib, None)
         base, base_s, mib = measured(lambda: comfy_chunks(z, k))
         row(f"ComfyUI chunks of {k}", base, k, -(-frames // k), range(k, frames, k), base_s, mib, base_s)
         for context in opts.contexts:
@@ -128,7 +137,8 @@ def main():
             if window >= frames:
                 print(f"| {frames} | ours, context {context} | {window} | - | (one call: the full decode) |")
                 continue
-            if context:
+            extra = frames in opts.same_memory
+            if context and extra:
                 same, s, mib = measured(lambda: comfy_chunks(z, window))
                 row(f"ComfyUI chunks of {window}", same, window, -(-frames // window), range(window, frames, window),
                     s, mib, base_s)
@@ -136,7 +146,7 @@ def main():
             ours, s, mib = measured(lambda: vae.process_output(decode_chunked(z, decode_part, window, context))
                                     .movedim(1, -1))
             row(f"ours, context {context}", ours, window, len(plan), [p.keep_start for p in plan], s, mib, base_s)
-            if 0 < opts.blend <= context == max(opts.contexts):
+            if extra and 0 < opts.blend <= context == max(opts.contexts):
                 ours, s, mib = measured(lambda: vae.process_output(
                     decode_chunked(z, decode_part, window, context, opts.blend)).movedim(1, -1))
                 row(f"ours, context {context}, blend {opts.blend}", ours, window, len(plan),
