@@ -2,6 +2,7 @@
 
     COMFYUI_PATH=/path/to/ComfyUI <ComfyUI's python> bench/decode_bench.py [--frames 25 70] [--latent 4]
         [--chunk 4] [--contexts 0 1 2 4 8] [--blend 2]
+    ... bench/decode_bench.py --timing 3 --frames 25    # only the time of the overlap, best of 3 interleaved runs
 
 SVD's video VAE as ComfyUI 0.8.0 builds it (comfy.sd.VAE, SVD's full-width config, VideoDecoder; seeded random
 weights: bench/svd_vae.py), on the CPU in float32, a random latent of `--latent` x `--latent` per frame. For each
@@ -84,6 +85,8 @@ def main():
     parser.add_argument("--blend", type=int, default=2, help="one extra row: the largest context with this blend")
     parser.add_argument("--same-memory", type=int, nargs="*", default=[25],
                         help="video lengths that also get ComfyUI rows at ours' frames per call, and the blend row")
+    parser.add_argument("--timing", type=int, default=0, metavar="REPEATS",
+                        help="only time ComfyUI's chunks and ours per context: best of REPEATS runs, interleaved")
     parser.add_argument("--seed", type=int, default=0)
     opts = parser.parse_args()
 
@@ -107,6 +110,9 @@ def main():
         return torch.cat([vae.decode(z[x:x + n]) for x in range(0, z.shape[0], n)])
 
     k = opts.chunk
+    if opts.timing:
+        time_overlap(opts, vae, decode_part, comfy_chunks, decode_chunked, plan_spans)
+        return
     header = ("| frames | method | frames/call | calls | border max | border mean | all max | all mean "
               "| frames decoded (ratio) | wall s (ratio) | CPU s (ratio) | peak MiB | peak vs full |")
     print(header)
@@ -152,6 +158,31 @@ def main():
                 row(f"ours, context {context}, blend {opts.blend}", ours, window, len(plan),
                     [p.keep_start for p in plan], s, mib, base_s)
         del full, tiled, base
+
+
+def time_overlap(opts, vae, decode_part, comfy_chunks, decode_chunked, plan_spans):
+    """Wall-clock cost of the overlap: every method once per round, rounds interleaved (all see the same background
+    load), the best of --timing rounds each."""
+    k = opts.chunk
+    print(f"| frames | method | frames decoded (ratio) | best wall s of {opts.timing} | ratio |")
+    print("|---|---|---|---|---|")
+    for frames in opts.frames:
+        z = torch.randn(frames, 4, opts.latent, opts.latent, generator=torch.Generator().manual_seed(frames))
+        jobs = {f"ComfyUI chunks of {k}": (frames, lambda: comfy_chunks(z, k))}
+        for context in opts.contexts:
+            window = k + 2 * context
+            if window < frames:
+                work = window * len(plan_spans(frames, window, context))
+                jobs[f"ours, context {context}"] = (work, lambda w=window, c=context: vae.process_output(
+                    decode_chunked(z, decode_part, w, c)).movedim(1, -1))
+        best = {name: float("inf") for name in jobs}
+        for _ in range(opts.timing):
+            for name, (_, fn) in jobs.items():
+                best[name] = min(best[name], measured(fn)[1][0])
+        base = best[f"ComfyUI chunks of {k}"]
+        for name, (work, _) in jobs.items():
+            print(f"| {frames} | {name} | {work} ({work / frames:.2f}) | {best[name]:.1f} | {best[name] / base:.2f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":
