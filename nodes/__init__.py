@@ -4,6 +4,7 @@ from . import loop_nodes
 from . import codec_nodes
 from . import loop_analysis_nodes
 from . import video_nodes
+from . import decode_nodes
 
 ALL_NODES = [
     *vcut_nodes.NODES,
@@ -11,4 +12,5 @@ ALL_NODES = [
     *codec_nodes.NODES,
     *loop_analysis_nodes.NODES,
     *video_nodes.NODES,
+    *decode_nodes.NODES,
 ]

@@ -146,4 +146,4 @@ def test_vcut_workflow_chains_the_vcut_nodes():
     workflow = json.loads((harness.PACK_ROOT / "workflows" / "svd_vcut_img2vid.json").read_text())
     types = {node["type"] for node in workflow["nodes"]}
     assert {"ImageOnlyCheckpointLoader", "SVD_img2vid_Conditioning", "VideoLinearCFGGuidance", "VCUTPatchModel",
-            "VCUTCutStepScheduler", "KSampler", "VAEDecode"} <= types
+            "VCUTCutStepScheduler", "KSampler", "VCUTSeamlessVideoDecode"} <= types
