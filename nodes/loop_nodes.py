@@ -27,9 +27,9 @@ class VCUTFrameReplace(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTFrameReplace",
-            **schema_extras(io.Schema, search_aliases=["keyframe", "first frame", "last frame", "frame anchor", "stiv"]),
             display_name="STIV Frame Replace",
             category="vcut/loop",
+            **schema_extras(io.Schema, search_aliases=["keyframe", "first frame", "last frame", "frame anchor", "stiv"]),
             description=("Anchors chosen frames of an SVD video to an image latent (STIV's frame replacement, "
                          "training-free): at each step the anchored frames of the model input are the anchor at the "
                          "current noise level and the denoised anchored frames are the clean anchor, so the finished "
@@ -114,9 +114,9 @@ class VCUTLoopConditioning(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTLoopConditioning",
-            **schema_extras(io.Schema, search_aliases=["loop video", "seamless loop", "loopanimate"]),
             display_name="Loop Conditioning",
             category="vcut/loop",
+            **schema_extras(io.Schema, search_aliases=["loop video", "seamless loop", "loopanimate"]),
             description=("LoopAnimate's inference recipe on SVD, training-free: 2f-1 frames, the SDSLC concat layout "
                          "(Eq. 8), the inverted-noise init latent (Eq. 5-6), loop closure (last frame anchored to "
                          "the first image, as STIV Frame Replace anchors) and an optional FGSM motion mask "

@@ -48,9 +48,9 @@ class VCUTPatchModel(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTPatchModel",
-            **schema_extras(io.Schema, search_aliases=["vcut", "svd speed up", "faster svd", "cross attention cache"]),
             display_name="VCUT Patch Model",
             category="vcut/speed",
+            **schema_extras(io.Schema, search_aliases=["vcut", "svd speed up", "faster svd", "cross attention cache"]),
             description=(
                 "Training-free VCUT speed-up for SVD / SVD-XT / SVD-XT 1.1. SVD's cross-attention attends to a single "
                 "token (the CLIP image embedding), so its output is the same vector for every pixel: it is computed "
@@ -185,9 +185,9 @@ class VCUTCutStepScheduler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTCutStepScheduler",
-            **schema_extras(io.Schema, search_aliases=["cfg cut", "guidance schedule", "vcut cut"]),
             display_name="Cut Step Scheduler",
             category="vcut/speed",
+            **schema_extras(io.Schema, search_aliases=["cfg cut", "guidance schedule", "vcut cut"]),
             description=(
                 "VCUT's guidance cut: classifier-free guidance only in the first steps (the semantic-binding stage). "
                 "Steps 1..c-1 run the conditional and unconditional branches; from step c on the unconditional branch "

@@ -24,9 +24,9 @@ class VCUTVideoExtend(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTVideoExtend",
-            **schema_extras(io.Schema, search_aliases=["extend video", "continue video", "long video", "svd continuation"]),
             display_name="Video Extend",
             category="vcut/video",
+            **schema_extras(io.Schema, search_aliases=["extend video", "continue video", "long video", "svd continuation"]),
             description=("Continues an SVD video past 25 frames, training-free: the new segment's first k frames are "
                          "anchored to the previous segment's last k latent frames (STIV's frame replacement used for "
                          "video prediction, with JIT-CFG), so the overlap is exact and the new frames continue its "
@@ -93,9 +93,9 @@ class VCUTJoinVideoSegments(io.ComfyNode):
                            for i in range(2, MAX_SEGMENTS + 1)]
         return io.Schema(
             node_id="VCUTJoinVideoSegments",
-            **schema_extras(io.Schema, search_aliases=["join clips", "concatenate video", "merge segments"]),
             display_name="Join Video Segments",
             category="vcut/video",
+            **schema_extras(io.Schema, search_aliases=["join clips", "concatenate video", "merge segments"]),
             description=("Joins decoded video segments that overlap (Video Extend) into one IMAGE batch, keeping each "
                          "overlap once: no frame duplicated, none skipped. Optional colour matching (Reinhard et "
                          "al. 2001: mean and spread per channel in CIELAB, matched through the overlaps or onto the "
