@@ -143,3 +143,10 @@ def with_concat(conditioning, concat: torch.Tensor | None, like: torch.Tensor, f
             d["concat_latent_image"] = (torch.zeros_like(concat) if torch.count_nonzero(z) == 0 else concat).to(z.dtype)
         out.append([entry[0], d])
     return out
+
+
+def plan_outputs(patched, positive, negative, plan, like: torch.Tensor, dtype: torch.dtype, fit) -> tuple:
+    """What a node that attaches a plan returns: the patched model, positive and negative with the plan's concat
+    layout, and the plan's init latent to sample."""
+    return (patched, with_concat(positive, plan.concat, like, fit), with_concat(negative, plan.concat, like, fit),
+            {"samples": plan.init.to(dtype)})

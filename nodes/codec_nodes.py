@@ -50,7 +50,7 @@ def _search_device() -> torch.device:
     return device if device.type == "cuda" else torch.device("cpu")
 
 
-class MotionVectorEncode(io.ComfyNode):
+class VCUTMotionVectorEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -109,7 +109,7 @@ class MotionVectorEncode(io.ComfyNode):
         return io.NodeOutput(motion, codec.residual_to_image(residual), preview, ui=ui.PreviewImage(preview, cls=cls))
 
 
-class MotionVectorDecode(io.ComfyNode):
+class VCUTMotionVectorDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -200,7 +200,7 @@ def motion_file_path(name: str) -> str:
     return path
 
 
-class SaveMotionVectors(io.ComfyNode):
+class VCUTSaveMotionVectors(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -246,7 +246,7 @@ class SaveMotionVectors(io.ComfyNode):
         return io.NodeOutput(ui={"motion_vectors": [ui.SavedResult(file, subfolder, io.FolderType.output)]})
 
 
-class LoadMotionVectors(io.ComfyNode):
+class VCUTLoadMotionVectors(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -304,4 +304,4 @@ class LoadMotionVectors(io.ComfyNode):
         return True
 
 
-NODES = [MotionVectorEncode, MotionVectorDecode, SaveMotionVectors, LoadMotionVectors]
+NODES = [VCUTMotionVectorEncode, VCUTMotionVectorDecode, VCUTSaveMotionVectors, VCUTLoadMotionVectors]

@@ -56,7 +56,7 @@ def _video_latent(latent: torch.Tensor, vae) -> torch.Tensor:
     return latent
 
 
-class SeamlessVideoDecode(io.ComfyNode):
+class VCUTSeamlessVideoDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -181,4 +181,4 @@ class SeamlessVideoDecode(io.ComfyNode):
         return io.NodeOutput(images)
 
 
-NODES = [SeamlessVideoDecode]
+NODES = [VCUTSeamlessVideoDecode]

@@ -14,7 +14,7 @@ from ..loop import anchoring
 from ..loop import conditioning as loop_cond
 from ..loop import plans
 from . import checks
-from .anchor_patch import attach_plan, with_concat
+from .anchor_patch import attach_plan, plan_outputs
 from .compat import schema_extras
 
 log = checks.log
@@ -184,9 +184,7 @@ class VCUTLoopConditioning(io.ComfyNode):
             log.info("Loop Conditioning: %d frames requested, using %d (2f-1 must be odd)", samples.shape[0], frames)
         log.info("Loop Conditioning: %d frames, anchored (wholly or outside the motion mask): %s", frames,
                  plan.anchored_frames())
-        return io.NodeOutput(patched, with_concat(positive, plan.concat, like, checks.fit_latent),
-                             with_concat(negative, plan.concat, like, checks.fit_latent),
-                             {"samples": plan.init.to(samples.dtype)})
+        return io.NodeOutput(*plan_outputs(patched, positive, negative, plan, like, samples.dtype, checks.fit_latent))
 
 
 class VCUTALSSLoopClip(io.ComfyNode):

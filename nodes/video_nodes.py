@@ -11,7 +11,7 @@ import comfy.utils
 
 from ..loop import anchoring, plans, segments
 from . import checks
-from .anchor_patch import attach_plan, with_concat
+from .anchor_patch import attach_plan, plan_outputs
 from .compat import schema_extras
 
 log = checks.log
@@ -79,9 +79,7 @@ class VCUTVideoExtend(io.ComfyNode):
         like = samples[:1]
         log.info("Video Extend: %d new frames after %d overlapping ones (segment of %d, previous %d)",
                  frames - overlap, overlap, frames, samples.shape[0])
-        return io.NodeOutput(patched, with_concat(positive, plan.concat, like, checks.fit_latent),
-                             with_concat(negative, plan.concat, like, checks.fit_latent),
-                             {"samples": plan.init.to(samples.dtype)})
+        return io.NodeOutput(*plan_outputs(patched, positive, negative, plan, like, samples.dtype, checks.fit_latent))
 
 
 class VCUTJoinVideoSegments(io.ComfyNode):
