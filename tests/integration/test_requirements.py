@@ -5,7 +5,7 @@ import json
 import pathlib
 import subprocess
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 
 import pytest
 from packaging.requirements import Requirement
