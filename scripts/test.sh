@@ -3,11 +3,14 @@
 #   core         always: no ComfyUI (.venv from scripts/bootstrap.sh)
 #   integration  ComfyUI's own loader, models, samplers and executor, in-process, plus the headless runner and
 #   browser      the web extension in headless Chromium against a real ComfyUI server (tests/integration/test_web.py)
-# ComfyUI: $COMFYUI_PATH when set, else ../shared/comfyui/ComfyUI-0.8.0 (read-only; nothing is written into it).
-# ComfyUI's Python: $COMFYUI_PYTHON when set, else a venv outside the clone, created once and reused:
-#   ${VCUT_COMFYUI_VENV:-$HOME/.cache/vcut/comfyui-0.8.0-venv} for the shared ComfyUI 0.8.0 (pinned by
-#   ../shared/comfyui/venv-constraints.txt), ${VCUT_COMFYUI_VENV:-$HOME/.cache/vcut/comfyui-venv-<hash>} for another
-#   checkout (its own requirements.txt). A marker file keyed on the requirement files says the venv is complete.
+# Which ComfyUI: $COMFYUI_PATH when set (that one only), else every release in ../shared/comfyui, in turn:
+#   ComfyUI-0.8.0 (the oldest the pack supports, pinned by venv-constraints.txt) and ComfyUI-0.30.0 (pinned by
+#   venv-constraints-0.30.0.txt). They are read-only: nothing is written into them.
+# ComfyUI's Python: $COMFYUI_PYTHON when set (with COMFYUI_PATH), else a venv outside the clone, created once and
+#   reused: ${VCUT_COMFYUI_VENV:-$HOME/.cache/vcut/comfyui-<release>-venv} for a shared release,
+#   ${VCUT_COMFYUI_VENV:-$HOME/.cache/vcut/comfyui-venv-<hash>} for another checkout (its own requirements.txt).
+#   A marker file keyed on the requirement files says the venv is complete.
+# No ComfyUI at all: the core tier runs and a loud "GLUE NOT TESTED" banner says so; under CI that is a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,6 +23,9 @@ run_pytest() {  # pytest's exit 5 (no test collected) is a failure here
   return "$rc"
 }
 
+echo "== ruff check (lint: [tool.ruff] in pyproject.toml)"
+.venv/bin/ruff check . || { echo "ERROR: ruff check found problems (run .venv/bin/ruff check --fix .)"; exit 1; }
+
 echo "== comfy node validate (registry metadata + security checks; no prompt, no telemetry, no network)"
 validate_out=$(DO_NOT_TRACK=1 .venv/bin/comfy --skip-prompt --no-json node validate 2>&1)
 validate_rc=$?
@@ -31,57 +37,64 @@ fi
 echo "== core tests (no ComfyUI; real files from tests/data)"
 run_pytest .venv/bin/python -m pytest -c tests/pytest.ini tests/core || exit 1
 
-# ---- which ComfyUI ----
+# ---- which ComfyUI releases: "path|constraints file|default venv" each ----
 SHARED_COMFYUI="$ROOT/../shared/comfyui"
+releases=()
 if [ -n "${COMFYUI_PATH:-}" ]; then
   comfy_path=$(cd "$COMFYUI_PATH" 2>/dev/null && pwd) || { echo "ERROR: COMFYUI_PATH=$COMFYUI_PATH is not a folder"; exit 1; }
-  constraints=""
-  default_venv="$HOME/.cache/vcut/comfyui-venv-$(printf '%s' "$comfy_path" | sha256sum | cut -c1-12)"
-elif [ -d "$SHARED_COMFYUI/ComfyUI-0.8.0" ]; then
-  comfy_path=$(cd "$SHARED_COMFYUI/ComfyUI-0.8.0" && pwd)
-  constraints="$(cd "$SHARED_COMFYUI" && pwd)/venv-constraints.txt"
-  default_venv="$HOME/.cache/vcut/comfyui-0.8.0-venv"
+  releases+=("$comfy_path||$HOME/.cache/vcut/comfyui-venv-$(printf '%s' "$comfy_path" | sha256sum | cut -c1-12)")
 else
-  echo "== integration and browser tiers NOT RUN: no ComfyUI found."
-  echo "   They run against ../shared/comfyui/ComfyUI-0.8.0 (beside the development checkout) or against the ComfyUI"
-  echo "   checkout that COMFYUI_PATH points to, e.g. COMFYUI_PATH=/path/to/ComfyUI bash scripts/test.sh"
-  echo "   (add COMFYUI_PYTHON=/path/to/its/venv/bin/python to use its own environment). Core tier: passed."
+  for release in 0.8.0 0.30.0; do
+    constraints=venv-constraints.txt
+    [ "$release" = 0.8.0 ] || constraints=venv-constraints-$release.txt
+    if [ -d "$SHARED_COMFYUI/ComfyUI-$release" ]; then
+      shared=$(cd "$SHARED_COMFYUI" && pwd)
+      releases+=("$shared/ComfyUI-$release|$shared/$constraints|$HOME/.cache/vcut/comfyui-$release-venv")
+    fi
+  done
+fi
+if [ "${#releases[@]}" -eq 0 ]; then
+  cat <<'BANNER'
+########################################################################################################
+##  GLUE NOT TESTED: no ComfyUI found. Only the core tier ran; nodes/, workflows/, runner/ and web/ were ##
+##  not run against any ComfyUI. Put ../shared/comfyui (ComfyUI-0.8.0, ComfyUI-0.30.0) beside this     ##
+##  checkout, or: COMFYUI_PATH=/path/to/ComfyUI [COMFYUI_PYTHON=/path/to/venv/bin/python] bash scripts/test.sh
+########################################################################################################
+BANNER
+  if [ -n "${CI:-}" ]; then echo "ERROR: CI must run the integration tier (../shared/comfyui is missing)"; exit 1; fi
   exit 0
 fi
-if [ ! -f "$comfy_path/main.py" ] || [ ! -d "$comfy_path/comfy" ]; then
-  echo "ERROR: $comfy_path is not a ComfyUI checkout (no main.py / comfy/)"; exit 1
-fi
 
-# ---- ComfyUI's Python environment (outside the clone) ----
-if [ -n "${COMFYUI_PYTHON:-}" ]; then
-  comfy_python=$COMFYUI_PYTHON
-else
-  venv=${VCUT_COMFYUI_VENV:-$default_venv}
-  comfy_python="$venv/bin/python"
-  marker="$venv/.vcut-env-complete"
-  pip_args=(-r "$comfy_path/requirements.txt" -r requirements.txt requests pytest)
+# ---- ComfyUI's Python environment (outside the clone): prints its python ----
+comfy_env() {
+  local comfy_path=$1 constraints=$2 venv=${VCUT_COMFYUI_VENV:-$3}
+  if [ -n "${COMFYUI_PYTHON:-}" ] && [ -n "${COMFYUI_PATH:-}" ]; then echo "$COMFYUI_PYTHON"; return 0; fi
+  local python="$venv/bin/python" marker="$venv/.vcut-env-complete"
+  local pip_args=(-r "$comfy_path/requirements.txt" -r requirements.txt requests pytest)
   [ -n "$constraints" ] && pip_args+=(-c "$constraints")
   # the marker holds a hash of everything the install depends on: a changed requirement file reinstalls
+  local wanted
   wanted=$( { cat "$comfy_path/requirements.txt" requirements.txt ${constraints:+"$constraints"};
               echo "requests pytest"; python3 --version; } | sha256sum | cut -d' ' -f1)
-  if [ -x "$comfy_python" ] && [ "$(cat "$marker" 2>/dev/null)" = "$wanted" ]; then
-    echo "== ComfyUI environment: reusing $venv"
+  if [ -x "$python" ] && [ "$(cat "$marker" 2>/dev/null)" = "$wanted" ]; then
+    echo "== ComfyUI environment: reusing $venv" >&2
   else
-    if [ -x "$comfy_python" ]; then
-      echo "== ComfyUI environment: completing $venv (no marker of a finished install, or a requirement file changed)"
+    if [ -x "$python" ]; then
+      echo "== ComfyUI environment: completing $venv (no marker of a finished install, or a requirement file changed)" >&2
     else
-      echo "== ComfyUI environment: creating $venv (first run: about 6.6 GB with PyPI's CUDA torch, run on the CPU)"
+      echo "== ComfyUI environment: creating $venv (first run: about 6 GB with PyPI's CUDA torch, run on the CPU)" >&2
     fi
     mkdir -p "$(dirname "$venv")"
-    [ -x "$comfy_python" ] || python3 -m venv "$venv" || { echo "ERROR: python3 -m venv $venv failed"; exit 1; }
+    [ -x "$python" ] || python3 -m venv "$venv" >&2 || { echo "ERROR: python3 -m venv $venv failed" >&2; return 1; }
     rm -f "$marker"
-    log="$venv-install.log"
-    if ! "$comfy_python" -m pip install --disable-pip-version-check "${pip_args[@]}" >"$log" 2>&1; then
-      tail -n 30 "$log"; echo "ERROR: pip install into $venv failed (full log: $log)"; exit 1
+    local log="$venv-install.log"
+    if ! "$python" -m pip install --disable-pip-version-check "${pip_args[@]}" >"$log" 2>&1; then
+      tail -n 30 "$log" >&2; echo "ERROR: pip install into $venv failed (full log: $log)" >&2; return 1
     fi
     echo "$wanted" > "$marker"
   fi
-fi
+  echo "$python"
+}
 
 # ---- browser tier prerequisites: Debian's chromium, playwright-core from npm ----
 if [ ! -d tests/web/node_modules/playwright-core ]; then
@@ -95,5 +108,25 @@ fi
 # Bytecode goes to a cache folder, never into the ComfyUI checkout (read-only in CI); every ComfyUI folder the
 # tests write (input/output/temp/user, a server's base directory) is a temporary folder (see tests/integration).
 export PYTHONPYCACHEPREFIX="${XDG_CACHE_HOME:-$HOME/.cache}/vcut/pycache"
-echo "== integration + browser tests against ComfyUI at $comfy_path with $comfy_python"
-COMFYUI_PATH="$comfy_path" run_pytest "$comfy_python" -m pytest -c tests/pytest.ini tests/integration || exit 1
+summary=()
+failed=0
+for entry in "${releases[@]}"; do
+  IFS='|' read -r comfy_path constraints venv <<<"$entry"
+  if [ ! -f "$comfy_path/main.py" ] || [ ! -d "$comfy_path/comfy" ]; then
+    echo "ERROR: $comfy_path is not a ComfyUI checkout (no main.py / comfy/)"; exit 1
+  fi
+  version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$comfy_path/comfyui_version.py" 2>/dev/null)
+  comfy_python=$(comfy_env "$comfy_path" "$constraints" "$venv") || exit 1
+  echo "== integration + browser tests against ComfyUI ${version:-?} at $comfy_path with $comfy_python"
+  start=$SECONDS
+  log=$(mktemp)
+  COMFYUI_PATH="$comfy_path" run_pytest "$comfy_python" -m pytest -c tests/pytest.ini tests/integration 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || failed=1
+  result=$(grep -E '^=+ .*(passed|failed|error|no tests ran).* =+$' "$log" | tail -n 1 | tr -d '=' | xargs)
+  rm -f "$log"
+  summary+=("ComfyUI ${version:-?}: ${result:-no pytest summary} (exit $rc, $(( SECONDS - start )) s)")
+done
+echo "== integration + browser tiers, per ComfyUI release:"
+printf '   %s\n' "${summary[@]}"
+exit "$failed"
