@@ -79,10 +79,6 @@ def _run_sequence(layers, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _output_features(to_out) -> int:
-    return next(layer for layer in to_out if hasattr(layer, "out_features")).out_features
-
-
 def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(distinct rows, index of each input row into them). Contexts repeat in long runs (every frame and, for the
     temporal blocks, every spatial position of a sample carries the same embedding), so runs are collapsed first

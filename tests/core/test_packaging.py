@@ -97,6 +97,17 @@ def test_comfy_node_pack_holds_exactly_the_pack(tmp_path):
     assert not any(set(Path(f).parts) & FORBIDDEN_PARTS or f.endswith(".pyc") for f in packed)
 
 
+def test_workflows_folder_holds_only_workflows_with_their_thumbnails():
+    """ComfyUI serves workflows/ as templates and the registry archive ships it: each .json with its .jpg, nothing
+    else (no drafts, no stray files)."""
+    names = [f.removeprefix("workflows/") for f in tracked_files() if f.startswith("workflows/")]
+    stray = [n for n in names if "/" in n or Path(n).suffix not in (".json", ".jpg")]
+    assert not stray, f"workflows/ holds files that are not a workflow or its thumbnail: {stray}"
+    stems = {suffix: {Path(n).stem for n in names if n.endswith(suffix)} for suffix in (".json", ".jpg")}
+    assert stems[".json"] == stems[".jpg"], (f"without a thumbnail: {sorted(stems['.json'] - stems['.jpg'])}; "
+                                             f"thumbnail without a workflow: {sorted(stems['.jpg'] - stems['.json'])}")
+
+
 def test_readme_documents_every_node_and_workflow():
     """The README's node reference has a section per node (display name and node_id) and lists every workflow."""
     import re
