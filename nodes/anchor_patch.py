@@ -87,17 +87,19 @@ class FrameAnchorPatch:
         conditional = [b == 0 for b in branches]
         anchored = [c or not self.jit_cfg for c in conditional]
         active = run.schedule.active(float(t.max()))
-        anchor_rows = run.anchor.to(x.dtype).repeat(len(branches), 1, 1, 1)
+        # x's device, not the run's: MultiGPU CFG Split (ComfyUI 0.30+) runs some branches on another GPU
+        keep = run.keep.to(x.device)
+        anchor_rows = run.anchor.to(x.device, x.dtype).repeat(len(branches), 1, 1, 1)
         if active:
-            keep_in = torch.cat([run.keep if a else torch.zeros_like(run.keep) for a in anchored])
-            noise_rows = run.noise.to(x.dtype).repeat(len(branches), 1, 1, 1)
+            keep_in = torch.cat([keep if a else torch.zeros_like(keep) for a in anchored])
+            noise_rows = run.noise.to(x.device, x.dtype).repeat(len(branches), 1, 1, 1)
             x = anchoring.blend(x, anchoring.noise_level_anchor(anchor_rows, t, noise_rows), keep_in)
         if self.jit_cfg and not all(conditional):
             c_concat = _zero_branches(c_concat, conditional)
             c_crossattn = _zero_branches(c_crossattn, conditional)
         out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         if active:
-            out = anchoring.blend(out, anchor_rows.to(out.dtype), run.keep.repeat(len(branches), 1, 1, 1))
+            out = anchoring.blend(out, anchor_rows.to(out.dtype), keep.repeat(len(branches), 1, 1, 1))
         return out
 
 
