@@ -109,8 +109,10 @@ def test_overrides_reach_the_inputs_of_the_chosen_dynamic_option():
 
 
 def test_a_cycle_of_links_is_named_node_by_node():
-    prompt = {"1": {"class_type": "A", "inputs": {"x": ["3", 0], "n": 2}}, "2": {"class_type": "B", "inputs": {"x": ["1", 0]}},
-              "3": {"class_type": "C", "inputs": {"x": ["2", 0], "y": ["4", 0]}}, "4": {"class_type": "D", "inputs": {}}}
+    prompt = {"1": {"class_type": "A", "inputs": {"x": ["3", 0], "n": 2}},
+              "2": {"class_type": "B", "inputs": {"x": ["1", 0]}},
+              "3": {"class_type": "C", "inputs": {"x": ["2", 0], "y": ["4", 0]}},
+              "4": {"class_type": "D", "inputs": {}}}
     cycle = find_cycle(prompt)
     assert sorted(cycle) == ["1", "2", "3"]
     for a, b in zip(cycle, cycle[1:] + cycle[:1]):  # each node feeds the next
