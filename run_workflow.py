@@ -3,11 +3,13 @@
     python custom_nodes/vcut/run_workflow.py WORKFLOW.json [--comfyui PATH] [--set NODE.INPUT=VALUE ...]
         [--input-dir D] [--output-dir D] [--cpu] [--verbose]
         [--batch-input NODE.INPUT=FOLDER] [--server URL ...] [--manifest FILE]
+        [--connect-timeout S] [--read-timeout S] [--request-timeout S] [--download-timeout S] [--progress-timeout S]
 
 Progress goes to stderr, the paths of the written files to stdout; the exit status is 0 on success,
 1 when a node fails, 2 for a bad command line / workflow, 3 when ComfyUI's validation rejects the prompt.
 --batch-input runs the workflow once per file of a folder (runner/batch.py; exit status 1 when an item failed);
---server runs it on ComfyUI servers through their HTTP / WebSocket API instead of in this process (runner/remote.py).
+--server runs it on ComfyUI servers through their HTTP / WebSocket API instead of in this process (runner/remote.py),
+every exchange under the deadlines of the *-timeout flags.
 Not imported by ComfyUI (the pack's entry point is __init__.py)."""
 import importlib.util
 import pathlib

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import sys
@@ -26,6 +27,65 @@ from .headless import (HeadlessServer, RunnerError, apply_overrides, format_vali
                        new_executor, written_files)
 
 MANIFEST = "manifest.jsonl"
+STAGING = ".vcut-batch-"  # the in-process batch's staging folder (output) and input link: .vcut-batch-<pid>-<id>
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_name(name: str) -> str:
+    """A file or folder name with its control characters (newline, tab, escape ...) replaced by "_": such a name
+    neither splits the printed list of written files (one path a line) nor breaks an HTTP header."""
+    return CONTROL_CHARACTERS.sub("_", name)
+
+
+def inside(folder: pathlib.Path, subfolder, filename) -> pathlib.Path:
+    """folder/subfolder/filename for a file that a server (or ComfyUI's history) names, its names made safe;
+    ValueError naming the path unless it stays inside `folder`: an absolute subfolder, a `..` part, a file name
+    that is absolute or holds a separator, and a path that a link inside `folder` leads out of are refused."""
+    if not isinstance(subfolder, str) or not isinstance(filename, str):
+        raise ValueError(f"the output {subfolder!r}/{filename!r} is not a pair of names")
+    shown = f"subfolder {subfolder!r}, file {filename!r}"
+    if subfolder.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", subfolder):
+        raise ValueError(f"refused the output ({shown}): an absolute subfolder")
+    parts = [part for part in re.split(r"[/\\]", subfolder) if part not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"refused the output ({shown}): '..' leads out of the item's output folder")
+    if filename in ("", ".", "..") or re.search(r"[/\\]", filename) or re.match(r"[A-Za-z]:", filename):
+        raise ValueError(f"refused the output ({shown}): the file name is not a plain name")
+    target = folder.joinpath(*map(safe_name, parts), safe_name(filename))
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"refused the output ({shown}): it resolves to {target.resolve()}, outside {folder}")
+    return target
+
+
+def owned_name(prefix: str) -> str:
+    """A name for a folder of this run: prefix, this process's id, a random part (clean_stale reads the id)."""
+    return f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def clean_stale(folder: pathlib.Path, prefix: str) -> None:
+    """Remove the folders and links named `prefix<pid>-...` in `folder` whose owner process is gone (left by a
+    killed run); those of running processes, and names without an owner, are left alone."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob(prefix + "*"):
+        found = re.fullmatch(re.escape(prefix) + r"(\d+)-.+", path.name)
+        if not found or process_alive(int(found.group(1))):
+            continue
+        if path.is_symlink() or not path.is_dir():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        log(f"removed {path}, left by run {found.group(1)}, which is gone")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @dataclasses.dataclass
@@ -57,7 +117,7 @@ class Item:
 
     @property
     def label(self) -> str:
-        return self.path.name if self.path else "workflow"
+        return safe_name(self.path.name) if self.path else "workflow"
 
 
 @dataclasses.dataclass
@@ -80,7 +140,7 @@ def list_items(folder: pathlib.Path) -> list[Item]:
     the file's stem, or its whole name where two files share a stem."""
     files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
     stems = [p.stem for p in files]
-    return [Item(p, p.stem if stems.count(p.stem) == 1 else p.name, i + 1) for i, p in enumerate(files)]
+    return [Item(p, safe_name(p.stem if stems.count(p.stem) == 1 else p.name), i + 1) for i, p in enumerate(files)]
 
 
 def batch_targets(prompt: dict, batch: BatchInput, node_classes) -> list[str]:
@@ -114,6 +174,13 @@ class Manifest:
     def __init__(self, path: pathlib.Path):
         self.path = path
         self.done: dict[str, dict] = {}
+        if path.is_dir():
+            raise RunnerError(f"--manifest {path} is a folder: give the manifest's file name, e.g. {path / MANIFEST}")
+        try:  # before the first item runs: a manifest that cannot be written is refused now, not after an item
+            path.parent.mkdir(parents=True, exist_ok=True)
+            open(path, "a").close()
+        except OSError as error:
+            raise RunnerError(f"cannot write the manifest {path}: {error.strerror or error}")
         if path.is_file():
             for line in path.read_text().splitlines():
                 try:
@@ -148,8 +215,9 @@ def free_path(path: pathlib.Path) -> pathlib.Path:
 
 
 def place(source: pathlib.Path, item_dir: pathlib.Path, relative: pathlib.Path) -> pathlib.Path:
-    """Move one written file into the item's output folder (same subfolder and name, never over another file)."""
-    target = free_path(item_dir / relative)
+    """Move one written file into the item's output folder (same subfolder and name made safe, never over another
+    file)."""
+    target = free_path(inside(item_dir, str(relative.parent), relative.name))
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(source), str(target))
     return target
@@ -220,57 +288,84 @@ def run_in_process(options, prompt: dict, nodes, execution, output_dir: pathlib.
     results = list(skipped)
     for r in skipped:
         log(item_line(r, len(items)))
-    staging = output_dir / f".vcut-batch-{uuid.uuid4().hex[:8]}"
-    link = None
-    if batch:  # the folder, linked into ComfyUI's input folder: loaders take "<link>/<file>" like any input file
-        link = pathlib.Path(folder_paths.get_input_directory()) / staging.name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(batch.folder, target_is_directory=True)
+    input_dir = pathlib.Path(folder_paths.get_input_directory())
+    for folder in (output_dir, input_dir):  # what killed batches left (their process is gone)
+        clean_stale(folder, STAGING)
+    staging = output_dir / owned_name(STAGING)
+    inbox = input_dir / staging.name if batch else None  # each item's file is put here while it runs
     folder_paths.set_output_directory(str(staging))
     server = HeadlessServer(prompt)
     hook_progress(server)
     executor = new_executor(execution, server, execution.CacheType.CLASSIC)
     start = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, stop)  # a terminated batch still removes its link and staging folder
+    previous = signal.signal(signal.SIGTERM, stop)  # a terminated batch still removes its staging folders
     try:
         for item in items:
             if item.index in done:
                 continue
-            result = run_item(item, prompt, targets, batch, link, staging, output_dir, execution, executor, server)
-            if result.error and link is not None:  # name the user's file, not its path through the link
-                result.error = result.error.replace(str(link), str(batch.folder))
+            result = run_item(item, prompt, targets, batch, inbox, staging, output_dir, execution, executor, server)
             manifest.append(result)
             results.append(result)
             log(item_line(result, len(items)))
     finally:
         signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(staging, ignore_errors=True)
-        if link is not None:
-            link.unlink()
+        for folder in (staging, inbox):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     return summary(results, manifest.path, time.perf_counter() - start)
 
 
-def run_item(item, prompt, targets, batch, link, staging, output_dir, execution, executor, server) -> Result:
+def stage_input(source: pathlib.Path, inbox: pathlib.Path) -> pathlib.Path:
+    """The item's file inside ComfyUI's input folder under a safe name: a hard link, else a copy. Not a symbolic
+    link: ComfyUI 0.30.0's folder_paths.get_annotated_filepath refuses a path whose real path leaves the input
+    folder (0.8.0 followed links)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    staged = inbox / safe_name(source.name)
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(source, staged)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, staged)
+    return staged
+
+
+def run_item(item, prompt, targets, batch, inbox, staging, output_dir, execution, executor, server) -> Result:
     began = time.perf_counter()
-    item_prompt = with_input(prompt, targets, batch.input, f"{link.name}/{item.path.name}") if batch else prompt
+    staged = None
+    try:
+        if batch:
+            staged = stage_input(item.path, inbox)
+        result = execute_item(item, prompt, targets, batch, staged, staging, output_dir, execution, executor, server)
+    except Exception as error:  # one failing input never stops the batch
+        result = Result(item, "failed", [], time.perf_counter() - began, f"{type(error).__name__}: {error}")
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+    if result.error and staged is not None:  # name the user's file, not the copy the batch ran
+        result.error = result.error.replace(str(staged), str(item.path)).replace(
+            f"{staged.parent.name}/{staged.name}", str(item.path))
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def execute_item(item, prompt, targets, batch, staged, staging, output_dir, execution, executor, server) -> Result:
+    """Validate and execute one item's prompt (seconds: set by run_item); its files into OUT/<item>/."""
+    item_prompt = with_input(prompt, targets, batch.input, f"{staged.parent.name}/{staged.name}") if batch else prompt
     server.prompt, server.errors = item_prompt, []
     prompt_id = str(uuid.uuid4())
     server.last_prompt_id = prompt_id
-    try:
-        valid = asyncio.run(execution.validate_prompt(prompt_id, item_prompt, None))
-        if not valid[0]:
-            error = format_validation(valid[1] or {}, valid[3] or {}, item_prompt)
-            return Result(item, "failed", [], time.perf_counter() - began, error)
-        staging.mkdir(parents=True, exist_ok=True)
-        executor.execute(item_prompt, prompt_id, {"client_id": server.client_id}, valid[2])
-        if not executor.success:
-            errors = server.errors or [d for e, d in executor.status_messages if e == "execution_error"]
-            error = "\n".join(f"{server.describe(d.get('node_id'))}: {d.get('exception_type', '')}: "
-                              f"{d.get('exception_message', '').strip()}" for d in errors) or "execution failed"
-            return Result(item, "failed", [], time.perf_counter() - began, error)
-        item_dir = output_dir / item.name
-        outputs = [str(place(path, item_dir, path.relative_to(staging)))
-                   for _, path in written_files(executor.history_result, str(staging)) if path.is_file()]
-        return Result(item, "ok", outputs, time.perf_counter() - began)
-    except Exception as error:  # one failing input never stops the batch
-        return Result(item, "failed", [], time.perf_counter() - began, f"{type(error).__name__}: {error}")
+    valid = asyncio.run(execution.validate_prompt(prompt_id, item_prompt, None))
+    if not valid[0]:
+        error = format_validation(valid[1] or {}, valid[3] or {}, item_prompt)
+        return Result(item, "failed", [], 0.0, error)
+    staging.mkdir(parents=True, exist_ok=True)
+    executor.execute(item_prompt, prompt_id, {"client_id": server.client_id}, valid[2])
+    if not executor.success:
+        errors = server.errors or [d for e, d in executor.status_messages if e == "execution_error"]
+        error = "\n".join(f"{server.describe(d.get('node_id'))}: {d.get('exception_type', '')}: "
+                          f"{d.get('exception_message', '').strip()}" for d in errors) or "execution failed"
+        return Result(item, "failed", [], 0.0, error)
+    item_dir = output_dir / item.name
+    outputs = [str(place(path, item_dir, path.relative_to(staging)))
+               for _, path in written_files(executor.history_result, str(staging)) if path.is_file()]
+    return Result(item, "ok", outputs)

@@ -60,6 +60,41 @@ def _is_widget(typ, opts) -> bool:
             or bool(opts.get("socketless")))
 
 
+def takes_value(spec) -> bool:
+    """True for an input that takes a value (a widget), False for one that takes another node's output (a link)."""
+    return _is_widget(*_type_and_options(spec)) or bool(_type_and_options(spec)[1].get("forceInput"))
+
+
+def find_cycle(prompt: dict) -> list[str] | None:
+    """The node ids of a cycle of links in an API prompt, in link order (None when it has none): ComfyUI's
+    validation only says "Prompt outputs failed validation" for one."""
+    state = {}  # node id -> 1 while on the current path, 2 when done
+
+    def visit(node, path):
+        state[node] = 1
+        path.append(node)
+        for value in (prompt[node].get("inputs") or {}).values():
+            source = value[0] if _is_link(value) else None
+            if source not in prompt:
+                continue
+            if state.get(source) == 1:
+                return path[path.index(source):]
+            if source not in state:
+                found = visit(source, path)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in prompt:
+        if node not in state:
+            found = visit(node, [])
+            if found:
+                return found[::-1]  # from a node to the node it feeds
+    return None
+
+
 def _default(typ, opts):
     """(True, value) for the value the frontend gives a new widget, (False, None) when it has none."""
     if "default" in opts:

@@ -21,9 +21,10 @@ import time
 import traceback
 import uuid
 
-from .convert import WorkflowError, input_specs, is_api_prompt, ui_to_api
+from .convert import WorkflowError, find_cycle, input_specs, is_api_prompt, takes_value, ui_to_api
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TEMP = "vcut-run-temp-"  # the run's temporary folder (previews): vcut-run-temp-<pid>-<id> in the system's temp
 
 
 class RunnerError(Exception):
@@ -250,6 +251,11 @@ def apply_overrides(prompt: dict, overrides: list[str], node_classes) -> list[st
             if name not in spec:
                 raise RunnerError(f"--set {text!r}: node {target} ({prompt[target]['class_type']}) has no input "
                                   f"{name!r}; its inputs are: {', '.join(spec)}")
+            if not takes_value(spec[name]):
+                kind = spec[name][0] if isinstance(spec[name], (list, tuple)) and spec[name] else spec[name]
+                raise RunnerError(f"--set {text!r}: input {name!r} of node {target} ({prompt[target]['class_type']}) "
+                                  f"takes a {kind} from another node's output (a link), not a value; --set sets "
+                                  "widget values, such as: " + ", ".join(k for k, v in spec.items() if takes_value(v)))
             value = coerce(spec[name], parsed, raw)
             prompt[target]["inputs"][name] = {"__value__": value} if isinstance(value, list) else value
             done.append(f"node {target} ({prompt[target]['class_type']}).{name} = {value!r}")
@@ -354,12 +360,32 @@ def load_workflow(path: str) -> dict:
         return json.loads(pathlib.Path(path).read_text())
     except FileNotFoundError:
         raise RunnerError(f"workflow file not found: {path}")
+    except IsADirectoryError:
+        raise RunnerError(f"the workflow {path} is a folder: give a workflow .json file")
+    except UnicodeDecodeError as error:
+        raise RunnerError(f"{path} is not a text (JSON) file: {error}")
+    except OSError as error:
+        raise RunnerError(f"cannot read the workflow {path}: {error.strerror or error}")
     except ValueError as error:
         raise RunnerError(f"{path} is not valid JSON: {error}")
 
 
+def output_folder(path: str) -> pathlib.Path:
+    """--output-dir, created; a named error when it is a file or cannot be created."""
+    folder = pathlib.Path(path).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise RunnerError(f"--output-dir {path} is a file, not a folder: give the folder the outputs go into")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunnerError(f"--output-dir {path}: cannot create the folder: {error.strerror or error}")
+    return folder
+
+
 def run(options) -> int:
     workflow = load_workflow(options.workflow)
+    if options.output_dir:  # checked before ComfyUI starts or a server is asked
+        output_folder(options.output_dir)
     if options.server:  # ComfyUI servers run the workflow: no ComfyUI in this process (remote.py)
         from .remote import run_on_servers
         return run_on_servers(options, workflow)
@@ -373,11 +399,13 @@ def run(options) -> int:
         if not pathlib.Path(options.input_dir).is_dir():
             raise RunnerError(f"--input-dir {options.input_dir} is not a folder")
         folder_paths.set_input_directory(str(pathlib.Path(options.input_dir).resolve()))
-    output_dir = pathlib.Path(options.output_dir or folder_paths.get_output_directory()).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = output_folder(options.output_dir or folder_paths.get_output_directory())
     folder_paths.set_output_directory(str(output_dir))
-    temp_dir = tempfile.mkdtemp(prefix="vcut-run-temp-")  # previews go here, removed at the end
-    folder_paths.set_temp_directory(temp_dir)
+    from .batch import clean_stale, owned_name
+    clean_stale(pathlib.Path(tempfile.gettempdir()), TEMP)  # temp folders of killed runs
+    temp_dir = pathlib.Path(tempfile.gettempdir()) / owned_name(TEMP)  # previews go here, removed at the end
+    temp_dir.mkdir(mode=0o700)
+    folder_paths.set_temp_directory(str(temp_dir))
     try:
         if options.batch_input:  # the workflow once per file of a folder (batch.py)
             from .batch import run_in_process
@@ -402,6 +430,11 @@ def prepare_prompt(options, workflow, node_classes, display_names=None) -> dict:
         if unknown:
             raise RunnerError(f"unknown node type(s): {', '.join(unknown)}; install the custom node pack "
                               "that provides them")
+    cycle = find_cycle(prompt)
+    if cycle:
+        path = " -> ".join(f"node {k} ({prompt[k]['class_type']})" for k in cycle + cycle[:1])
+        raise RunnerError(f"cannot run {options.workflow}: its links form a cycle, {path}; ComfyUI runs a node only "
+                          "after the nodes it takes inputs from: remove one of these links")
     for line in apply_overrides(prompt, options.set or [], node_classes):
         log(f"set {line}")
     return prompt
@@ -467,6 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run on this ComfyUI server (e.g. http://127.0.0.1:8188) instead of in this process; "
                              "repeatable: one job at a time per server, a failed server's job goes to another")
     parser.add_argument("--manifest", help="the batch's JSON-lines manifest (default: OUTPUT_DIR/manifest.jsonl)")
+    deadlines = parser.add_argument_group("--server deadlines (seconds)")
+    deadlines.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                           help="to open a connection to a server (default 10)")
+    deadlines.add_argument("--read-timeout", type=float, default=60.0, metavar="S",
+                           help="any wait for data from a server (default 60)")
+    deadlines.add_argument("--request-timeout", type=float, default=120.0, metavar="S",
+                           help="a whole control request: /system_stats, /object_info, upload, /prompt, /history "
+                                "(default 120)")
+    deadlines.add_argument("--download-timeout", type=float, default=600.0, metavar="S",
+                           help="one output file's download (default 600)")
+    deadlines.add_argument("--progress-timeout", type=float, default=600.0, metavar="S",
+                           help="a job with no message from its server for this long (queued behind other jobs, or "
+                                "a node that never reports) drops the server; the job is cancelled there and goes "
+                                "to another server (default 600)")
     return parser
 
 

@@ -8,22 +8,61 @@ workflow; this module only talks to its HTTP and WebSocket API, with aiohttp (on
 - GET  /view                         download each written file into OUT/<item>/
 
 One job at a time per server (a server's queue never holds more than one of ours). A server that stops answering
-(connection refused or reset, its WebSocket closed) is dropped for the rest of the batch and its job goes back to
-the front of the queue for another server; a job that fails on a working server (validation, a node error) is that
-item's failure. Items, manifest, resume and summary are batch.py's."""
+(connection refused or reset, its WebSocket closed, a deadline passed) is dropped for the rest of the batch and its
+job goes back to the front of the queue for another server; the dropped job is cancelled there (POST
+/api/jobs/<id>/cancel where the server has it, ComfyUI 0.30.0 and newer; else POST /queue {"delete"} and
+/interrupt, ComfyUI 0.8.0). A job that fails on a working server (validation, a node error) is that item's failure.
+
+Deadlines (run_workflow.py flags): --connect-timeout for every connection; --read-timeout for any wait for data;
+--request-timeout for the whole of a control request (/system_stats, /object_info, /upload, /prompt, /history,
+the WebSocket handshake); --download-timeout for one /view download; --progress-timeout: a job with no message
+from the server for that long drops the server. Nothing a server names is trusted: each output's subfolder and
+file name must stay inside the item's output folder (batch.inside), else the item fails and nothing is written.
+Items, manifest, resume and summary are batch.py's."""
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import pathlib
 import time
 import uuid
 
-from .batch import Item, Result, free_path, item_line, plan, summary, with_input
+from .batch import Item, Result, free_path, inside, item_line, plan, safe_name, summary, with_input
 from .headless import RunnerError, format_validation, log, prepare_prompt
 
 POLL_S = 2.0  # how often /history is asked while the WebSocket is quiet
+
+
+@dataclasses.dataclass
+class Deadlines:
+    """Seconds: connect, read (any wait for data), request (a whole control request), download (one file),
+    progress (a job with no message from its server)."""
+    connect: float = 10.0
+    read: float = 60.0
+    request: float = 120.0
+    download: float = 600.0
+    progress: float = 600.0
+
+    @classmethod
+    def of(cls, options) -> Deadlines:
+        deadlines = cls(options.connect_timeout, options.read_timeout, options.request_timeout,
+                        options.download_timeout, options.progress_timeout)
+        for field in dataclasses.fields(deadlines):
+            if not getattr(deadlines, field.name) > 0:
+                raise RunnerError(f"--{field.name}-timeout {getattr(deadlines, field.name)}: give seconds above 0")
+        return deadlines
+
+    def control(self):
+        import aiohttp
+        return aiohttp.ClientTimeout(total=self.request, connect=self.connect, sock_connect=self.connect,
+                                     sock_read=self.read)
+
+    def transfer(self):
+        import aiohttp
+        return aiohttp.ClientTimeout(total=self.download, connect=self.connect, sock_connect=self.connect,
+                                     sock_read=self.read)
 
 
 class ServerFailed(Exception):
@@ -45,9 +84,10 @@ class RemoteNode:
 
 
 class Server:
-    def __init__(self, url: str, session):
+    def __init__(self, url: str, session, deadlines: Deadlines):
         self.url = url.rstrip("/")
         self.session = session
+        self.deadlines = deadlines
         self.client_id = f"vcut-runner-{uuid.uuid4().hex[:8]}"
         self.ws = None
 
@@ -62,8 +102,14 @@ class Server:
                     return response.status, json.loads(text) if text else None
                 except ValueError:
                     return response.status, text
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        except asyncio.TimeoutError:
+            raise ServerFailed(f"{method} {path}: no answer within the deadlines (connect {self.deadlines.connect:g} "
+                               f"s, read {self.deadlines.read:g} s, whole request {self.deadlines.request:g} s)") \
+                from None
+        except (aiohttp.ClientError, OSError) as error:
             raise ServerFailed(f"{method} {path}: {type(error).__name__}: {error}") from None
+        except ValueError as error:  # a request aiohttp will not send (e.g. a control character in a header)
+            raise JobFailed(f"{method} {path}: the request cannot be sent: {error}") from None
 
     async def probe(self) -> dict:
         """The node definitions of a ComfyUI server; RunnerError when the URL does not answer or is not ComfyUI."""
@@ -96,7 +142,7 @@ class Server:
             data = path.read_bytes()
         except OSError as error:
             raise JobFailed(f"cannot read {path}: {error}") from None
-        form.add_field("image", data, filename=path.name)
+        form.add_field("image", data, filename=safe_name(path.name))  # a newline would break the form's header
         form.add_field("type", "input")
         form.add_field("subfolder", subfolder)
         status, answer = await self._json("POST", "/upload/image", data=form)
@@ -114,10 +160,22 @@ class Server:
         if status != 200:
             answer = answer if isinstance(answer, dict) else {"error": {"message": str(answer)}}
             raise JobFailed(format_validation(answer.get("error") or {}, answer.get("node_errors") or {}, prompt))
-        log(f"[{item.index}] {item.label} -> {self.url}")
+        log(f"[{item.index}] {item.label} -> {self.url} (prompt {prompt_id})")
+        try:
+            return await self.follow(prompt_id, prompt, item)
+        except ServerFailed:
+            await self.cancel(prompt_id)
+            raise
+
+    async def follow(self, prompt_id: str, prompt: dict, item: Item) -> dict:
+        """Wait for the end of our prompt; ServerFailed after deadlines.progress s without a message."""
+        heard = time.monotonic()
         while True:
             message = await self._receive()
+            if message is None and time.monotonic() - heard > self.deadlines.progress:
+                raise ServerFailed(f"no message about the job for {self.deadlines.progress:g} s (--progress-timeout)")
             if message is not None:
+                heard = time.monotonic()
                 kind, data = message.get("type"), message.get("data") or {}
                 if data.get("prompt_id") not in (None, prompt_id):
                     continue
@@ -152,6 +210,21 @@ class Server:
         except ValueError:
             return None
 
+    async def cancel(self, prompt_id: str) -> None:
+        """Best effort: our job off a dropped server, so that it does not keep running there for nobody."""
+        import aiohttp
+        quick = aiohttp.ClientTimeout(total=self.deadlines.connect)
+        try:
+            status, _ = await self._json("POST", f"/api/jobs/{prompt_id}/cancel", timeout=quick)
+            if status in (404, 405):  # ComfyUI 0.8.0: no /api/jobs cancel, the queue and interrupt calls instead
+                await self._json("POST", "/queue", json={"delete": [prompt_id]}, timeout=quick)
+                status, _ = await self._json("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=quick)
+        except ServerFailed as error:
+            log(f"server {self.url}: could not cancel prompt {prompt_id} ({error})")
+            return
+        log(f"server {self.url}: cancelled prompt {prompt_id}" if status == 200 else
+            f"server {self.url}: cancelling prompt {prompt_id} answered {status}")
+
     async def history(self, prompt_id: str) -> dict | None:
         status, answer = await self._json("GET", f"/history/{prompt_id}")
         return answer.get(prompt_id) if status == 200 and isinstance(answer, dict) else None
@@ -170,21 +243,26 @@ class Server:
                              f"{data.get('exception_type', event)}: {str(data.get('exception_message', '')).strip()}")
         raise JobFailed("\n".join(lines) or f"the prompt ended with status {status.get('status_str')!r}")
 
-    async def download(self, file: dict, item_dir: pathlib.Path) -> pathlib.Path:
-        """One written file via /view into the item's folder (same subfolder and name, never over another file)."""
+    async def download(self, file: dict, target: pathlib.Path) -> pathlib.Path:
+        """One written file via /view to `target` (batch.inside: in the item's folder), never over another file."""
         import aiohttp
         params = {"filename": file["filename"], "subfolder": file.get("subfolder", ""), "type": "output"}
-        target = free_path(item_dir / file.get("subfolder", "") / file["filename"])
+        target = free_path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
         try:
-            async with self.session.get(self.url + "/view", params=params) as response:
+            async with self.session.get(self.url + "/view", params=params,
+                                        timeout=self.deadlines.transfer()) as response:
                 if response.status != 200:
-                    raise JobFailed(f"GET /view {file['filename']} answered {response.status}")
+                    raise JobFailed(f"GET /view {file['filename']!r} answered {response.status}")
                 with open(partial, "wb") as f:
                     async for chunk in response.content.iter_chunked(1 << 20):
                         f.write(chunk)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        except asyncio.TimeoutError:
+            partial.unlink(missing_ok=True)
+            raise ServerFailed(f"GET /view {file['filename']!r}: not done within the deadlines (read "
+                               f"{self.deadlines.read:g} s, download {self.deadlines.download:g} s)") from None
+        except (aiohttp.ClientError, OSError) as error:
             partial.unlink(missing_ok=True)
             raise ServerFailed(f"GET /view: {type(error).__name__}: {error}") from None
         partial.rename(target)
@@ -253,7 +331,11 @@ class Scheduler:
                 prompt = with_input(prompt, self.targets, self.batch.input, name)
             entry = await server.run(prompt, item)
             item_dir = self.output_dir / item.name
-            outputs = [str(await server.download(f, item_dir)) for f in output_files(entry)]
+            try:  # every name checked before anything is written
+                files = [(f, inside(item_dir, f.get("subfolder", ""), f.get("filename"))) for f in output_files(entry)]
+            except ValueError as error:
+                raise JobFailed(f"{error} (the server {server.url} named it in /history); nothing was downloaded")
+            outputs = [str(await server.download(f, target)) for f, target in files]
             return Result(item, "ok", outputs, time.perf_counter() - began, server=server.url)
         except JobFailed as error:
             return Result(item, "failed", [], time.perf_counter() - began, str(error), server.url)
@@ -266,11 +348,11 @@ class Scheduler:
 
 async def run_batch(options, workflow: dict) -> int:
     import aiohttp
-    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=600)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    deadlines = Deadlines.of(options)
+    async with aiohttp.ClientSession(timeout=deadlines.control()) as session:
         servers, definitions = [], None
         for url in dict.fromkeys(options.server):  # each URL once
-            server = Server(url, session)
+            server = Server(url, session, deadlines)
             try:
                 info = await server.probe()
             except RunnerError as error:
@@ -283,8 +365,7 @@ async def run_batch(options, workflow: dict) -> int:
         node_classes = {name: RemoteNode(info) for name, info in definitions.items()}
         display = {name: info.get("display_name") or name for name, info in definitions.items()}
         prompt = prepare_prompt(options, workflow, node_classes, display)
-        output_dir = pathlib.Path(options.output_dir).resolve()
-        output_dir.mkdir(parents=True, exist_ok=True)
+        output_dir = pathlib.Path(options.output_dir).resolve()  # checked and created by headless.run
         items, targets, batch, manifest, skipped = plan(options, output_dir, prompt, node_classes)
         for result in skipped:
             log(item_line(result, len(items)))

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from vcut.runner.convert import WorkflowError, input_specs, ui_to_api, widget_slots
+from vcut.runner.convert import WorkflowError, find_cycle, input_specs, takes_value, ui_to_api, widget_slots
 from vcut.runner.headless import apply_overrides
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
@@ -106,3 +106,23 @@ def test_overrides_reach_the_inputs_of_the_chosen_dynamic_option():
     assert done == ["node 4 (SaveVideo).format.codec.encoding.crf = 20", "node 4 (SaveVideo).format = 'mkv'",
                     "node 4 (SaveVideo).filename_prefix = 'runs/loop'"]
     assert prompt["4"]["inputs"]["format.codec.encoding.crf"] == 20 and prompt["4"]["inputs"]["format"] == "mkv"
+
+
+def test_a_cycle_of_links_is_named_node_by_node():
+    prompt = {"1": {"class_type": "A", "inputs": {"x": ["3", 0], "n": 2}},
+              "2": {"class_type": "B", "inputs": {"x": ["1", 0]}},
+              "3": {"class_type": "C", "inputs": {"x": ["2", 0], "y": ["4", 0]}},
+              "4": {"class_type": "D", "inputs": {}}}
+    cycle = find_cycle(prompt)
+    assert sorted(cycle) == ["1", "2", "3"]
+    for a, b in zip(cycle, cycle[1:] + cycle[:1]):  # each node feeds the next
+        assert prompt[b]["inputs"]["x"][0] == a
+    del prompt["1"]["inputs"]["x"]
+    assert find_cycle(prompt) is None
+    assert find_cycle({"1": {"class_type": "A", "inputs": {"x": ["1", 0]}}}) == ["1"]
+
+
+def test_inputs_that_take_values_and_inputs_that_take_links():
+    save_video = newest_node_classes()["SaveVideo"].INPUT_TYPES()["required"]
+    assert takes_value(save_video["filename_prefix"]) and takes_value(save_video["format"])
+    assert not takes_value(save_video["video"])

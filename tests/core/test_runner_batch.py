@@ -2,10 +2,14 @@
 in which order, output folder names, the manifest's resume rule (an interrupted line is ignored, an item is done only
 when its last line says ok and its files exist), names that never overwrite, and the --batch-input syntax."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from vcut.runner.batch import BatchInput, Item, Manifest, Result, batch_targets, free_path, list_items
+from vcut.runner.batch import (BatchInput, Item, Manifest, Result, batch_targets, clean_stale, free_path, inside,
+                               list_items, owned_name)
 from vcut.runner.headless import RunnerError
 
 
@@ -70,3 +74,51 @@ def test_batch_input_syntax_and_targets(tmp_path):
         batch_targets(prompt, BatchInput("Load", "strength", tmp_path), classes)
     with pytest.raises(RunnerError, match="no node with id, title or type 'LoadVideo'"):
         batch_targets(prompt, BatchInput("LoadVideo", "file", tmp_path), classes)
+
+
+def test_paths_a_server_names_stay_inside_the_item_folder(tmp_path):
+    item = tmp_path / "out" / "a"
+    item.mkdir(parents=True)
+    assert inside(item, "", "v_00001_.mp4") == item / "v_00001_.mp4"
+    assert inside(item, "video/./x", "v.mp4") == item / "video" / "x" / "v.mp4"
+    assert inside(item, "sub\nline", "a\nb.png") == item / "sub_line" / "a_b.png"  # control characters: "_"
+    for subfolder, filename, why in [("../../escape", "x.pth", "'..'"), ("/etc", "x", "absolute subfolder"),
+                                     ("", "/root/.ssh/authorized_keys", "not a plain name"),
+                                     ("ok", "../x", "not a plain name"), ("a\\..\\..", "x", "'..'"),
+                                     ("C:/Windows", "x", "absolute subfolder"), ("", "..", "not a plain name"),
+                                     (None, "x", "not a pair of names")]:
+        with pytest.raises(ValueError, match=why):
+            inside(item, subfolder, filename)
+    (item / "link").symlink_to(tmp_path, target_is_directory=True)  # a link inside the folder that leads out
+    with pytest.raises(ValueError, match="outside"):
+        inside(item, "link", "x.png")
+
+
+def test_a_file_name_with_a_newline_makes_one_output_folder_name(tmp_path):
+    (tmp_path / "two\nlines.png").write_bytes(b"x")
+    (item,) = list_items(tmp_path)
+    assert item.name == "two_lines" and item.label == "two_lines.png" and item.path.name == "two\nlines.png"
+
+
+def test_stale_folders_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(dead.stdout)
+    (tmp_path / f".vcut-batch-{gone}-0123abcd").mkdir()
+    (tmp_path / f".vcut-batch-{gone}-0123abcd" / "half.png").write_bytes(b"x")
+    (tmp_path / f".vcut-batch-{gone}-link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    mine = tmp_path / owned_name(".vcut-batch-")
+    mine.mkdir()
+    unowned = tmp_path / ".vcut-batch-0123abcd"  # no owner in the name: never guessed
+    unowned.mkdir()
+    clean_stale(tmp_path, ".vcut-batch-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, unowned.name])
+    assert mine.name.startswith(f".vcut-batch-{os.getpid()}-")
+
+
+def test_a_manifest_that_is_a_folder_is_refused_before_anything_runs(tmp_path):
+    (tmp_path / "m").mkdir()
+    with pytest.raises(RunnerError, match="--manifest .* is a folder"):
+        Manifest(tmp_path / "m")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunnerError, match="cannot write the manifest"):
+        Manifest(tmp_path / "file" / "manifest.jsonl")

@@ -9,10 +9,13 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import urllib.request
+
+import pathlib
 
 import pytest
 
@@ -104,14 +107,18 @@ def test_folder_batch_in_process_resumes_without_redoing_finished_items(videos, 
                "--output-dir", out, "--comfy-args", f"--base-directory {base}"]
     first = Run(*command)
     first.watch(lambda line: "[1/4] a1.mp4: ok" in line)
-    first.process.send_signal(signal.SIGTERM)  # interrupted after the first item
-    first.finish()
+    first.kill()  # SIGKILL after the first item: nothing of the run can clean up
     done_first = [r for r in manifest(out) if r["status"] == "ok"]
-    assert done_first and not any((base / "input").glob(".vcut-batch-*")) and not any(out.glob(".vcut-batch-*"))
+    owner = f"{first.process.pid}-"
+    left = [*(base / "input").glob(f".vcut-batch-{owner}*"), *out.glob(f".vcut-batch-{owner}*"),
+            *pathlib.Path(tempfile.gettempdir()).glob(f"vcut-run-temp-{owner}*")]
+    assert done_first and len(left) == 3, left  # its staging folders (input, output) and its temp folder
 
     second = Run(*command)
     code, stdout = second.finish()
     assert code == 1, second.err[-3000:]  # a2_notes.mp4 failed, the rest finished
+    assert not any(path.exists() for path in left), left  # the dead run's folders, removed at start
+    assert not any((base / "input").glob(".vcut-batch-*")) and not any(out.glob(".vcut-batch-*"))
     for record in done_first:
         assert f"{os.path.basename(record['input'])}: skipped, done earlier" in second.err
     records = manifest(out)
@@ -152,7 +159,7 @@ def test_batch_on_two_servers_with_one_killed_finishes_every_item_once(videos, t
         run = Run(WORKFLOW, "--batch-input", f"LoadVideo.file={videos}", "--output-dir", out,
                   "--server", a.url, "--server", b.url, "--server", dead, "--server", not_comfyui)
         try:
-            run.watch(lambda line: line.endswith(f"-> {b.url}"))
+            run.watch(lambda line: f"-> {b.url} (prompt " in line)
             b.kill()  # mid-batch, with a job of ours on it
             code, stdout = run.finish()
         finally:
@@ -203,3 +210,34 @@ def test_batch_on_two_servers_with_one_killed_finishes_every_item_once(videos, t
         assert code == 0, single.err[-4000:] + a.log()[-3000:]
         assert [os.path.basename(p) for p in stdout.split()] == ["vcut_svd_00001_.mp4"]
         assert os.path.getsize(stdout.split()[0]) > 0
+
+        # a job queued behind another client's long prompt hears nothing: with --progress-timeout the server is
+        # dropped and the job is cancelled there (POST /api/jobs/<id>/cancel on ComfyUI 0.30.0; /queue delete and
+        # /interrupt on 0.8.0, which has no cancel)
+        long = harness.workflow_prompt(harness.load_workflow("svd_vcut_img2vid.json"), {
+            "SVD_img2vid_Conditioning": {"width": 32, "height": 32, "video_frames": 2}, "KSampler": {"steps": 10000}})
+        blocker = post_json(a.url + "/prompt", {"prompt": long, "client_id": "another-user"})["prompt_id"]
+        try:
+            dropped = Run(tmp_path / "svd.json", "--output-dir", tmp_path / "dropped", "--server", a.url,
+                          "--progress-timeout", "3")
+            code, stdout = dropped.finish()
+            assert code == 1 and stdout == "", dropped.err[-3000:]
+            assert f"server {a.url} failed (no message about the job for 3 s" in dropped.err
+            ours = dropped.watch(lambda line: f"-> {a.url} (prompt " in line).split("(prompt ")[1].rstrip(")")
+            assert f"cancelled prompt {ours}" in dropped.err, dropped.err[-3000:]
+            queue = get_json(a.url + "/queue")
+            assert ours not in json.dumps(queue) and blocker in json.dumps(queue["queue_running"])
+            assert ours not in get_json(a.url + "/history")  # never run
+        finally:
+            post_json(a.url + "/interrupt", {})
+
+
+def post_json(url: str, data: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(data).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.loads(response.read())
