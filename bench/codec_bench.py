@@ -1,6 +1,7 @@
 """Motion-vector codec benchmark: speed (frames/s) and motion-only PSNR, side by side in one run.
 
     .venv/bin/python -m bench.codec_bench [--frames 30] [--repeats 3] [--device cpu|cuda]
+    .venv/bin/python -m bench.codec_bench --precision [--frames 10] [--repeats 3]
 
 For each clip (native size, plus vid_h264 at 960x540, the issue's reference size) and each method:
 - ours: Motion Vector Encode (vectors + lossless residuals) with the fast and the exhaustive search, two frame
@@ -11,12 +12,22 @@ fps = pairs / best of --repeats wall-clock runs, the methods interleaved run by 
 methods see the same load, and the minimum is the least disturbed run).
 motion-only PSNR = mean over frame pairs of PSNR(frame_t, warp(frame_{t-1}, vectors_t)) on RGB, warp = our decoder
 without residual (DIS: its dense flow with bilinear remap). Lossless round trip checked for ours.
+
+--precision: the two precisions of the codec (codec.types) on the same clip as ComfyUI's LoadVideo gives it: 8-bit
+frames (0.8.0 decodes to rgb24, x / 255) and float32 frames (0.30.0 decodes to gbrpf32le), through what the nodes do
+(IMAGE -> codec frames -> encode -> residual IMAGE; residual IMAGE -> decode -> IMAGE, bit for bit), fast search
+16x16 +-16: encode / decode frames per second (best of --repeats) and the size of the saved file with the residual
+(and of the motion-only file).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import tempfile
 import time
+
+import av
 
 import cv2
 import numpy as np
@@ -25,7 +36,8 @@ import torch
 from bench.pack_import import SHARED_DATA, register_pack
 
 register_pack()  # the pack as the package `vcut`, as ComfyUI and the tests import it
-from vcut.codec import decode, encode, motion_only_psnr, psnr, torch_ops  # noqa: E402
+from vcut.codec import (codec_frames, codec_to_image, decode, encode, image_to_residual, motion_only_psnr,  # noqa: E402
+                        psnr, residual_to_image, save_motion_vectors, torch_ops)
 from vcut.codec.x264 import x264_motion_vectors  # noqa: E402
 from vcut.bench.clips import read_frames  # noqa: E402
 
@@ -106,6 +118,54 @@ def bench_clip(label: str, frames: torch.Tensor, repeats: int, device: str, torc
     return rows
 
 
+def load_images(name: str, count: int, start: int, pixel_format: str) -> torch.Tensor:
+    """IMAGE frames as ComfyUI's LoadVideo gives them: rgb24 / 255 (0.8.0) or gbrpf32le (0.30.0), float32."""
+    frames = []
+    with av.open(str(VIDEOS / name)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i >= start:
+                frames.append(frame.to_ndarray(format=pixel_format))
+            if len(frames) == count:
+                break
+    video = np.stack(frames)
+    return torch.from_numpy(video).float() / 255.0 if video.dtype == np.uint8 else torch.from_numpy(video)
+
+
+def bench_precision(frames: int, repeats: int) -> None:
+    """Encode / decode speed and file size of 8-bit and float32 IMAGE input (the --precision table)."""
+    print("| input (LoadVideo decode) | precision | encode fps | decode fps | file with residual (MB) | "
+          "motion-only file (KB) | bit-exact |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for label, pixel_format in (("8-bit (rgb24 / 255, ComfyUI 0.8.0)", "rgb24"),
+                                ("float32 (gbrpf32le, ComfyUI 0.30.0)", "gbrpf32le")):
+        images = load_images("vid_h264.mp4", frames, 30, pixel_format)
+
+        def encode_node():  # Motion Vector Encode: IMAGE -> codec frames -> vectors + residual IMAGE
+            motion, residual = encode(codec_frames(images), 16, 16, "fast")
+            return motion, residual_to_image(residual)
+
+        def decode_node(motion, residual_image):  # Motion Vector Decode: residual IMAGE -> IMAGE
+            first = codec_frames(images[:1])[0]
+            return codec_to_image(decode(first, motion, image_to_residual(residual_image)))
+
+        best_enc = best_dec = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            motion, residual_image = encode_node()
+            best_enc = min(best_enc, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            out = decode_node(motion, residual_image)
+            best_dec = min(best_dec, time.perf_counter() - t0)
+        exact = torch.equal(out.view(torch.int32), images.view(torch.int32))
+        with tempfile.TemporaryDirectory() as folder:
+            full, only = os.path.join(folder, "full.safetensors"), os.path.join(folder, "only.safetensors")
+            save_motion_vectors(full, motion, image_to_residual(residual_image))
+            save_motion_vectors(only, motion)
+            sizes = os.path.getsize(full) / 1e6, os.path.getsize(only) / 1e3
+        print(f"| {label} | {motion.precision} | {frames / best_enc:.1f} | {frames / best_dec:.1f} | "
+              f"{sizes[0]:.1f} | {sizes[1]:.1f} | {'yes' if exact else 'NO'} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=30)
@@ -113,7 +173,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-pairs", type=int, default=2, help="frame pairs for the torch full search on the "
                         "CPU (960x540 clip only; 0 = skip)")
+    parser.add_argument("--precision", action="store_true", help="8-bit vs float32 input instead (1280x720 clip)")
     args = parser.parse_args()
+    if args.precision:
+        print(f"# codec precision benchmark {time.strftime('%Y-%m-%d %H:%M')} | "
+              f"{platform.processor() or platform.machine()} | torch threads {torch.get_num_threads()} | "
+              f"{args.frames} frames of vid_h264 1280x720, best of {args.repeats}")
+        bench_precision(args.frames, args.repeats)
+        return
     clips = [("vid_h264 960x540", "vid_h264.mp4", 30, (960, 540)),
              ("vid_h264 1280x720 (native)", "vid_h264.mp4", 30, None),
              ("car-detection 768x432 (native)", "car-detection.mp4", 100, None)]

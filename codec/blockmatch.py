@@ -284,9 +284,12 @@ _BASE_GRIDS: dict[tuple[int, int], np.ndarray] = {}
 
 def warp(ref: np.ndarray, vectors: np.ndarray, block: int) -> np.ndarray:
     """Motion-compensated prediction: every block copies the reference square its vector points at (clamped to
-    the frame). ref: [H, W(, C)] uint8; vectors int [Hb, Wb, 2]. Returns [H, W(, C)] uint8.
+    the frame). ref: [H, W(, C)] uint8 or float32; vectors int [Hb, Wb, 2]. Returns [H, W(, C)] like ref.
 
-    A nearest-neighbour cv2.remap with integer maps and replicated borders: an exact pixel copy."""
+    A nearest-neighbour cv2.remap with integer maps and replicated borders: an exact pixel copy (float32 frames are
+    copied as their int32 bit patterns, so every value, -0.0 and denormals included, arrives unchanged)."""
+    if ref.dtype == np.float32:
+        return warp(ref.view(np.int32), vectors, block).view(np.float32)
     h, w = ref.shape[:2]
     if max(h, w) + np.abs(vectors).max(initial=0) >= 32767:
         raise ValueError("frame too large for int16 remap coordinates")

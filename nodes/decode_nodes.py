@@ -37,6 +37,10 @@ def _latent_tensor(samples) -> torch.Tensor:
         latent = latent.unbind()[0]
     if latent.ndim not in (4, 5) or latent.shape[0] == 0:
         raise ValueError(f"samples: expected a LATENT of shape [frames, channels, h, w], got {tuple(latent.shape)}")
+    if latent.numel() == 0:  # before any kernel sees it (a zero height or width made torch's convolutions fail)
+        raise ValueError(f"samples: the latent {tuple(latent.shape)} is empty (zero channels, height or width); "
+                         "give a latent of at least 1 x 1 (e.g. from SVD_img2vid_Conditioning with width and "
+                         "height of at least 8 pixels)")
     if not torch.isfinite(latent).all():
         raise ValueError("samples: the latent contains NaN or infinite values (a diverged sampler or a broken "
                          "upstream node); fix that before decoding")

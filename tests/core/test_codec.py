@@ -213,8 +213,8 @@ def test_bad_inputs_raise_clear_errors():
         encode(clip, search_range=0)
     with pytest.raises(ValueError, match="block_size"):
         encode(clip, block_size=12)
-    with pytest.raises(ValueError, match="uint8"):
-        encode(clip.float())
+    with pytest.raises(ValueError, match=r"uint8 \(8-bit\) or float32, got torch.float64"):
+        encode(clip.double())
     with pytest.raises(ValueError, match="mixed frame sizes"):
         list(encode_pairs([clip[0], clip[1, :32]]))
     mv, res = encode(clip, 16, 4)

@@ -1,6 +1,10 @@
 """Motion Vector Encode / Decode inside ComfyUI: loaded by ComfyUI's custom-node loader, run by its executor on a
 real clip's frames as ComfyUI's own Load Video -> Get Video Components gives them, MOTION_VECTORS flowing between
-the nodes, exact round trips, x264 vectors, motion transfer onto a LoadImage photo, and bad inputs."""
+the nodes, exact round trips, x264 vectors, motion transfer onto a LoadImage photo, and bad inputs.
+
+The frames' precision is read off what the running ComfyUI's LoadVideo returns, never off its version: 8-bit
+frames (0.8.0 decodes to rgb24) take the uint8 path, float32 frames off the 8-bit grid (0.30.0 decodes to
+gbrpf32le) the float32 one; both must come back bit for bit."""
 import shutil
 
 import pytest
@@ -40,6 +44,12 @@ def video_prompt(method="fast search", block="16", extra=None):
     return prompt
 
 
+def precision_of(images: torch.Tensor) -> str:
+    """The precision the codec must choose for these frames: uint8 iff every value is k / 255 exactly (float32)."""
+    on_grid = torch.equal(torch.round(images * 255) / 255, images) and not torch.signbit(images).any()
+    return "uint8" if on_grid else "float32"
+
+
 def test_nodes_are_registered_by_comfyui_loader(comfy_nodes):
     ids = harness.pack_node_ids()
     assert "VCUTMotionVectorEncode" in ids and "VCUTMotionVectorDecode" in ids
@@ -52,7 +62,10 @@ def test_encode_decode_round_trip_in_the_executor(input_dir, method, block):
     out = harness.run_prompt(video_prompt(method, block))
     source, decoded, mv = out["source"], out["decoded"], out["mv"]
     assert source.shape == (FRAMES, H, W, 3)
-    assert torch.equal(decoded, source)  # bit-exact IMAGE round trip through ComfyUI
+    assert decoded.dtype == source.dtype == torch.float32
+    assert torch.equal(decoded.view(torch.int32), source.view(torch.int32))  # bit-exact IMAGE round trip
+    assert mv.precision == precision_of(source)
+    assert out["residual"].dtype == (torch.float64 if mv.precision == "float32" else torch.float32)
     assert type(mv).__name__ == "MotionVectors" and mv.frame_size == (H, W) and mv.block_size == int(block)
     assert mv.vectors.shape[0] == FRAMES - 1
     assert mv.source == {"fast search": "search:fast", "exhaustive search": "search:exhaustive",
@@ -111,11 +124,36 @@ def test_bad_inputs_in_node_execute(comfy_nodes):
     mv, residual, _ = enc.execute(video, "fast search", "8", 8).result
     assert torch.equal(video, before)  # inputs untouched
     assert torch.equal(dec.execute(video, mv, 1.0, False, residual=residual).result[0], video)
-    with pytest.raises(ValueError, match="residual: an empty batch"):
-        dec.execute(video, mv, 1.0, False, residual=residual[:0])
+    motion_only = dec.execute(video, mv, 0.0, False).result[0]  # an empty residual (Load's, motion only) = none
+    assert torch.equal(dec.execute(video, mv, 1.0, False, residual=residual[:0]).result[0], motion_only)
     with pytest.raises(ValueError, match="one residual per frame"):
         dec.execute(video, mv, 1.0, False, residual=residual[:1])
     with pytest.raises(ValueError, match="MOTION_VECTORS"):
         dec.execute(video, "not vectors", 1.0, False)
     with pytest.raises(ValueError, match="vectors are for"):
         dec.execute(video[:, :32], mv, 0.0, False)
+
+
+def test_float_frames_are_exact_and_residuals_of_the_other_precision_are_refused(comfy_nodes):
+    enc = comfy_nodes.NODE_CLASS_MAPPINGS["VCUTMotionVectorEncode"]
+    dec = comfy_nodes.NODE_CLASS_MAPPINGS["VCUTMotionVectorDecode"]
+    save = comfy_nodes.NODE_CLASS_MAPPINGS["VCUTSaveMotionVectors"]
+    frames = harness.real_frames(4, size=40)  # bilinear resize: float32 off the 8-bit grid, as float nodes give
+    frames[0, 0, 0] = torch.tensor([0.0, -0.0, 1.0])
+    assert precision_of(frames) == "float32"
+    mv, residual, _ = enc.execute(frames, "fast search", "8", 8).result
+    assert mv.precision == "float32" and residual.dtype == torch.float64
+    out = dec.execute(frames, mv, 1.0, False, residual=residual).result[0]
+    assert torch.equal(out.view(torch.int32), frames.view(torch.int32))
+    eight = (torch.round(frames * 255) / 255).abs()  # the 8-bit grid (abs: -0.0 is not on it)
+    mv8, residual8, _ = enc.execute(eight, "x264 medium", "4", 8).result
+    assert mv8.precision == "uint8" and residual8.dtype == torch.float32
+    assert torch.equal(dec.execute(eight, mv8, 1.0, False, residual=residual8).result[0], eight)
+    with pytest.raises(ValueError, match=r"residual: a uint8-precision \(float32 IMAGE\) residual, but the motion "
+                                         r"vectors are float32-precision .* take a float32-precision \(float64 IMAGE\)"):
+        dec.execute(frames, mv, 1.0, False, residual=residual8)
+    with pytest.raises(ValueError, match=r"residual: a float32-precision \(float64 IMAGE\) residual, but the motion "
+                                         r"vectors are uint8-precision"):
+        save.execute(mv8, "vcut/x", residual=residual)
+    with pytest.raises(ValueError, match="float64 residual IMAGE must hold"):
+        dec.execute(frames, mv, 1.0, False, residual=residual * 0.999)  # changed on the way

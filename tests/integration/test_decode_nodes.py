@@ -184,6 +184,17 @@ def test_bad_inputs_name_the_input(nodes):
         nodes.NODE_CLASS_MAPPINGS[NODE].execute(z, svd_vae(), **decode_inputs())
 
 
+def test_zero_size_latents_are_refused_before_any_kernel(nodes):
+    """A latent of height or width 0 reached torch's convolutions (a raw kernel error) before; 0 frames too."""
+    for shape in ((8, 4, 0, 4), (8, 4, 4, 0), (3, 4, 1, 0, 4)):
+        for vae in (svd_vae(), harness.tiny_vae()):  # SVD's video VAE and the image-VAE path alike
+            with pytest.raises(ValueError, match=r"samples: the latent \(.*\) is empty \(zero channels, height or "
+                                                 r"width\)"):
+                seamless(nodes, torch.zeros(shape), vae=vae, auto_chunk=False, chunk_frames=4, context_frames=1)
+    with pytest.raises(ValueError, match=r"samples: expected a LATENT of shape .* got \(0, 4, 4, 4\)"):
+        seamless(nodes, torch.zeros(0, 4, 4, 4))
+
+
 def test_bad_chunk_in_a_prompt_is_reported_by_the_executor(nodes):
     prompt = {"1": {"class_type": "VCUTTestSVDVideo", "inputs": {"frames": 3, "seed": 1}},
               "2": {"class_type": NODE, "inputs": {"samples": ["1", 1], "vae": ["1", 0],
