@@ -1,35 +1,51 @@
-"""GPU benchmark: whole SVD-XT videos through ComfyUI's own model class and KSampler, and the codec's GPU search.
+"""GPU benchmark: whole SVD-XT videos through ComfyUI's own model class, KSampler and executor, on one ComfyUI release
+per run (0.8.0, and 0.30.0 with dynamic VRAM as its main.py enables it), and the codec's GPU search.
 
-Part 1, sampling: ComfyUI's SVD_img2vid model (comfy.supported_models.SVD_img2vid) built from SVD-XT's unet config
-(the config ComfyUI detects from an SVD-XT checkpoint, checked below with comfy.model_detection) at full size,
-seeded random weights (no checkpoint is needed: the cost of a forward pass does not depend on the weights),
-25 frames at 1024x576, fp16, sampled by ComfyUI's KSampler (nodes.common_ksampler, euler / karras, cfg 2.5,
-25 steps). Variants, chained through the nodes' own classes as a workflow chains them:
+ComfyUI is started in-process in the order of its own main.py: CLI args, then (ComfyUI 0.30.0 and later)
+comfy-aimdo's `control.init` and `cuda_malloc` before torch is imported, then comfy, the nodes, and (0.30.0) main.py's
+second step: on an NVIDIA GPU with torch >= 2.8, `comfy_aimdo.control.init_devices(...)`, then
+`comfy.model_patcher.CoreModelPatcher = ModelPatcherDynamic` and `comfy.memory_management.aimdo_enabled = True`.
+The model is built as ComfyUI's checkpoint loader builds it (comfy/sd.py): on `unet_inital_load_device` (the CPU under
+dynamic VRAM), in a `CoreModelPatcher` with the loader's load and offload devices. On a CPU ComfyUI falls back to the
+plain ModelPatcher; the report says which patcher class ran and whether dynamic VRAM was on.
+
+Sampling: ComfyUI's SVD_img2vid model (comfy.supported_models.SVD_img2vid) built from SVD-XT's unet config (checked
+against comfy.model_detection) at full size, seeded random weights (the cost of a forward pass does not depend on
+them), 25 frames at 1024x576, fp16, KSampler (nodes.common_ksampler, euler / karras, cfg 2.5, 25 steps). Variants,
+chained through the nodes' own classes as a workflow chains them:
     baseline            the model as loaded
     exact / paper       VCUT Patch Model (mode exact / paper)
     exact + cut 17      ... then Cut Step Scheduler (cut_step 17: 16 guided steps, 9 conditional-only)
     paper + cut 17
     exact + cut 17 + EasyCache   ... then core's EasyCache node (comfy_extras/nodes_easycache.py, its defaults)
-Every variant runs --repeats times, interleaved (all variants, then all again), after one short warm-up run each.
-Reported: seconds per video (each run), the ratio to the baseline computed per repetition, peak GPU memory
-(torch.cuda.max_memory_allocated, weights included) and how far the output latent is from the baseline's.
+Reported per variant: seconds per video (each run), the ratio to the baseline per repetition, peak GPU memory
+(torch.cuda.max_memory_allocated, plus the weights comfy-aimdo holds in VRAM under dynamic VRAM), UNet calls / rows,
+calls of attn2.to_q (a forward pre-hook on every cross-attention's to_q: VCUT must never run it) and how far the
+output latent is from the baseline's (VCUT exact must equal it up to float rounding).
+Checks through ONE PromptExecutor (as a server runs prompts), the model handed out by a source node of this script:
+  mode switch   baseline, exact, paper, exact, paper, baseline prompts in a row: each prompt's live attn2 modules are
+                those of its mode and each repeated prompt gives the first one's latent (upstream #16490: an
+                object-patched module receiving the previous object's buffers would break this);
+  Video Extend  3 segments in one prompt (KSampler -> Video Extend -> KSampler -> Video Extend -> KSampler): seconds
+                and UNet calls per segment, timed from the executor's own "executing" messages (upstream #14396).
+A time guard (--max-minutes) skips whatever would pass the limit, and says so in the report.
 
-Part 2, codec: Motion Vector Encode's search on a 1920x1080 clip (vid_h264.mp4 upscaled): the torch exhaustive
-search on the GPU (codec/torch_ops.py) beside the CPU paths (numpy/OpenCV fast and exhaustive, codec/blockmatch.py;
-torch exhaustive on the CPU), best of --codec-repeats, with the GPU vectors checked equal to the CPU's exhaustive
-ones and the encoding checked lossless.
+Codec: Motion Vector Encode's search on a 1920x1080 clip (vid_h264.mp4 upscaled): the torch exhaustive search on the
+GPU (codec/torch_ops.py) beside the CPU paths, best of --codec-repeats, vectors checked equal, encoding lossless.
 
-Writes <out>/gpu_bench.md (the tables, rewritten after every repetition so a run cut short still leaves its rows)
-and <out>/gpu_bench.json (every timing). The full-size run is one command on a lent H200 (see BENCHMARKS.md,
-"GPU benchmark", and scripts/gpu_bench.sh); on the CPU at a reduced size it proves the path works:
+Writes <out>/gpu_bench.md (the tables, rewritten after every part so a run cut short still leaves its rows) and
+<out>/gpu_bench.json. The full-size run of both releases is one command on a lent H200 (scripts/gpu_bench.sh, see
+BENCHMARKS.md, "GPU benchmark"); on the CPU at a reduced size it proves the path works:
 
-    python bench/gpu_bench.py --out bench/out/gpu                       # full size, cuda, fp16
+    python bench/gpu_bench.py --out bench/out/gpu --comfy .gpu/ComfyUI-0.30.0         # full size, cuda, fp16
     python bench/gpu_bench.py --device cpu --dtype fp32 --size 128x72 --frames 4 --steps 4 --out bench/out/gpu-cpu
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import importlib.metadata
 import json
 import logging
 import os
@@ -38,10 +54,10 @@ import platform
 import statistics
 import sys
 import time
-
-import torch
+import uuid
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+torch = None  # imported by start_comfy(), after comfy-aimdo's init and cuda_malloc, in the order of ComfyUI's main.py
 
 # SVD-XT's UNet, as comfy.model_detection.detect_unet_config reads it from the svd_xt checkpoint (SVD, SVD-XT and
 # SVD-XT 1.1 share this UNet; they differ in frames and training). Verified at run time: see check_unet_config.
@@ -55,8 +71,13 @@ SVD_XT_UNET = {
     "merge_factor": 0.0, "video_kernel_size": [3, 1, 1], "use_temporal_resblock": True,
     "use_temporal_attention": True, "disable_temporal_crossattention": False,
 }
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # torch names (torch is imported later)
+# "exact equals the baseline": mean abs difference / mean abs of the output latents after a whole video
+EXACT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
 VARIANTS = ("baseline", "exact", "paper", "exact + cut", "paper + cut", "exact + cut + EasyCache")
+SWITCH_PROMPTS = ("baseline", "exact", "paper", "exact", "paper", "baseline")
+SEGMENTS = 3
+SPEED_KEPT = 1.2  # Video Extend keeps its speed: the last segment takes at most this times the second's seconds
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -70,7 +91,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def default_comfy() -> str:
-    return os.environ.get("COMFYUI_PATH") or str(PACK_ROOT / ".gpu" / "ComfyUI")
+    return os.environ.get("COMFYUI_PATH") or str(PACK_ROOT / ".gpu" / "ComfyUI-0.30.0")
 
 
 def default_clip() -> str:
@@ -80,24 +101,89 @@ def default_clip() -> str:
     return str(PACK_ROOT / ".gpu" / "vid_h264.mp4")
 
 
+class Budget:
+    """The run's time guard: a part starts only if its estimated seconds fit before the deadline; skipped parts are
+    listed in the report."""
+
+    def __init__(self, minutes: float):
+        self.minutes = minutes
+        self.deadline = time.perf_counter() + 60 * minutes
+        self.skipped: list[str] = []
+
+    def allows(self, what: str, seconds: float) -> bool:
+        left = self.deadline - time.perf_counter()
+        if seconds <= left:
+            return True
+        self.skipped.append(f"{what} (needs about {seconds:.0f} s, {max(left, 0):.0f} s left)")
+        print(f"time guard (--max-minutes {self.minutes:g}): skipped {self.skipped[-1]}", flush=True)
+        return False
+
+
 # ---------------------------------------------------------------- ComfyUI
 
-def init_comfy(root: str, device: str):
-    """ComfyUI imported in-process (as tests/integration/harness.py does), and the pack loaded by ComfyUI's own
-    custom-node loader. Returns ComfyUI's `nodes` module."""
+def start_comfy(root: str, device: str) -> tuple[object, dict]:
+    """ComfyUI imported in-process in the order of its main.py, the pack loaded by ComfyUI's own custom-node loader.
+    Returns ComfyUI's `nodes` module and what ran: version, dynamic VRAM, patcher class."""
+    global torch
     if not (pathlib.Path(root) / "comfy").is_dir():
-        sys.exit(f"--comfy must point at a ComfyUI checkout (0.8.0 tested), got {root}: run scripts/gpu_bench_prep.sh "
-                 f"or set COMFYUI_PATH")
+        sys.exit(f"--comfy must point at a ComfyUI checkout (0.8.0 or 0.30.0 tested), got {root}: run "
+                 f"scripts/gpu_bench_prep.sh or set COMFYUI_PATH")
     sys.path.insert(0, root)
-    import utils.extra_config  # noqa: F401  (as main.py does: ComfyUI's utils package before comfy/utils.py)
     from comfy.cli_args import args
     args.cpu = device == "cpu"
+    import utils.extra_config  # noqa: F401  (as main.py does: ComfyUI's utils package before comfy/utils.py)
+    try:
+        from comfy.cli_args import enables_dynamic_vram  # dynamic VRAM (comfy-aimdo) came after 0.8.0
+    except ImportError:
+        enables_dynamic_vram = None
+    if enables_dynamic_vram is not None and enables_dynamic_vram():
+        import comfy_aimdo.control  # main.py (0.30.0): before torch is imported
+        headroom = None if args.reserve_vram is None else int(args.reserve_vram * 1024 ** 3)
+        comfy_aimdo.control.init(simple_vram_headroom=headroom, nvml_pressure=not args.disable_nvml_pressure)
+    if device != "cpu":
+        import cuda_malloc  # noqa: F401  (main.py: sets torch's cudaMallocAsync backend before torch is imported)
     import comfy.utils
+    import comfyui_version
+    import torch  # the module global above, bound here in main.py's order
+
     import nodes
     comfy.utils.PROGRESS_BAR_ENABLED = False  # no tqdm bars in the log
+    info = {"version": comfyui_version.__version__, "dynamic_vram": enable_dynamic_vram(args, enables_dynamic_vram)}
     if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT))):
         sys.exit("ComfyUI's custom-node loader failed to load the pack (see the log above)")
-    return nodes
+    nodes.NODE_CLASS_MAPPINGS.update({"VCUTBenchSource": BenchSource, "VCUTBenchCapture": BenchCapture})
+    return nodes, info
+
+
+def enable_dynamic_vram(args, enables_dynamic_vram) -> str:
+    """The second step of 0.30.0's main.py (after `import nodes`), at this script's console log level (WARNING):
+    says whether dynamic VRAM is on, and if not, why."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    if enables_dynamic_vram is None or not hasattr(comfy.model_patcher, "ModelPatcherDynamic"):
+        return "not in this ComfyUI (no comfy-aimdo)"
+    import comfy.memory_management
+    if not (args.enable_dynamic_vram or (enables_dynamic_vram() and mm.is_nvidia() and not mm.is_wsl())):
+        return f"off: ComfyUI enables it on NVIDIA GPUs only (device {mm.get_torch_device()}): plain ModelPatcher"
+    if not args.enable_dynamic_vram and mm.torch_version_numeric < (2, 8):
+        return f"off: torch {torch.__version__} < 2.8 (ComfyUI falls back to the plain ModelPatcher)"
+    import comfy_aimdo.control
+    if not comfy_aimdo.control.init_devices((d.index, int(args.vram_headroom * 1024 ** 3))
+                                            for d in mm.get_all_torch_devices()):
+        return "off: comfy-aimdo's init_devices failed (ComfyUI falls back to the plain ModelPatcher)"
+    comfy_aimdo.control.set_log_warning()
+    comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
+    comfy.memory_management.aimdo_enabled = True
+    return f"on (comfy-aimdo {importlib.metadata.version('comfy-aimdo')})"
+
+
+def aimdo_vram_bytes() -> int | None:
+    """VRAM that comfy-aimdo holds (the weights dynamic VRAM staged), or None when dynamic VRAM is off."""
+    memory_management = sys.modules.get("comfy.memory_management")  # 0.8.0 has none
+    if not getattr(memory_management, "aimdo_enabled", False):
+        return None
+    import comfy_aimdo.control
+    return int(comfy_aimdo.control.get_total_vram_usage())
 
 
 def check_unet_config(config: dict, model_class: bool = True) -> None:
@@ -126,22 +212,30 @@ def unet_config(model_channels: int) -> dict:
     return {**SVD_XT_UNET, "model_channels": model_channels}
 
 
-def build_svd_xt(config_dict: dict, device: str, dtype: torch.dtype, seed: int):
-    """ComfyUI's SVD_img2vid from `config_dict` in a ModelPatcher on `device`, seeded random weights."""
+def build_svd_xt(config_dict: dict, dtype, seed: int):
+    """ComfyUI's SVD_img2vid from `config_dict`, seeded random weights, placed as comfy/sd.py's checkpoint loader
+    places a loaded one: weights on `unet_inital_load_device` (the CPU under dynamic VRAM), in a CoreModelPatcher
+    (ModelPatcherDynamic when dynamic VRAM is on) with the loader's load and offload devices."""
+    import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
+    from vcut.bench.vcut_wallclock import fill_weights_
     config = comfy.supported_models.SVD_img2vid(dict(config_dict))
     config.set_inference_dtype(dtype, None)
-    torch_device = torch.device(device)
-    model = config.get_model({}, device=torch_device)
+    load_device = mm.get_torch_device()
+    model = config.get_model({}, device=load_device)  # filled where it computes (fast), then moved where it loads
     # comfy.ops.disable_weight_init leaves weights uninitialised: fill them, seeded (scaled so that activations
     # stay finite through the 1.5B-parameter UNet in fp16)
-    from vcut.bench.vcut_wallclock import fill_weights_
     fill_weights_(model.diffusion_model, seed)
     model.diffusion_model.eval()
-    # offload device = load device: switching between the variants' clones moves no weights, as on a card where
-    # ComfyUI keeps the one model loaded between prompts
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch_device, offload_device=torch_device)
+    parameters = sum(p.numel() for p in model.diffusion_model.parameters())
+    initial = mm.unet_inital_load_device(parameters, dtype)
+    model.to(initial)
+    patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)  # 0.8.0: none
+    patcher = patcher_class(model, load_device=load_device, offload_device=mm.unet_offload_device())
+    if initial != torch.device("cpu"):  # as the loader does for a model it put on the GPU
+        mm.load_models_gpu([patcher], force_full_load=True)
+    return patcher, str(initial)
 
 
 def svd_conds(frames: int, width: int, height: int, seed: int):
@@ -161,7 +255,17 @@ def node_output(output):
     return output.args[0] if hasattr(output, "args") else output[0]
 
 
-def build_variants(nodes, model, cut_step: int) -> dict:
+def easycache_inputs(threshold: float | None) -> dict:
+    """Core EasyCache's widget values: the running ComfyUI's own defaults, reuse_threshold replaced if given."""
+    from comfy_extras.nodes_easycache import EasyCacheNode
+    required = EasyCacheNode.INPUT_TYPES()["required"]
+    values = {name: spec[1]["default"] for name, spec in required.items() if name != "model"}
+    if threshold is not None:
+        values["reuse_threshold"] = threshold
+    return values
+
+
+def build_variants(nodes, model, cut_step: int, easycache_threshold: float | None) -> dict:
     """Each variant's MODEL, chained through the nodes' public classes as a workflow chains the nodes."""
     from comfy_extras.nodes_easycache import EasyCacheNode
     patch = nodes.NODE_CLASS_MAPPINGS["VCUTPatchModel"]
@@ -172,8 +276,7 @@ def build_variants(nodes, model, cut_step: int) -> dict:
     exact = node_output(patch.execute(model, mode="exact"))
     paper = node_output(patch.execute(model, mode="paper"))
     exact_cut = with_cut(exact)
-    easycache = node_output(EasyCacheNode.execute(exact_cut, reuse_threshold=0.2, start_percent=0.15,
-                                                  end_percent=0.95, verbose=False))
+    easycache = node_output(EasyCacheNode.execute(exact_cut, **easycache_inputs(easycache_threshold)))
     return {"baseline": model, "exact": exact, "paper": paper, "exact + cut": exact_cut,
             "paper + cut": with_cut(paper), "exact + cut + EasyCache": easycache}
 
@@ -184,23 +287,49 @@ def synchronize(device: str) -> None:
 
 
 class UNetCalls:
-    """Counts the diffusion model's forward calls and the rows they carry (frames x conds), by a forward pre-hook
-    on the one diffusion model that every variant's clone shares (no ComfyUI wrapper slot is taken)."""
+    """Counts, by forward pre-hooks on modules that every variant's clone shares (no ComfyUI wrapper slot is taken):
+    the UNet's real evaluations (with their times and rows, frames x conds) on its time embedding, which runs inside
+    the DIFFUSION_MODEL wrappers (a step that EasyCache answers from its cache is not counted); the calls of every
+    cross-attention's to_q (VCUT never runs it); and, at the first evaluation of each video, the class of the attn2
+    module in effect at each cross-attention site (what the clone's object patches put there)."""
 
     def __init__(self, model):
-        self.calls = self.rows = 0
-        model.model.diffusion_model.register_forward_pre_hook(self._count)
+        from vcut.cut.attention import find_cross_attentions
+        self.unet = model.model.diffusion_model
+        self.sites = find_cross_attentions(self.unet)
+        self.calls = self.rows = self.to_q = 0
+        self.times: list[float] = []
+        self.live: dict[str, int] = {}
+        self.unet.time_embed.register_forward_pre_hook(self._count)
+        for site in self.sites:
+            site.module.to_q.register_forward_pre_hook(self._count_to_q)
 
     def _count(self, module, args):
+        if not self.calls:
+            self.live = dict(collections.Counter(type(self.unet.get_submodule(s.name)).__name__ for s in self.sites))
         self.calls += 1
         self.rows += args[0].shape[0]
+        self.times.append(time.perf_counter())
 
-    def take(self) -> tuple[int, int]:
-        counts, (self.calls, self.rows) = (self.calls, self.rows), (0, 0)
+    def _count_to_q(self, module, args):
+        self.to_q += 1
+
+    def expected_live(self, mode: str) -> dict[str, int]:
+        """The attn2 classes a correctly patched model of `mode` has at its sites."""
+        if mode == "baseline":
+            return dict(collections.Counter(type(s.module).__name__ for s in self.sites))
+        removed = sum(s.kind == "temporal" for s in self.sites) if mode == "paper" else 0
+        counts = {"CachedCrossAttention": len(self.sites) - removed, "RemovedCrossAttention": removed}
+        return {k: v for k, v in counts.items() if v}
+
+    def take(self) -> dict:
+        counts = {"unet_calls": self.calls, "unet_rows": self.rows, "to_q_calls": self.to_q, "live_attn2": self.live}
+        self.calls = self.rows = self.to_q = 0
+        self.live, self.times = {}, []
         return counts
 
 
-def sample_once(nodes, model, conds, steps: int, device: str, seed: int):
+def sample_once(nodes, model, conds, steps: int, device: str, seed: int) -> tuple[float, int | None, object]:
     """One whole video through ComfyUI's KSampler: (seconds, peak GPU bytes or None, output latent)."""
     positive, negative, latent = conds
     synchronize(device)
@@ -214,95 +343,346 @@ def sample_once(nodes, model, conds, steps: int, device: str, seed: int):
     return seconds, peak, out.float().cpu()
 
 
-def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+def relative_difference(a, b) -> float:
     return float((a - b).abs().mean() / b.abs().mean().clamp_min(1e-12))
 
 
-def sampling_table(runs: dict, diffs: dict, finite: dict, setup: str, note: str = "") -> str:
-    lines = [f"### Sampling: {setup}", "",
+# ---------------------------------------------------------------- prompts through one executor
+
+SOURCES: dict[str, tuple] = {}
+CAPTURED: dict[str, object] = {}
+
+
+class BenchSource:
+    """This script's source node (no checkpoint exists on the bench machine): the model it built and the
+    conditionings and latent, as ImageOnlyCheckpointLoader + SVD_img2vid_Conditioning hand them out."""
+    FUNCTION = "load"
+    RETURN_TYPES = ("MODEL", "CONDITIONING", "CONDITIONING", "LATENT")
+    CATEGORY = "vcut/bench"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"name": ("STRING", {"default": "svd_xt"})}}
+
+    def load(self, name):
+        return SOURCES[name]
+
+
+class BenchCapture:
+    """This script's output node: keeps what reaches it under `key`."""
+    OUTPUT_NODE = True
+    FUNCTION = "capture"
+    RETURN_TYPES = ()
+    CATEGORY = "vcut/bench"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("*",), "key": ("STRING", {"default": "out"})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_types):
+        return True
+
+    def capture(self, value, key):
+        CAPTURED[key] = value
+        return {}
+
+
+class BenchServer:
+    """What PromptExecutor needs of ComfyUI's server; keeps the messages with their times (perf_counter)."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.sockets_metadata = {}
+        self.messages: list[tuple[float, str, object]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((time.perf_counter(), event, data))
+
+    def queue_updated(self):
+        pass
+
+
+class Session:
+    """ONE execution.PromptExecutor with ComfyUI's classic output cache, kept across prompts as a server keeps it."""
+
+    def __init__(self):
+        import execution
+        self.execution = execution
+        self.server = BenchServer()
+        # cache_args: 0.8.0 reads "lru" and "ram", 0.30.0 also "ram_inactive"
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC,
+                                                 cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+
+    def run(self, prompt: dict) -> dict:
+        CAPTURED.clear()
+        self.server.messages.clear()
+        prompt_id = str(uuid.uuid4())
+        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        if not valid[0]:
+            raise RuntimeError(f"prompt failed validation: {valid[1]} {valid[3]}")
+        self.executor.execute(prompt, prompt_id, {"client_id": "vcut-bench"}, valid[2])
+        if not self.executor.success:
+            errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
+            raise RuntimeError(f"execution failed: {errors}")
+        return dict(CAPTURED)
+
+    def node_intervals(self) -> dict[str, tuple[float, float]]:
+        """(start, end) of every node the last prompt executed, from the executor's "executing" messages."""
+        starts = [(t, data.get("node")) for t, event, data in self.server.messages if event == "executing"]
+        pairs = zip(starts, starts[1:], strict=False)
+        return {node: (t, t_next) for (t, node), (t_next, _) in pairs if node is not None}
+
+
+def ksampler(model, positive, negative, latent, steps: int, seed: int) -> dict:
+    return {"class_type": "KSampler", "inputs": {
+        "model": model, "positive": positive, "negative": negative, "latent_image": latent, "seed": seed,
+        "steps": steps, "cfg": 2.5, "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}}
+
+
+def mode_prompt(mode: str, steps: int, seed: int) -> dict:
+    """Source -> (VCUT Patch Model, mode) -> KSampler -> capture; the baseline samples the source's model."""
+    prompt = {"src": {"class_type": "VCUTBenchSource", "inputs": {"name": "svd_xt"}}}
+    model = ["src", 0]
+    if mode != "baseline":
+        prompt["vcut"] = {"class_type": "VCUTPatchModel", "inputs": {"model": ["src", 0], "mode": mode}}
+        model = ["vcut", 0]
+    prompt["sample"] = ksampler(model, ["src", 1], ["src", 2], ["src", 3], steps, seed)
+    prompt["keep"] = {"class_type": "VCUTBenchCapture", "inputs": {"value": ["sample", 0], "key": "latent"}}
+    return prompt
+
+
+def run_mode_switch(session, counter, steps: int, seed: int) -> dict:
+    """SWITCH_PROMPTS in a row through one executor: every prompt's live attn2 classes must be its mode's, and a
+    repeated prompt must give the latent the first prompt of that mode gave (to the run-to-run spread of the
+    repeated baseline)."""
+    counter.take()
+    results, first = [], {}
+    for mode in SWITCH_PROMPTS:
+        started = time.perf_counter()
+        latent = session.run(mode_prompt(mode, steps, seed))["latent"]["samples"].float().cpu()
+        counts = counter.take()
+        entry = {"mode": mode, "seconds": time.perf_counter() - started, **counts,
+                 "live_as_mode": counts["live_attn2"] == counter.expected_live(mode)}
+        if mode in first:
+            entry["vs_first"] = relative_difference(latent, first[mode])
+        else:
+            first[mode] = latent
+            if mode != "baseline" and "baseline" in first:
+                entry["vs_baseline"] = relative_difference(latent, first["baseline"])
+        results.append(entry)
+        print(f"mode switch {mode}: {entry['seconds']:.2f} s, live attn2 {counts['live_attn2']}, "
+              f"to_q calls {counts['to_q_calls']}" + (f", vs first {entry['vs_first']:.2e}"
+                                                      if "vs_first" in entry else ""), flush=True)
+    spread = results[-1]["vs_first"]  # the repeated baseline: run-to-run spread of this machine
+    repeats_ok = all(e["vs_first"] <= spread for e in results if "vs_first" in e)
+    return {"steps": steps, "prompts": results, "run_to_run_spread": spread,
+            "repatched_fully": repeats_ok and all(e["live_as_mode"] for e in results)
+            and all(e["to_q_calls"] == 0 for e in results if e["mode"] != "baseline")}
+
+
+def extend_prompt(frames: int, overlap: int, steps: int, cut_step: int, seed: int) -> dict:
+    """One prompt of SEGMENTS segments, as workflows/video_extend_3_segments.json chains them: VCUT Patch Model ->
+    Cut Step Scheduler -> KSampler, then (Video Extend -> KSampler) per further segment, each Video Extend taking
+    the first segment's model and conditionings and the previous segment's latent."""
+    prompt = {
+        "src": {"class_type": "VCUTBenchSource", "inputs": {"name": "svd_xt"}},
+        "vcut": {"class_type": "VCUTPatchModel", "inputs": {"model": ["src", 0], "mode": "exact"}},
+        "cut": {"class_type": "VCUTCutStepScheduler", "inputs": {"model": ["vcut", 0], "cut_step": cut_step,
+                                                               "cut_fraction": 0.0, "after_cut": "drop",
+                                                               "auto_threshold": 0.0}},
+        "s1": ksampler(["cut", 0], ["src", 1], ["src", 2], ["src", 3], steps, seed),
+    }
+    for i in range(2, SEGMENTS + 1):
+        prompt[f"x{i}"] = {"class_type": "VCUTVideoExtend", "inputs": {
+            "model": ["cut", 0], "previous": [f"s{i - 1}", 0], "positive": ["src", 1], "negative": ["src", 2],
+            "overlap": overlap, "frames": frames, "anchor_steps": 1.0, "jit_cfg": True, "image_from_previous": True}}
+        prompt[f"s{i}"] = ksampler([f"x{i}", 0], [f"x{i}", 1], [f"x{i}", 2], [f"x{i}", 3], steps, seed)
+    for i in range(1, SEGMENTS + 1):
+        prompt[f"keep{i}"] = {"class_type": "VCUTBenchCapture", "inputs": {"value": [f"s{i}", 0], "key": f"s{i}"}}
+    return prompt
+
+
+def run_video_extend(session, counter, args) -> dict:
+    """Seconds and UNet calls of each segment's KSampler in one prompt."""
+    overlap = min(2, args.frames - 1)
+    counter.take()
+    started = time.perf_counter()
+    out = session.run(extend_prompt(args.frames, overlap, args.extend_steps, args.cut_step, args.seed))
+    total = time.perf_counter() - started
+    intervals = session.node_intervals()
+    segments = []
+    for i in range(1, SEGMENTS + 1):
+        start, end = intervals[f"s{i}"]
+        calls = sum(start <= t < end for t in counter.times)
+        segments.append({"seconds": end - start, "unet_calls": calls,
+                         "frames": int(out[f"s{i}"]["samples"].shape[0])})
+    counter.take()
+    ratio = segments[-1]["seconds"] / segments[1]["seconds"]
+    print("video extend: " + ", ".join(f"segment {i + 1} {s['seconds']:.2f} s ({s['unet_calls']} calls)"
+                                       for i, s in enumerate(segments)), flush=True)
+    return {"steps": args.extend_steps, "overlap": overlap, "segments": segments, "prompt_seconds": total,
+            "last_to_second": ratio, "keeps_speed": ratio <= SPEED_KEPT}
+
+
+# ---------------------------------------------------------------- sampling part
+
+def gib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**30:.2f}"
+
+
+def sampling_table(part: dict) -> str:
+    runs = part["runs"]
+    lines = [f"### Sampling: {part['setup']}", "",
              "| variant | s/video (each run) | median s/video | ratio to baseline (median, min-max of the per-run "
-             "ratios) | peak GPU memory (GiB) | UNet calls / rows per video | output vs baseline (mean abs diff / mean "
-             "abs) |",
-             "|---|---|---:|---|---:|---:|---:|"]
+             "ratios) | peak GPU memory (GiB): torch peak + aimdo weights | UNet calls / rows per video | attn2.to_q "
+             "calls | output vs baseline (mean abs diff / mean abs) |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
     base = runs.get("baseline", [])
     for variant, entries in runs.items():
         if not entries:
             continue
         seconds = [e["seconds"] for e in entries]
-        ratios = [e["seconds"] / b["seconds"] for e, b in zip(entries, base)]
+        ratios = [e["seconds"] / b["seconds"] for e, b in zip(entries, base, strict=False)]
         ratio = (f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})" if ratios else "-")
         if variant == "baseline":
             ratio = "1"
         peaks = [e["peak_bytes"] for e in entries if e["peak_bytes"] is not None]
-        peak = f"{max(peaks) / 2**30:.2f}" if peaks else "- (CPU)"
-        diff = "-" if variant == "baseline" else f"{diffs.get(variant, float('nan')):.2e}"
-        if not finite.get(variant, True):
+        aimdo = [e["aimdo_bytes"] for e in entries if e["aimdo_bytes"] is not None]
+        peak = (gib(max(peaks)) if peaks else "- (CPU)") + (f" + {gib(max(aimdo))}" if aimdo else "")
+        diff = "-" if variant == "baseline" else f"{part['output_vs_baseline'].get(variant, float('nan')):.2e}"
+        if not part["finite"].get(variant, True):
             diff += " (output not finite)"
-        calls = f"{entries[-1]['unet_calls']} / {entries[-1]['unet_rows']}"
+        last = entries[-1]
         lines.append(f"| {variant} | {' / '.join(f'{s:.2f}' for s in seconds)} | {statistics.median(seconds):.2f} "
-                     f"| {ratio} | {peak} | {calls} | {diff} |")
-    if note:
-        lines += ["", note]
+                     f"| {ratio} | {peak} | {last['unet_calls']} / {last['unet_rows']} | {last['to_q_calls']} "
+                     f"| {diff} |")
+    checks = part.get("checks", {})
+    if checks:
+        lines += ["", "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks.items())]
     return "\n".join(lines)
 
 
-def run_sampling(args, nodes, report, deadline: float) -> None:
-    """The six variants, interleaved; repetitions stop early if the next would pass `deadline` (perf_counter)."""
+def switch_table(switch: dict) -> str:
+    lines = [f"### Mode switch: {len(switch['prompts'])} prompts through one PromptExecutor, {switch['steps']} steps "
+             "each", "", "| prompt | mode | s | live attn2 modules | as the mode needs | attn2.to_q calls | latent vs "
+             "the mode's first prompt | vs the baseline prompt |", "|---:|---|---:|---|---|---:|---:|---:|"]
+    for i, e in enumerate(switch["prompts"], 1):
+        live = ", ".join(f"{n} {k}" for k, n in sorted(e["live_attn2"].items()))
+        lines.append(f"| {i} | {e['mode']} | {e['seconds']:.2f} | {live} | {'yes' if e['live_as_mode'] else 'NO'} "
+                     f"| {e['to_q_calls']} | {e.get('vs_first', float('nan')):.2e} "
+                     f"| {e.get('vs_baseline', float('nan')):.2e} |")
+    lines += ["", f"Re-patched fully on every switch: {'yes' if switch['repatched_fully'] else 'NO'} (run-to-run "
+              f"spread, repeated baseline: {switch['run_to_run_spread']:.2e})"]
+    return "\n".join(lines).replace("| nan", "| -").replace("nan |", "- |")
+
+
+def extend_table(extend: dict) -> str:
+    lines = [f"### Video Extend: {SEGMENTS} segments in one prompt (exact + cut, {extend['steps']} steps, overlap "
+             f"{extend['overlap']}), seconds of each segment's KSampler from the executor's messages", "",
+             "| segment | frames | s | UNet calls |", "|---:|---:|---:|---:|"]
+    for i, s in enumerate(extend["segments"], 1):
+        lines.append(f"| {i} | {s['frames']} | {s['seconds']:.2f} | {s['unet_calls']} |")
+    lines += ["", f"Keeps its speed (last segment at most {SPEED_KEPT}x the second's seconds): "
+              f"{'yes' if extend['keeps_speed'] else 'NO'} ({extend['last_to_second']:.2f}x)"]
+    return "\n".join(lines)
+
+
+def estimate(step_seconds: float, steps: int, videos: int = 1) -> float:
+    return 1.2 * step_seconds * steps * videos + 2.0
+
+
+def run_sampling(args, nodes, report, budget: Budget) -> None:
+    """Warm-ups, one repetition of the variants, the mode switch, Video Extend, then further repetitions; each
+    part only if the time guard lets it start."""
     width, height = args.size
-    dtype = DTYPES[args.dtype]
+    dtype = getattr(torch, DTYPES[args.dtype])
     check_unet_config(SVD_XT_UNET)
     config = unet_config(args.model_channels)
     if config != SVD_XT_UNET:
         check_unet_config(config, model_class=False)
     t0 = time.perf_counter()
-    model = build_svd_xt(config, args.device, dtype, args.seed)
+    model, initial_device = build_svd_xt(config, dtype, args.seed)
     synchronize(args.device)
-    print(f"model built and filled in {time.perf_counter() - t0:.1f} s")
-    variants = build_variants(nodes, model, args.cut_step)
+    report["comfyui"].update(patcher=type(model).__name__, weights_start_on=initial_device)
+    print(f"model built and filled in {time.perf_counter() - t0:.1f} s; patcher {type(model).__name__} (ComfyUI "
+          f"{report['comfyui']['version']}, dynamic VRAM {report['comfyui']['dynamic_vram']}), weights on "
+          f"{initial_device}", flush=True)
+    counter = UNetCalls(model)
+    variants = build_variants(nodes, model, args.cut_step, args.easycache_threshold)
     variants = {k: v for k, v in variants.items() if k in args.variants}
     conds = svd_conds(args.frames, width, height, args.seed)
+    SOURCES["svd_xt"] = (model, *conds)
     import comfy.model_management
     attention = "pytorch (sdpa)" if comfy.model_management.pytorch_attention_enabled() else "ComfyUI default"
     unet = ("SVD-XT UNet" if config == SVD_XT_UNET else
             f"SVD-XT UNet shrunk to model_channels {args.model_channels} (functional proof, not SVD-XT's cost)")
-    setup = (f"{unet} (ComfyUI SVD_img2vid, random weights), {args.frames} frames at {width}x{height}, "
-             f"{args.dtype}, KSampler euler/karras cfg 2.5, {args.steps} steps, cut at step {args.cut_step}, "
-             f"{args.device}, attention {attention}, {args.repeats} interleaved repetitions after a "
-             f"{args.warmup_steps}-step warm-up per variant")
+    setup = (f"ComfyUI {report['comfyui']['version']}, {type(model).__name__} (dynamic VRAM "
+             f"{report['comfyui']['dynamic_vram']}), {unet} (ComfyUI SVD_img2vid, random weights), {args.frames} "
+             f"frames at {width}x{height}, {args.dtype}, KSampler euler/karras cfg 2.5, {args.steps} steps, cut at "
+             f"step {args.cut_step}, EasyCache {easycache_inputs(args.easycache_threshold)}, {args.device}, attention "
+             f"{attention}, up to {args.repeats} interleaved repetitions after a {args.warmup_steps}-step warm-up "
+             f"per variant")
     print(setup, flush=True)
-    counter = UNetCalls(model)
+    step_seconds = 0.0
     for name, model_variant in variants.items():  # warm-up: loads the model, fills the kernels' caches
         seconds, _, _ = sample_once(nodes, model_variant, conds, args.warmup_steps, args.device, args.seed)
+        step_seconds = max(step_seconds, seconds / args.warmup_steps)
         print(f"warm-up {name}: {seconds:.2f} s", flush=True)
     counter.take()
-    runs = {name: [] for name in variants}
-    outputs, diffs, finite = {}, {}, {}
-    note, last_repetition = "", 0.0
-    for repetition in range(args.repeats):
-        started = time.perf_counter()
-        if repetition and deadline - started < last_repetition:
-            note = (f"Stopped after {repetition} repetition(s): another would pass --max-minutes "
-                    f"{args.max_minutes:g} (one took {last_repetition:.0f} s).")
-            print(note, flush=True)
-            break
+    part = report["sampling"] = {"setup": setup, "runs": {name: [] for name in variants}, "output_vs_baseline": {},
+                                 "finite": {}, "checks": {}}
+    outputs = {}
+
+    def repetition(number: int) -> bool:
+        nonlocal step_seconds
+        if not budget.allows(f"sampling repetition {number} ({len(variants)} videos)",
+                             estimate(step_seconds, args.steps, len(variants))):
+            return False
         for name, model_variant in variants.items():
             seconds, peak, out = sample_once(nodes, model_variant, conds, args.steps, args.device, args.seed)
-            calls, rows = counter.take()
-            runs[name].append({"repetition": repetition + 1, "seconds": seconds, "peak_bytes": peak,
-                               "unet_calls": calls, "unet_rows": rows})
-            finite[name] = finite.get(name, True) and bool(torch.isfinite(out).all())
+            counts = counter.take()
+            if name == "baseline":
+                step_seconds = seconds / args.steps
+            part["runs"][name].append({"repetition": number, "seconds": seconds, "peak_bytes": peak,
+                                       "aimdo_bytes": aimdo_vram_bytes(), **counts})
+            part["finite"][name] = part["finite"].get(name, True) and bool(torch.isfinite(out).all())
             outputs.setdefault(name, out)
             if name != "baseline" and "baseline" in outputs:
-                diffs[name] = relative_difference(outputs[name], outputs["baseline"])
-            print(f"rep {repetition + 1} {name}: {seconds:.2f} s"
-                  + (f", peak {peak / 2**30:.2f} GiB" if peak is not None else ""), flush=True)
-        report["sampling"] = {"setup": setup, "runs": runs, "output_vs_baseline": diffs, "finite": finite}
-        last_repetition = time.perf_counter() - started
-        report["sampling_md"] = sampling_table(runs, diffs, finite, setup)
+                part["output_vs_baseline"][name] = relative_difference(outputs[name], outputs["baseline"])
+            print(f"rep {number} {name}: {seconds:.2f} s" + (f", peak {gib(peak)} GiB" if peak is not None else "")
+                  + f", to_q calls {counts['to_q_calls']}", flush=True)
+        runs, diffs = part["runs"], part["output_vs_baseline"]
+        checks = part["checks"]
+        if "exact" in diffs:
+            checks[f"exact equals the baseline (within {EXACT_TOLERANCE[args.dtype]:g})"] = (
+                diffs["exact"] <= EXACT_TOLERANCE[args.dtype])
+        checks["attn2.to_q never runs under VCUT"] = all(
+            e["to_q_calls"] == 0 for name, entries in runs.items() if name != "baseline" for e in entries)
+        checks["attn2.to_q runs in the baseline (the counter works)"] = all(
+            e["to_q_calls"] > 0 for e in runs.get("baseline", []))
+        if "exact + cut + EasyCache" in runs and "exact + cut" in runs:
+            checks["EasyCache skips UNet calls after the cut alone"] = (
+                runs["exact + cut + EasyCache"][-1]["unet_calls"] < runs["exact + cut"][-1]["unet_calls"])
+        report["sampling_md"] = sampling_table(part)
         write_report(args.out, report)
-    if note:
-        report["sampling_md"] = sampling_table(runs, diffs, finite, setup, note)
+        return True
+
+    repetition(1)
+    session = Session()
+    if budget.allows(f"mode switch ({len(SWITCH_PROMPTS)} prompts)",
+                     estimate(step_seconds, args.switch_steps, len(SWITCH_PROMPTS))):
+        report["mode_switch"] = run_mode_switch(session, counter, args.switch_steps, args.seed)
+        report["mode_switch_md"] = switch_table(report["mode_switch"])
         write_report(args.out, report)
+    if budget.allows(f"Video Extend ({SEGMENTS} segments)", estimate(step_seconds, args.extend_steps, SEGMENTS)):
+        report["video_extend"] = run_video_extend(session, counter, args)
+        report["video_extend_md"] = extend_table(report["video_extend"])
+        write_report(args.out, report)
+    for number in range(2, args.repeats + 1):
+        if not repetition(number):
+            break
 
 
 # ---------------------------------------------------------------- codec
@@ -368,10 +748,17 @@ def run_codec(args, report) -> None:
 
 def write_report(out: pathlib.Path, report: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    parts = [f"## GPU benchmark run {report['date']}", "", report["machine"], "", f"Command: `{report['command']}`"]
-    for key in ("codec_md", "sampling_md"):
+    comfy = report["comfyui"]
+    parts = [f"## GPU benchmark run {report['date']}: ComfyUI {comfy['version']}", "", report["machine"], "",
+             f"ComfyUI {comfy['version']}: dynamic VRAM {comfy['dynamic_vram']}; model patcher "
+             f"{comfy.get('patcher', '-')}, weights start on {comfy.get('weights_start_on', '-')}", "",
+             f"Command: `{report['command']}`"]
+    for key in ("codec_md", "sampling_md", "mode_switch_md", "video_extend_md"):
         if key in report:
             parts += ["", report[key]]
+    if report["skipped"]:
+        parts += ["", f"Skipped by the time guard (--max-minutes {report['max_minutes']:g}): "
+                  + "; ".join(report["skipped"]) + "."]
     (out / "gpu_bench.md").write_text("\n".join(parts) + "\n")
     (out / "gpu_bench.json").write_text(json.dumps({k: v for k, v in report.items() if not k.endswith("_md")},
                                                    indent=1, default=str))
@@ -388,11 +775,11 @@ def machine_line(device: str) -> str:
     return line
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, required=True, help="folder for gpu_bench.md / gpu_bench.json")
-    parser.add_argument("--comfy", default=default_comfy(), help="ComfyUI checkout (default: .gpu/ComfyUI, made by "
-                        "scripts/gpu_bench_prep.sh; or $COMFYUI_PATH)")
+    parser.add_argument("--comfy", default=default_comfy(), help="ComfyUI checkout (default: .gpu/ComfyUI-0.30.0, "
+                        "made by scripts/gpu_bench_prep.sh; or $COMFYUI_PATH)")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (functional proof only)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
     parser.add_argument("--size", type=parse_size, default=(1024, 576), help="WIDTHxHEIGHT (default 1024x576)")
@@ -402,8 +789,12 @@ def main(argv=None) -> None:
                         help="UNet width (SVD-XT: 320); smaller only for a functional proof on a CPU (a multiple "
                              "of 64: ComfyUI gives every 64 channels one attention head)")
     parser.add_argument("--cut-step", type=int, default=17)
+    parser.add_argument("--easycache-threshold", type=float, default=None,
+                        help="EasyCache's reuse_threshold (default: the running ComfyUI's node default)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--switch-steps", type=int, default=4, help="steps of each mode-switch prompt")
+    parser.add_argument("--extend-steps", type=int, default=10, help="steps of each Video Extend segment")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of: {', '.join(VARIANTS)}")
@@ -411,8 +802,8 @@ def main(argv=None) -> None:
                         help="torch CPU threads (0 = torch's default); 1 for a CPU proof on a busy machine, where "
                              "OpenMP threads spin-waiting on each other can make calls 30x slower")
     parser.add_argument("--max-minutes", type=float, default=7.5,
-                        help="whole run's time limit: the sampling part starts no repetition that would pass it "
-                             "(default 7.5: the run fits a 10-minute device call with its start)")
+                        help="this run's time limit: no part starts that would pass it (scripts/gpu_bench.sh "
+                             "splits one 10-minute device call between the releases)")
     parser.add_argument("--no-sampling", action="store_true")
     parser.add_argument("--no-codec", action="store_true")
     parser.add_argument("--codec-clip", default=default_clip())
@@ -428,27 +819,37 @@ def main(argv=None) -> None:
         parser.error(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
     if "baseline" not in args.variants:
         parser.error("--variants must include baseline (the ratios are to it)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible to torch; use --device cpu for a functional proof")
     if args.model_channels <= 0 or args.model_channels % 64:
         parser.error(f"--model-channels must be a positive multiple of 64, got {args.model_channels}")
     if args.device == "cpu" and args.dtype == "fp16":
         parser.error("--device cpu needs --dtype fp32 (or bf16)")
+    if args.frames < 2:
+        parser.error(f"--frames must be at least 2 (Video Extend overlaps segments by 1-2 frames), got {args.frames}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    budget = Budget(args.max_minutes)
+    nodes, comfy = start_comfy(args.comfy, args.device)  # imports torch; also makes the pack importable
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is visible to torch; use --device cpu for a functional proof")
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(args.device),
+              "comfyui": comfy, "max_minutes": args.max_minutes, "skipped": budget.skipped,
               "command": "python bench/gpu_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     print(report["machine"], flush=True)
-    started = time.perf_counter()
-    nodes = init_comfy(args.comfy, args.device)  # also makes the pack importable as its own package
+    print(f"ComfyUI {comfy['version']} from {args.comfy}: dynamic VRAM {comfy['dynamic_vram']}", flush=True)
     sys.path.insert(0, str(PACK_ROOT / "bench"))
     from pack_import import register_pack
     register_pack()
     if not args.no_codec:  # first: short and bounded, so a long sampling part cannot crowd it out
         run_codec(args, report)
     if not args.no_sampling:
-        run_sampling(args, nodes, report, deadline=started + 60 * args.max_minutes)
+        run_sampling(args, nodes, report, budget)
     report["total_seconds"] = time.perf_counter() - started
     write_report(args.out, report)
     print((args.out / "gpu_bench.md").read_text())

@@ -1,6 +1,8 @@
-"""The GPU benchmark (bench/gpu_bench.py) end to end on the CPU, shrunk: ComfyUI's SVD_img2vid through KSampler in all
-six variants, the node chain built by the nodes' own classes, and the codec part. Run as users run it, a subprocess
-of ComfyUI's Python; checked through its JSON report (what a lent GPU's run returns)."""
+"""The GPU benchmark (bench/gpu_bench.py) end to end on the CPU, shrunk, on the ComfyUI of COMFYUI_PATH (CI: 0.8.0 and
+0.30.0, each in its own environment): ComfyUI started as its main.py starts it, SVD_img2vid through KSampler in all
+six variants, the mode switch and Video Extend through one PromptExecutor, and the codec part. Run as users run it, a
+subprocess of ComfyUI's Python; checked through its JSON report (what a lent GPU's run returns). On a CPU ComfyUI
+runs the plain ModelPatcher (dynamic VRAM is for NVIDIA GPUs only): the report says so, and every check still runs."""
 import json
 import subprocess
 import sys
@@ -8,26 +10,70 @@ import sys
 import harness
 
 SCRIPT = harness.PACK_ROOT / "bench" / "gpu_bench.py"
+FRAMES, STEPS, CUT = 2, 6, 3
 
 
-def test_gpu_bench_runs_every_variant_through_comfyui_and_the_codec_part(tmp_path):
+def comfyui_version() -> str:
+    text = (harness.comfy_path() / "comfyui_version.py").read_text()
+    return text.split("__version__", 1)[1].split('"')[1]
+
+
+def test_gpu_bench_runs_every_check_through_comfyui_and_the_codec_part(tmp_path):
+    # reuse_threshold 1.0: with random weights and 6 steps EasyCache's default 0.2 skips nothing
     args = ["--out", str(tmp_path), "--comfy", str(harness.comfy_path()), "--device", "cpu", "--dtype", "fp32",
-            "--threads", "1", "--size", "64x64", "--frames", "2", "--steps", "3", "--cut-step", "2",
-            "--model-channels", "64", "--repeats", "1", "--warmup-steps", "1",
+            "--threads", "1", "--size", "64x64", "--frames", str(FRAMES), "--steps", str(STEPS), "--cut-step",
+            str(CUT), "--easycache-threshold", "1.0", "--model-channels", "64", "--repeats", "1",
+            "--warmup-steps", "1", "--switch-steps", "1", "--extend-steps", "2",
             "--codec-size", "128x64", "--codec-frames", "3", "--codec-cpu-pairs", "1", "--codec-repeats", "1"]
     done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
+    comfy = report["comfyui"]
+    assert comfy["version"] == comfyui_version()
+    # on the CPU both releases run the plain ModelPatcher; the run says which and why
+    assert comfy["patcher"] == "ModelPatcher"
+    assert comfy["dynamic_vram"].startswith(("off: ComfyUI enables it on NVIDIA GPUs only", "not in this ComfyUI"))
+    assert f"ModelPatcher (dynamic VRAM {comfy['dynamic_vram']})" in done.stdout
+    assert report["skipped"] == []
+
     runs = report["sampling"]["runs"]
     assert list(runs) == ["baseline", "exact", "paper", "exact + cut", "paper + cut", "exact + cut + EasyCache"]
-    rows = {name: (entries[0]["unet_calls"], entries[0]["unet_rows"]) for name, entries in runs.items()}
-    # 3 steps of 2 frames: guided calls carry cond + uncond (4 rows); from the cut (step 2) on only cond (2 rows)
-    assert rows["baseline"] == rows["exact"] == rows["paper"] == (3, 12)
-    assert rows["exact + cut"] == rows["paper + cut"] == (3, 8)
-    assert rows["exact + cut + EasyCache"][1] <= 8
+    video = {name: entries[0] for name, entries in runs.items()}
+    rows = {name: (e["unet_calls"], e["unet_rows"]) for name, e in video.items()}
+    # guided calls carry cond + uncond (2 x FRAMES rows); from the cut on only cond (FRAMES rows)
+    guided, unguided = CUT - 1, STEPS - CUT + 1
+    assert rows["baseline"] == rows["exact"] == rows["paper"] == (STEPS, 2 * FRAMES * STEPS)
+    cut_rows = (STEPS, FRAMES * (2 * guided + unguided))
+    assert rows["exact + cut"] == rows["paper + cut"] == cut_rows
+    # EasyCache must skip UNet evaluations beyond what the cut alone saves, and the ones it skips are after the cut
+    easy_calls, easy_rows = rows["exact + cut + EasyCache"]
+    assert easy_calls < cut_rows[0]
+    assert cut_rows[1] - easy_rows == FRAMES * (cut_rows[0] - easy_calls)
+    # attn2.to_q runs in every cross-attention of the baseline, never under VCUT
+    assert video["baseline"]["to_q_calls"] > 0
+    assert all(e["to_q_calls"] == 0 for name, e in video.items() if name != "baseline")
     assert all(report["sampling"]["finite"].values())
     differences = report["sampling"]["output_vs_baseline"]
     assert differences["exact"] < 1e-4 < differences["paper"]
+    assert all(report["sampling"]["checks"].values()), report["sampling"]["checks"]
+
+    switch = report["mode_switch"]
+    assert [p["mode"] for p in switch["prompts"]] == ["baseline", "exact", "paper", "exact", "paper", "baseline"]
+    assert all(p["live_as_mode"] for p in switch["prompts"])
+    live = [p["live_attn2"] for p in switch["prompts"]]
+    assert live[1] == live[3] == {"CachedCrossAttention": 32}
+    assert live[2] == live[4] == {"CachedCrossAttention": 16, "RemovedCrossAttention": 16}
+    assert [p.get("vs_first") for p in switch["prompts"][3:]] == [0.0, 0.0, 0.0]  # the CPU is deterministic
+    assert switch["repatched_fully"]
+
+    segments = report["video_extend"]["segments"]
+    assert len(segments) == 3
+    assert all(s["frames"] == FRAMES and s["seconds"] > 0 for s in segments)
+    # 2 steps, both guided (cut at step 3): every segment evaluates the UNet once per step
+    assert [s["unet_calls"] for s in segments] == [2, 2, 2]
+
     assert report["codec"]["same_vectors"] and report["codec"]["lossless"]
     table = (tmp_path / "gpu_bench.md").read_text()
-    assert "| exact + cut + EasyCache |" in table and "### Codec" in table
+    for heading in ("### Codec", "### Sampling", "### Mode switch", "### Video Extend"):
+        assert heading in table
+    assert "| exact + cut + EasyCache |" in table
