@@ -103,6 +103,13 @@ def branch_count(unet) -> int:
     return len(_layers(unet)[0])
 
 
+def shallow_modules(unet, branch: int) -> list:
+    """The layer modules a partial step at `branch` runs (for per-module costs such as VCUT's vectors)."""
+    inputs, outputs = _layers(unet)
+    flat = [layer for _, layer in inputs[:branch + 1]] + outputs[len(outputs) - 1 - branch:]
+    return [m for layer in flat for m in (layer if isinstance(layer, tuple) else (layer,)) if m is not None]
+
+
 def _embed(unet, sample, timestep, added_time_ids):
     """diffusers' forward up to conv_in's input: the time + added-time embedding per frame."""
     batch, frames = sample.shape[:2]
