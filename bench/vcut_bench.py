@@ -25,6 +25,7 @@ import torch
 
 from ..cut.accounting import MacCount, count_macs, parameter_count, vector_macs, video_macs
 from ..cut.attention import patch_unet_
+from ..cut import feature_cache as fc
 
 T = 1e12
 STEPS = 25
@@ -118,6 +119,71 @@ def print_mac_tables(rows):
             print(f"{row['model']:7} {variant:9} " + " ".join(cells))
 
 
+CACHE_INTERVALS = (2, 3, 5)
+CACHE_BRANCHES = (0, 1)
+CACHE_GOAL = 0.40  # issue 18: VCUT exact + cut 17 + cache N=3 branch 0 at most 0.40x the baseline (SVD-XT)
+
+
+def cache_mac_rows():
+    """UNet Feature Cache (DeepCache) per 25-step video: alone on the baseline UNet (no cut), and with VCUT exact +
+    the cut at step 17; a partial step counted on the meta device with cut/feature_cache.step."""
+    base = build_unet()
+    exact = copy.deepcopy(base)
+    patch_unet_(exact, "exact")
+    rows = []
+    for name, frames in MODELS.items():
+        costs = {}
+        for variant, model in (("baseline", base), ("exact", exact)):
+            for branch in (None, *CACHE_BRANCHES):
+                def step(batch):
+                    with torch.device("meta"):
+                        args = unet_inputs(batch, frames, 576, 1024)
+                        if branch is None:
+                            return count_macs(lambda: model(*args))
+                        kept = fc.step(model, *args, branch)[1]
+                        return count_macs(lambda: fc.step(model, *args, branch, cached=kept))
+                modules = [model] if branch is None else fc.shallow_modules(model, branch)
+                second = sum(vector_macs(m, 1) for m in modules)  # a CFG step's second context (exact only)
+                costs[variant, branch] = (step(2) + MacCount(second, second), step(1))
+        baseline = video_macs(*costs["baseline", None], STEPS, STEPS + 1)
+        for branch in CACHE_BRANCHES:
+            for interval in CACHE_INTERVALS:
+                for schedule in fc.SCHEDULES:
+                    full = fc.full_steps(STEPS, interval, schedule)
+                    alone = fc.cached_video_macs(*costs["baseline", None], *costs["baseline", branch], STEPS,
+                                                 STEPS + 1, full)
+                    stacked = fc.cached_video_macs(*costs["exact", None], *costs["exact", branch], STEPS,
+                                                   CUT_STEPS[0], full)
+                    rows.append({"model": name, "interval": interval, "branch": branch, "schedule": schedule,
+                                 "alone": alone, "stacked": stacked, "baseline": baseline,
+                                 "partial_share": costs["baseline", branch][1].all_matmuls
+                                 / costs["baseline", None][1].all_matmuls})
+    return rows
+
+
+def print_cache_rows(rows):
+    print("\n## UNet Feature Cache (DeepCache), 25-step video, T MACs (ratio to the baseline video, no cut)")
+    print("'alone' = baseline UNet + cache, every step guided; 'exact+c17' = VCUT exact + cut at 17 + cache. "
+          "'partial' = a partial step's MACs / a full step's (all matmuls).")
+    print(f"{'model':7} {'N':>2} {'br':>2} {'schedule':11} {'partial':>7} {'alone lin+conv':>20} "
+          f"{'alone all':>20} {'exact+c17 lin+conv':>20} {'exact+c17 all':>20}")
+    for row in rows:
+        cells = []
+        for key in ("alone", "stacked"):
+            for convention in ("linear_conv", "all_matmuls"):
+                value, ref = getattr(row[key], convention), getattr(row["baseline"], convention)
+                cells.append(f"{value / T:10.1f} ({value / ref:.3f}x)".rjust(20))
+        print(f"{row['model']:7} {row['interval']:2d} {row['branch']:2d} {row['schedule']:11} "
+              f"{row['partial_share']:7.3f} " + " ".join(cells))
+    goal = next(r for r in rows if (r["model"], r["interval"], r["branch"], r["schedule"]) ==
+                ("SVD-XT", 3, 0, "uniform"))
+    ratio = goal["stacked"].all_matmuls / goal["baseline"].all_matmuls
+    ratio_lc = goal["stacked"].linear_conv / goal["baseline"].linear_conv
+    print(f"goal (issue 18): SVD-XT, VCUT exact + cut 17 + cache N=3 branch 0 uniform: {ratio:.3f}x (all matmuls), "
+          f"{ratio_lc:.3f}x (linear+conv) of the baseline's MACs; goal <= {CACHE_GOAL:.2f}x: "
+          f"{'met' if max(ratio, ratio_lc) <= CACHE_GOAL else 'not met'}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-wallclock", action="store_true", help="only the MAC / parameter tables")
@@ -132,6 +198,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     print(f"vcut benchmark, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print_mac_tables(mac_tables())
+    print_cache_rows(cache_mac_rows())
     if not args.no_wallclock:
         from .vcut_wallclock import measure, report
         print(f"\nwall-clock: {args.repeats} repetitions x 6 whole videos ...", flush=True)

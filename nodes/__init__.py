@@ -5,6 +5,7 @@ from . import codec_nodes
 from . import loop_analysis_nodes
 from . import video_nodes
 from . import decode_nodes
+from . import feature_cache_nodes
 
 ALL_NODES = [
     *vcut_nodes.NODES,
@@ -13,4 +14,5 @@ ALL_NODES = [
     *loop_analysis_nodes.NODES,
     *video_nodes.NODES,
     *decode_nodes.NODES,
+    *feature_cache_nodes.NODES,
 ]

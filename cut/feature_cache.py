@@ -1,0 +1,211 @@
+"""DeepCache for SVD's UNet: which steps run the whole UNet, the partial step, and its MAC accounting (no ComfyUI).
+
+DeepCache (Ma, Fang, Wang, CVPR 2024, arXiv 2312.00858), Sec. 3.2: the UNet's skip branches are numbered from the
+shallowest; at a full step the feature that enters the up-path at skip branch m is kept, and at the next N-1 steps
+("partial" steps) only the down layers D_0..D_m and the up layers U_m..U_0 run, with the kept feature in place of
+everything below branch m:  U_m(Concat(D_m(...), F_cache)).
+
+Layers are counted as ComfyUI's UNetModel holds them: input layer i produces skip i (layer 0 is the input conv),
+output layer j takes skip L-1-j. Branch m therefore runs input layers 0..m and output layers L-1-m..L-1; branch 0
+(input conv + the last output layer) saves the most. The diffusers functions below are the reference the MAC
+tables and core tests use (diffusers' UNetSpatioTemporalConditionModel, the same layers in the same order).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from .accounting import MacCount
+
+SCHEDULES = ("uniform", "non-uniform")
+# DeepCache's non-uniform 1:N schedule for 50 PLMS steps: center c = 15, power p = 1.4; c scales with the steps.
+NONUNIFORM_CENTER = 0.3
+NONUNIFORM_POWER = 1.4
+
+
+def validate(interval: int, schedule: str, start_percent: float, end_percent: float) -> None:
+    if int(interval) != interval or interval < 1:
+        raise ValueError(f"interval must be a whole number >= 1 (1 = every step runs the whole UNet), got {interval}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not (0.0 <= start_percent <= 1.0 and 0.0 <= end_percent <= 1.0):
+        raise ValueError(f"start_percent and end_percent must be in [0, 1], got {start_percent} and {end_percent}")
+    if start_percent > end_percent:
+        raise ValueError(f"start_percent ({start_percent}) must not be larger than end_percent ({end_percent})")
+
+
+def validate_branch(branch: int, branches: int) -> None:
+    if int(branch) != branch or not (0 <= branch < branches):
+        raise ValueError(f"branch must be a skip branch of this UNet, 0..{branches - 1} (0 = shallowest, the "
+                         f"biggest saving), got {branch}")
+
+
+def nonuniform_full_steps(total_steps: int, interval: int, center: float = NONUNIFORM_CENTER,
+                          power: float = NONUNIFORM_POWER) -> list[int]:
+    """0-based full steps of DeepCache's non-uniform 1:N schedule (Sec. 3.3): k = ceil(T / N) full steps at
+    l_i = sign(x_i) |x_i|^p + c,  x = linspace(-c^(1/p), (T - c)^(1/p), k + 1)  (the last point, T, dropped),
+    denser around step c where the features change fastest. As DeepCache's code does, p is lowered by 0.02 until
+    the k truncated values are distinct (p = 1 is evenly spaced)."""
+    k = math.ceil(total_steps / interval)
+    c = round(center * total_steps)
+    while power > 1.0:
+        lo, hi = -(c ** (1 / power)), (total_steps - c) ** (1 / power)
+        xs = [lo + (hi - lo) * i / k for i in range(k + 1)]
+        steps = sorted({int(math.copysign(abs(x) ** power, x)) + c for x in xs[:-1]})
+        if len(steps) == k and steps[0] == 0:
+            return steps
+        power -= 0.02
+    return sorted({int(i * total_steps / k) for i in range(k)})
+
+
+def full_steps(total_steps: int, interval: int, schedule: str = "uniform", start_percent: float = 0.0,
+               end_percent: float = 1.0) -> list[int]:
+    """Steps (numbered 1..T as the guidance cut numbers them) that run the whole UNet and refresh the cache.
+    uniform 1:N: steps 1, 1+N, 1+2N, ...; non-uniform: the paper's schedule. Steps outside
+    [start_percent, end_percent) of the run (step s sits at (s-1)/T) are full as well."""
+    validate(interval, schedule, start_percent, end_percent)
+    if schedule == "uniform":
+        chosen = set(range(0, total_steps, interval))
+    else:
+        chosen = set(nonuniform_full_steps(total_steps, interval))
+    chosen |= {s for s in range(total_steps) if not (start_percent <= s / total_steps < end_percent)}
+    return sorted(s + 1 for s in chosen)
+
+
+def schedule_summary(total_steps: int, full: list[int]) -> str:
+    return (f"{len(full)} full and {total_steps - len(full)} partial steps of {total_steps} "
+            f"(full: {', '.join(map(str, full))})")
+
+
+# ---- the reference partial step on diffusers' UNetSpatioTemporalConditionModel ----
+
+def _layers(unet):
+    """diffusers' SVD UNet as ComfyUI's flat layer lists: input layers (conv_in, then (resnet, attention) pairs and
+    downsamplers) and output layers ((resnet, attention, upsampler of the level's last layer))."""
+    inputs = [("conv", unet.conv_in)]
+    for block in unet.down_blocks:
+        attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
+        inputs += [("res", (resnet, attn)) for resnet, attn in zip(block.resnets, attentions)]
+        if block.downsamplers is not None:
+            inputs.append(("down", block.downsamplers))
+    outputs = []
+    for block in unet.up_blocks:
+        attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
+        pairs = list(zip(block.resnets, attentions))
+        for i, (resnet, attn) in enumerate(pairs):
+            outputs.append((resnet, attn, block.upsamplers if i == len(pairs) - 1 else None))
+    return inputs, outputs
+
+
+def branch_count(unet) -> int:
+    return len(_layers(unet)[0])
+
+
+def shallow_modules(unet, branch: int) -> list:
+    """The layer modules a partial step at `branch` runs (for per-module costs such as VCUT's vectors)."""
+    inputs, outputs = _layers(unet)
+    flat = [layer for _, layer in inputs[:branch + 1]] + outputs[len(outputs) - 1 - branch:]
+    return [m for layer in flat for m in (layer if isinstance(layer, tuple) else (layer,)) if m is not None]
+
+
+def _embed(unet, sample, timestep, added_time_ids):
+    """diffusers' forward up to conv_in's input: the time + added-time embedding per frame."""
+    batch, frames = sample.shape[:2]
+    t_emb = unet.time_proj(timestep.expand(batch)).to(sample.dtype)
+    emb = unet.time_embedding(t_emb)
+    emb = emb + unet.add_embedding(unet.add_time_proj(added_time_ids.flatten()).reshape(batch, -1).to(emb.dtype))
+    return emb.repeat_interleave(frames, dim=0), torch.zeros(batch, frames, dtype=sample.dtype, device=sample.device)
+
+
+def step(unet, sample, timestep, encoder_hidden_states, added_time_ids, branch: int,
+         cached: torch.Tensor | None = None):
+    """One UNet call, layer by layer: (output, feature entering output layer L-1-branch). cached=None: the full
+    step (the same computation as unet(...)); otherwise a partial step with `cached` in place of that feature."""
+    inputs, outputs = _layers(unet)
+    batch, frames = sample.shape[:2]
+    emb, indicator = _embed(unet, sample, timestep, added_time_ids)
+    context = encoder_hidden_states.repeat_interleave(frames, dim=0)
+    h = sample.flatten(0, 1)
+    run_inputs = inputs if cached is None else inputs[:branch + 1]
+    skips = []
+    for kind, layer in run_inputs:
+        if kind == "conv":
+            h = layer(h)
+        elif kind == "down":
+            for down in layer:
+                h = down(h)
+        else:
+            resnet, attn = layer
+            h = resnet(h, emb, image_only_indicator=indicator)
+            if attn is not None:
+                h = attn(h, encoder_hidden_states=context, image_only_indicator=indicator, return_dict=False)[0]
+        skips.append(h)
+    first = len(outputs) - 1 - branch
+    if cached is None:
+        h = unet.mid_block(hidden_states=h, temb=emb, encoder_hidden_states=context, image_only_indicator=indicator)
+    else:
+        h = cached
+    up_factor = 2 ** sum(1 for block in unet.up_blocks if block.upsamplers is not None)
+    resize = any(s % up_factor for s in sample.shape[-2:])
+    feature = None
+    for j, (resnet, attn, upsamplers) in enumerate(outputs):
+        if j < first and cached is not None:
+            continue
+        if j == first:
+            feature = h
+        h = resnet(torch.cat([h, skips.pop()], dim=1), emb, image_only_indicator=indicator)
+        if attn is not None:
+            h = attn(h, encoder_hidden_states=context, image_only_indicator=indicator, return_dict=False)[0]
+        if upsamplers is not None:
+            for up in upsamplers:
+                h = up(h, skips[-1].shape[2:] if resize and skips else None)
+    h = unet.conv_out(unet.conv_act(unet.conv_norm_out(h)))
+    return h.reshape(batch, frames, *h.shape[1:]), feature
+
+
+# ---- accounting ----
+
+def cached_video_macs(full_guided: MacCount, full_unguided: MacCount, partial_guided: MacCount,
+                      partial_unguided: MacCount, steps: int, cut_step: int, full: list[int]) -> MacCount:
+    """MACs of a whole video with the cache: step s costs a full or a partial call, guided (CFG, 2 rows per frame)
+    for s < cut_step and conditional only from the cut on (VCUT Eq. 4)."""
+    total = MacCount(0, 0)
+    for s in range(1, steps + 1):
+        guided = s < cut_step
+        if s in full:
+            total = total + (full_guided if guided else full_unguided)
+        else:
+            total = total + (partial_guided if guided else partial_unguided)
+    return total
+
+
+@dataclasses.dataclass
+class RunStats:
+    """What one sampling run with the cache did: UNet calls and rows, split full / partial, and the reasons
+    partial steps ran fully."""
+    full_calls: int = 0
+    partial_calls: int = 0
+    full_rows: int = 0
+    partial_rows: int = 0
+    forced: dict = dataclasses.field(default_factory=dict)
+
+    def record(self, rows: int, partial: bool) -> None:
+        if partial:
+            self.partial_calls += 1
+            self.partial_rows += rows
+        else:
+            self.full_calls += 1
+            self.full_rows += rows
+
+    def force(self, reason: str) -> None:
+        self.forced[reason] = self.forced.get(reason, 0) + 1
+
+    def summary(self) -> str:
+        text = (f"{self.full_calls + self.partial_calls} UNet calls ({self.full_rows + self.partial_rows} rows): "
+                f"{self.full_calls} full ({self.full_rows} rows), {self.partial_calls} partial "
+                f"({self.partial_rows} rows)")
+        if self.forced:
+            text += "; ran fully instead of partially: " + ", ".join(f"{k} ({v}x)" for k, v in self.forced.items())
+        return text
