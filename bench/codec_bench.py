@@ -28,7 +28,6 @@ import tempfile
 import time
 
 import av
-
 import cv2
 import numpy as np
 import torch
@@ -36,10 +35,20 @@ import torch
 from bench.pack_import import SHARED_DATA, register_pack
 
 register_pack()  # the pack as the package `vcut`, as ComfyUI and the tests import it
-from vcut.codec import (codec_frames, codec_to_image, decode, encode, image_to_residual, motion_only_psnr,  # noqa: E402
-                        psnr, residual_to_image, save_motion_vectors, torch_ops)
-from vcut.codec.x264 import x264_motion_vectors  # noqa: E402
 from vcut.bench.clips import read_frames  # noqa: E402
+from vcut.codec import (  # noqa: E402
+    codec_frames,
+    codec_to_image,
+    decode,
+    encode,
+    image_to_residual,
+    motion_only_psnr,
+    psnr,
+    residual_to_image,
+    save_motion_vectors,
+    torch_ops,
+)
+from vcut.codec.x264 import x264_motion_vectors  # noqa: E402
 
 VIDEOS = SHARED_DATA / "video"
 

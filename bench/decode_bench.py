@@ -93,6 +93,7 @@ def main():
     start_comfy()
     register_pack()
     from svd_vae import svd_video_vae
+
     from vcut.decode import decode_chunked, plan_spans
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -122,12 +123,12 @@ def main():
         full, full_s, full_mib = measured(lambda: vae.decode(z))
 
         def row(name, images, per_call, calls, starts, seconds, mib, base_s):
-            err = (images - full).abs()
+            err = (images - full).abs()  # noqa: F821  (row() runs before the del at the end of this iteration)
             borders = borders_of(starts, frames)
             b = err[borders] if borders else err[:0]
             work = per_call * calls if name.startswith("ours") else frames  # a plain split decodes each frame once
             ratios = [f"{work} ({work / frames:.2f})"] + [
-                f"{v:.1f}" + (f" ({v / b_v:.2f})" if base_s else "") for v, b_v in zip(seconds, base_s or seconds)]
+                f"{v:.1f}" + (f" ({v / b_v:.2f})" if base_s else "") for v, b_v in zip(seconds, base_s or seconds, strict=False)]
             print(f"| {frames} | {name} | {per_call} | {calls} | "
                   + (f"{b.max():.4f} | {b.mean():.5f}" if borders else "- | -")
                   + f" | {err.max():.4f} | {err.mean():.5f} | " + " | ".join(ratios)

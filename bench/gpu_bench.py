@@ -142,7 +142,7 @@ def start_comfy(root: str, device: str) -> tuple[object, dict]:
         comfy_aimdo.control.init(simple_vram_headroom=headroom, nvml_pressure=not args.disable_nvml_pressure)
     if device != "cpu":
         import cuda_malloc  # noqa: F401  (main.py: sets torch's cudaMallocAsync backend before torch is imported)
-    import comfy.utils
+    import comfy.utils  # noqa: I001  (main.py's import order, not alphabetical: torch before nodes)
     import comfyui_version
     import torch  # the module global above, bound here in main.py's order
 
@@ -219,6 +219,7 @@ def build_svd_xt(config_dict: dict, dtype, seed: int):
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
+
     from vcut.bench.vcut_wallclock import fill_weights_
     config = comfy.supported_models.SVD_img2vid(dict(config_dict))
     config.set_inference_dtype(dtype, None)
@@ -690,6 +691,7 @@ def run_sampling(args, nodes, report, budget: Budget) -> None:
 def run_codec(args, report) -> None:
     import cv2
     import numpy as np
+
     from vcut.bench.clips import read_frames
     from vcut.codec import decode, encode, torch_ops
     width, height = args.codec_size

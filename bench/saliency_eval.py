@@ -49,6 +49,7 @@ from pack_import import SHARED_DATA, register_pack
 
 register_pack()
 from saliency_baselines import centred_ellipse_mask, iou, spectral_residual_map  # noqa: E402
+
 from vcut.loop.saliency import (  # noqa: E402
     _to_work,
     clean_mask,
@@ -177,7 +178,8 @@ def gmr_saliency(col, adj, labels, alpha=0.99, theta=10.0) -> np.ndarray:
     weights = np.where(graph, np.exp(-theta * d / (d[graph].max() + 1e-9)), 0.0)
     ranker = np.linalg.inv(np.diag(weights.sum(1)) - alpha * weights)  # f* = (D - alpha W)^-1 y
     np.fill_diagonal(ranker, 0.0)
-    norm = lambda f: (f - f.min()) / (np.ptp(f) + 1e-9)
+    def norm(f):
+        return (f - f.min()) / (np.ptp(f) + 1e-9)
     stage1 = np.ones(n)
     for side in sides:
         y = np.zeros(n)
@@ -259,7 +261,7 @@ def sequence_of(name: str) -> str:
 
 def consecutive_iou(masks: list[np.ndarray]) -> list[float]:
     """IoU of each mask with the next one of the same sequence (1.0 = no change between frames)."""
-    return [iou(a, b) for a, b in zip(masks[:-1], masks[1:])]
+    return [iou(a, b) for a, b in zip(masks[:-1], masks[1:], strict=False)]
 
 
 def video_scores(frames: dict[str, dict[str, np.ndarray]], per_image: dict[str, dict]) -> dict[str, list[float]]:
@@ -273,7 +275,7 @@ def video_scores(frames: dict[str, dict[str, np.ndarray]], per_image: dict[str, 
         flicker["ours"] += consecutive_iou([frames[n]["ours"] for n in names])
         for label, motion in (("ours-video", 1.0), ("ours-video-no-motion", 0.0)):
             video = salient_masks(batch, motion=motion).numpy() >= 0.5
-            for n, m in zip(names, video):
+            for n, m in zip(names, video, strict=False):
                 per_image[n][label] = score(m, frames[n]["gt"])
             flicker[label] += consecutive_iou(list(video))
     return flicker

@@ -23,9 +23,9 @@ import time
 
 import torch
 
+from ..cut import feature_cache as fc
 from ..cut.accounting import MacCount, count_macs, parameter_count, vector_macs, video_macs
 from ..cut.attention import patch_unet_
-from ..cut import feature_cache as fc
 
 T = 1e12
 STEPS = 25

@@ -140,7 +140,7 @@ def _measure(frames, height, width, channels, steps, cut_step, repeats, seed, lo
     inputs = video_inputs(frames, height, width, seed)
     names = list(runs)
     outputs = {}
-    for name, (model, cut) in runs.items():  # warm-up: one 2-step video each (allocator, kernels' first use)
+    for model, cut in runs.values():  # warm-up: one 2-step video each (allocator, kernels' first use)
         sample_video(model, inputs, 2, min(cut, 3))
     times = {name: [] for name in names}
     cpu_times = {name: [] for name in names}
@@ -183,7 +183,7 @@ def _table(times: dict, label: str, log) -> None:
     log(f"{label}\n{'variant':22} {'median s':>9} {'min-max s':>13}  ratio to baseline, per repetition: median "
         f"(min-max)")
     for name, values in times.items():
-        ratios = [v / b for v, b in zip(values, base)]
+        ratios = [v / b for v, b in zip(values, base, strict=False)]
         cell = "1" if name == "baseline" else ratio_cell(ratios)
         log(f"{name:22} {statistics.median(values):9.2f} {min(values):6.2f}-{max(values):<6.2f}  {cell}")
     log(f"baseline run-to-run spread {spread:.0%}")

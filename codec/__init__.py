@@ -3,8 +3,17 @@ residuals, reversibly (bit for bit, for 8-bit and for any float32 frames: codec.
 .safetensors files. Plain torch/numpy/OpenCV, no ComfyUI."""
 from .codec import decode, encode, encode_pairs, motion_only_psnr, predict, psnr, residuals_for, search
 from .storage import FORMAT_VERSION, MEMORY_BUDGET, MotionFileError, load_motion_vectors, save_motion_vectors
-from .types import (BLOCK_SIZES, PRECISIONS, MotionVectors, codec_frames, codec_to_image, image_to_residual,
-                    image_to_uint8, residual_to_image, uint8_to_image)
+from .types import (
+                    BLOCK_SIZES,
+                    PRECISIONS,
+                    MotionVectors,
+                    codec_frames,
+                    codec_to_image,
+                    image_to_residual,
+                    image_to_uint8,
+                    residual_to_image,
+                    uint8_to_image,
+)
 from .visualize import motion_preview
 from .x264 import x264_motion_vectors
 

@@ -190,7 +190,7 @@ def _encode_u8(frames: torch.Tensor, block_size: int, search_range: int, method:
         with ThreadPoolExecutor(max_workers=PREDICTOR_LAG) as pool:
             for start in range(0, t - 1, PREDICTOR_LAG):
                 ks = range(start, min(start + PREDICTOR_LAG, t - 1))
-                for k, vec in zip(ks, pool.map(job, ks)):
+                for k, vec in zip(ks, pool.map(job, ks), strict=False):
                     vectors[k] = vec
                 if progress:
                     progress(ks[-1] + 1, t - 1)

@@ -103,9 +103,9 @@ def _int(metadata: dict, key: str, path) -> int:
     try:
         return int(metadata[key])
     except KeyError:
-        raise MotionFileError(f"{path}: the header has no '{key}' (a damaged or hand-made file)")
+        raise MotionFileError(f"{path}: the header has no '{key}' (a damaged or hand-made file)") from None
     except ValueError:
-        raise MotionFileError(f"{path}: the header's '{key}' is {metadata[key]!r}, not a whole number")
+        raise MotionFileError(f"{path}: the header's '{key}' is {metadata[key]!r}, not a whole number") from None
 
 
 def read_header(path: str | os.PathLike) -> dict[str, str]:

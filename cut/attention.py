@@ -140,7 +140,8 @@ class CachedCrossAttention(_StandIn):
     The vectors are recomputed on every call rather than kept across calls: they cost one to_v and one to_out row
     per distinct context (two in a CFG step; 0.1 G MACs, 1.6e-6 of an SVD-XT step), while a vector kept across
     calls could be stale whenever ComfyUI changes weights in place (hook keyframes, LoRA weight functions, lowvram
-    casting). So the result always uses the weights in effect at the call. A context of more than one token (another node
+    casting). So the result always uses the weights in effect at the call. A context of more than one token (another
+    node
     concatenated embeddings), an attention mask, or an unknown calling convention runs the original attention.
     """
 

@@ -87,13 +87,13 @@ def _layers(unet):
     inputs = [("conv", unet.conv_in)]
     for block in unet.down_blocks:
         attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
-        inputs += [("res", (resnet, attn)) for resnet, attn in zip(block.resnets, attentions)]
+        inputs += [("res", (resnet, attn)) for resnet, attn in zip(block.resnets, attentions, strict=False)]
         if block.downsamplers is not None:
             inputs.append(("down", block.downsamplers))
     outputs = []
     for block in unet.up_blocks:
         attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
-        pairs = list(zip(block.resnets, attentions))
+        pairs = list(zip(block.resnets, attentions, strict=False))
         for i, (resnet, attn) in enumerate(pairs):
             outputs.append((resnet, attn, block.upsamplers if i == len(pairs) - 1 else None))
     return inputs, outputs

@@ -144,11 +144,11 @@ def decode_chunked(latent: torch.Tensor, decode_fn: Callable[[torch.Tensor], tor
         rows, cols = [Span(0, height, 0, height)], [Span(0, width, 0, width)]
     row_w, col_w = span_weights(rows, tile_context // 2, scale), span_weights(cols, tile_context // 2, scale)
     total, done, out = len(times) * len(rows) * len(cols), 0, None
-    for t, tw in zip(times, time_w):
+    for t, tw in zip(times, time_w, strict=False):
         used = torch.nonzero(tw).flatten()  # frames this chunk contributes to (its centre and blend zones)
         first, last = int(used[0]), int(used[-1]) + 1
-        for r, rw in zip(rows, row_w):
-            for c, cw in zip(cols, col_w):
+        for r, rw in zip(rows, row_w, strict=False):
+            for c, cw in zip(cols, col_w, strict=False):
                 part = decode_fn(latent[t.start:t.stop, :, r.start:r.stop, c.start:c.stop])
                 expected = (t.stop - t.start, (r.stop - r.start) * scale, (c.stop - c.start) * scale)
                 if (part.shape[0], *part.shape[2:]) != expected:

@@ -38,8 +38,8 @@ from vcut.loop.anchoring import AnchorSchedule, frame_keep_mask, parse_frame_lis
 from vcut.loop.conditioning import loop_frame_count, loop_keep_mask, sdslc_layout  # noqa: E402
 from vcut.loop.metrics import loop_metrics, render_plot  # noqa: E402
 from vcut.loop.plans import continuation_plan, frame_replace_plan  # noqa: E402
-from vcut.loop.segments import join_segments, joined_length, seam_report  # noqa: E402
 from vcut.loop.saliency import mask_preview, salient_masks  # noqa: E402
+from vcut.loop.segments import join_segments, joined_length, seam_report  # noqa: E402
 
 WORKFLOWS, IMG = ROOT / "workflows", ROOT / "docs" / "img"
 PHOTOS, VIDEO = SHARED_DATA / "photos", SHARED_DATA / "video"
@@ -355,7 +355,7 @@ def thumb_alss(data: Data, frames: np.ndarray) -> Image.Image:
     pts = [(px0 + pw * k / (len(idx) - 1), py0 + ph - ph * v / 13) for k, v in enumerate(idx)]
     d.line(pts[:f], fill=GUIDED, width=3)
     d.line(pts[f - 1:], fill=UNGUIDED, width=3)
-    for k, (p, v) in enumerate(zip(pts, idx)):
+    for p, v in zip(pts, idx, strict=False):
         d.ellipse([p[0] - 4, p[1] - 4, p[0] + 4, p[1] + 4], fill=FG)
         d.text((p[0], p[1] - 7), str(v), font=font(11), fill=FG, anchor="mb")
     d.text((px0 - 8, py0 + ph // 2), "frame", font=font(11), fill=DIM, anchor="rm")
@@ -556,7 +556,7 @@ def pic_alss(frames: np.ndarray) -> Image.Image:
     pts = [(px0 + pw * k / (len(idx) - 1), py0 + ph - ph * v / top) for k, v in enumerate(idx)]
     d.line(pts[:f], fill=GUIDED, width=3)
     d.line(pts[f - 1:], fill=UNGUIDED, width=3)
-    for p, v in zip(pts, idx):
+    for p, v in zip(pts, idx, strict=False):
         d.ellipse([p[0] - 4, p[1] - 4, p[0] + 4, p[1] + 4], fill=FG)
         d.text((p[0] + 6, p[1] - 4), str(v), font=font(10), fill=FG, anchor="lb")
     d.text((px0 + 10, py0 + 8), "forward: stride s", font=font(11), fill=GUIDED)
@@ -646,7 +646,7 @@ def thumb_keyframes(data: Data, frames_text: str, images: list[Image.Image], nam
     listed = parse_frame_list(frames_text, n)
     plan = frame_replace_plan(torch.zeros(n, 4, 1, 1), listed, torch.zeros(len(listed), 4, 1, 1))
     w = (484 - 12 * (len(images) - 1)) // len(images)
-    for j, (photo_, name) in enumerate(zip(images, names)):
+    for j, (photo_, name) in enumerate(zip(images, names, strict=False)):
         paste(img, d, fit(photo_, w, int(w * 9 / 16)), (14 + j * (w + 12), 62), f"{name} -> frame {listed[j]}")
     y0, cw = 80 + int(w * 9 / 16) + 30, 484 / n
     d.text((14, y0 - 18), f"STIV Frame Replace, frames '{frames_text}' on {n} frames:", font=font(13, True), fill=FG)

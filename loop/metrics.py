@@ -221,7 +221,7 @@ def render_plot(m: dict, width: int = 768, height: int = 384) -> np.ndarray:
     cv2.rectangle(img, (left, top), (left + pw, top + ph), (60, 60, 60), 1)
     cv2.putText(img, "frame", (left + pw // 2 - 20, top + ph + 34), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1,
                 cv2.LINE_AA)
-    for name, s, color, offset in series:
+    for _name, s, color, offset in series:
         pts = [px(i + offset, v) for i, v in enumerate(s) if math.isfinite(v)]
         if len(pts) >= 2:
             cv2.polylines(img, [np.array(pts, np.int32)], False, color, 2, cv2.LINE_AA)

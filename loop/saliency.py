@@ -83,7 +83,8 @@ def _border_contrast(lab: np.ndarray, frac: float = 0.08) -> np.ndarray:
     """MB+ backgroundness: Mahalanobis colour distance to each border strip; the most deviant strip is dropped."""
     h, w, _ = lab.shape
     bh, bw = max(2, round(h * frac)), max(2, round(w * frac))
-    strips = [lab[:bh].reshape(-1, 3), lab[-bh:].reshape(-1, 3), lab[:, :bw].reshape(-1, 3), lab[:, -bw:].reshape(-1, 3)]
+    strips = [lab[:bh].reshape(-1, 3), lab[-bh:].reshape(-1, 3),
+              lab[:, :bw].reshape(-1, 3), lab[:, -bw:].reshape(-1, 3)]
     flat = lab.reshape(-1, 3)
     maps = []
     for s in strips:
@@ -298,12 +299,12 @@ def salient_masks(
             progress(i + 1, total)
     if use_motion:
         cues = motion_cues(smalls, progress=(lambda done: progress(b + done, total)) if progress else None)
-        weighted = [m * ((1.0 - motion) + motion * c) for m, c in zip(maps, cues)]
+        weighted = [m * ((1.0 - motion) + motion * c) for m, c in zip(maps, cues, strict=False)]
         # where nothing salient moves the product vanishes: keep the still-image map for that frame
-        maps = [_normalize(wm) if wm.max() > 1e-3 else m for m, wm in zip(maps, weighted)]
+        maps = [_normalize(wm) if wm.max() > 1e-3 else m for m, wm in zip(maps, weighted, strict=False)]
     maps = _smooth_over_time(np.stack(maps), min(max(temporal_smoothing, 0.0), 0.95))
     masks = []
-    for i, (s, m) in enumerate(zip(smalls, maps)):
+    for i, (s, m) in enumerate(zip(smalls, maps, strict=False)):
         t = otsu_threshold(m) if threshold <= 0 else float(threshold)
         mk = clean_mask(m >= t, min_area=min_area)
         if refine:

@@ -1,11 +1,5 @@
 """ComfyUI node classes of the pack, one module per feature. Each module lists its nodes in NODES."""
-from . import vcut_nodes
-from . import loop_nodes
-from . import codec_nodes
-from . import loop_analysis_nodes
-from . import video_nodes
-from . import decode_nodes
-from . import feature_cache_nodes
+from . import codec_nodes, decode_nodes, feature_cache_nodes, loop_analysis_nodes, loop_nodes, vcut_nodes, video_nodes
 
 ALL_NODES = [
     *vcut_nodes.NODES,

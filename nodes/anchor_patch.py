@@ -18,9 +18,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import torch
-
 import comfy.patcher_extension
+import torch
 
 from ..loop import anchoring
 from ..loop.plans import AnchorPlan

@@ -16,11 +16,10 @@ import os
 import pathlib
 import re
 
-import torch
-
 import comfy.model_management
 import comfy.utils
 import folder_paths
+import torch
 from comfy_api.latest import io, ui
 
 from .. import codec

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 import comfy.model_management
 import comfy.utils
+import torch
 from comfy.ldm.modules.temporal_ae import VideoDecoder
 from comfy_api.latest import io
 

@@ -174,7 +174,7 @@ def cache_diffusion_model(executor, *args, **kwargs):
     out = run.cost.call("full", x.shape[0], lambda: executor(*args[:5], options, *args[6:], **kwargs))
     if keys is not None and "h" in kept:
         rows = x.shape[0] // len(keys)
-        for key, chunk in zip(keys, kept["h"].split(rows)):
+        for key, chunk in zip(keys, kept["h"].split(rows), strict=False):
             run.features[key] = ((rows, *x.shape[1:]), chunk, kept["index"])
     return out
 

@@ -22,9 +22,9 @@ class VCUTSalientMask(io.ComfyNode):
                 "Eq. 9-10: the region allowed to move in a loop with a still background). Classical detector: "
                 "minimum barrier distance to the border + border-colour contrast + centre prior, thresholded, "
                 "refined with GrabCut near the edge, cleaned (small components dropped, holes filled). On a video "
-                "batch the saliency is smoothed over time so the mask does not flicker, and weighted by each frame's own "
-                "motion (camera motion removed), so the object that moves wins over a still one. Outputs the MASK and a "
-                "preview (mask tinted over the image, still region darkened)."),
+                "batch the saliency is smoothed over time so the mask does not flicker, and weighted by each frame's "
+                "own motion (camera motion removed), so the object that moves wins over a still one. Outputs the MASK "
+                "and a preview (mask tinted over the image, still region darkened)."),
             inputs=[
                 io.Image.Input("images", tooltip="Image or video batch [B,H,W,C]; one mask per image."),
                 io.Float.Input("threshold", default=0.0, min=0.0, max=1.0, step=0.01,

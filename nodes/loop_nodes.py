@@ -9,10 +9,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..loop import alss
-from ..loop import anchoring
+from ..loop import alss, anchoring, plans
 from ..loop import conditioning as loop_cond
-from ..loop import plans
 from . import checks
 from .anchor_patch import attach_plan, plan_outputs
 from .compat import schema_extras
@@ -29,7 +27,8 @@ class VCUTFrameReplace(io.ComfyNode):
             node_id="VCUTFrameReplace",
             display_name="STIV Frame Replace",
             category="vcut/loop",
-            **schema_extras(io.Schema, search_aliases=["keyframe", "first frame", "last frame", "frame anchor", "stiv"]),
+            **schema_extras(io.Schema,
+                            search_aliases=["keyframe", "first frame", "last frame", "frame anchor", "stiv"]),
             description=("Anchors chosen frames of an SVD video to an image latent (STIV's frame replacement, "
                          "training-free): at each step the anchored frames of the model input are the anchor at the "
                          "current noise level and the denoised anchored frames are the clean anchor, so the finished "

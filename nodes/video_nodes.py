@@ -5,9 +5,8 @@ and attach (anchor_patch.py), as the loop nodes do.
 """
 from __future__ import annotations
 
-from comfy_api.latest import io
-
 import comfy.utils
+from comfy_api.latest import io
 
 from ..loop import anchoring, plans, segments
 from . import checks
@@ -26,7 +25,8 @@ class VCUTVideoExtend(io.ComfyNode):
             node_id="VCUTVideoExtend",
             display_name="Video Extend",
             category="vcut/video",
-            **schema_extras(io.Schema, search_aliases=["extend video", "continue video", "long video", "svd continuation"]),
+            **schema_extras(io.Schema,
+                            search_aliases=["extend video", "continue video", "long video", "svd continuation"]),
             description=("Continues an SVD video past 25 frames, training-free: the new segment's first k frames are "
                          "anchored to the previous segment's last k latent frames (STIV's frame replacement used for "
                          "video prediction, with JIT-CFG), so the overlap is exact and the new frames continue its "

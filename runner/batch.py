@@ -23,8 +23,16 @@ import sys
 import time
 import uuid
 
-from .headless import (HeadlessServer, RunnerError, apply_overrides, format_validation, hook_progress, log,
-                       new_executor, written_files)
+from .headless import (
+    HeadlessServer,
+    RunnerError,
+    apply_overrides,
+    format_validation,
+    hook_progress,
+    log,
+    new_executor,
+    written_files,
+)
 
 MANIFEST = "manifest.jsonl"
 STAGING = ".vcut-batch-"  # the in-process batch's staging folder (output) and input link: .vcut-batch-<pid>-<id>
@@ -180,7 +188,7 @@ class Manifest:
             path.parent.mkdir(parents=True, exist_ok=True)
             open(path, "a").close()
         except OSError as error:
-            raise RunnerError(f"cannot write the manifest {path}: {error.strerror or error}")
+            raise RunnerError(f"cannot write the manifest {path}: {error.strerror or error}") from None
         if path.is_file():
             for line in path.read_text().splitlines():
                 try:

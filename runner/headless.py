@@ -359,15 +359,15 @@ def load_workflow(path: str) -> dict:
     try:
         return json.loads(pathlib.Path(path).read_text())
     except FileNotFoundError:
-        raise RunnerError(f"workflow file not found: {path}")
+        raise RunnerError(f"workflow file not found: {path}") from None
     except IsADirectoryError:
-        raise RunnerError(f"the workflow {path} is a folder: give a workflow .json file")
+        raise RunnerError(f"the workflow {path} is a folder: give a workflow .json file") from None
     except UnicodeDecodeError as error:
-        raise RunnerError(f"{path} is not a text (JSON) file: {error}")
+        raise RunnerError(f"{path} is not a text (JSON) file: {error}") from None
     except OSError as error:
-        raise RunnerError(f"cannot read the workflow {path}: {error.strerror or error}")
+        raise RunnerError(f"cannot read the workflow {path}: {error.strerror or error}") from None
     except ValueError as error:
-        raise RunnerError(f"{path} is not valid JSON: {error}")
+        raise RunnerError(f"{path} is not valid JSON: {error}") from None
 
 
 def output_folder(path: str) -> pathlib.Path:
@@ -378,7 +378,7 @@ def output_folder(path: str) -> pathlib.Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise RunnerError(f"--output-dir {path}: cannot create the folder: {error.strerror or error}")
+        raise RunnerError(f"--output-dir {path}: cannot create the folder: {error.strerror or error}") from None
     return folder
 
 
@@ -422,7 +422,7 @@ def prepare_prompt(options, workflow, node_classes, display_names=None) -> dict:
     try:
         prompt = ui_to_api(workflow, node_classes, display_names, notes, strict=not options.lenient)
     except WorkflowError as error:
-        raise RunnerError(f"cannot convert {options.workflow}: {error}")
+        raise RunnerError(f"cannot convert {options.workflow}: {error}") from None
     for note in notes:
         log(f"note: {note}")
     if is_api_prompt(workflow):
@@ -467,7 +467,7 @@ def execute(options, workflow, nodes, execution, output_dir) -> int:
     for node_id, ui in (executor.history_result.get("outputs") or {}).items():
         for text in ui.get("text", []) if isinstance(ui, dict) else []:
             log(f"{server.describe(node_id)} says: {text}")
-    for node_id, path in files:
+    for _node_id, path in files:
         print(path, flush=True)
     if not files:
         log("no files were written (the workflow has no save nodes)")

@@ -116,7 +116,7 @@ class Server:
         try:
             status, stats = await self._json("GET", "/system_stats")
         except ServerFailed as error:
-            raise RunnerError(f"--server {self.url} does not answer ({error})")
+            raise RunnerError(f"--server {self.url} does not answer ({error})") from None
         if status != 200 or not isinstance(stats, dict) or "system" not in stats:
             raise RunnerError(f"--server {self.url} answers but is not a ComfyUI server (GET /system_stats: "
                               f"status {status}, no 'system' entry)")
@@ -334,7 +334,8 @@ class Scheduler:
             try:  # every name checked before anything is written
                 files = [(f, inside(item_dir, f.get("subfolder", ""), f.get("filename"))) for f in output_files(entry)]
             except ValueError as error:
-                raise JobFailed(f"{error} (the server {server.url} named it in /history); nothing was downloaded")
+                raise JobFailed(f"{error} (the server {server.url} named it in /history); "
+                                "nothing was downloaded") from None
             outputs = [str(await server.download(f, target)) for f, target in files]
             return Result(item, "ok", outputs, time.perf_counter() - began, server=server.url)
         except JobFailed as error:
@@ -389,5 +390,5 @@ def run_on_servers(options, workflow: dict) -> int:
     try:
         import aiohttp  # noqa: F401  (ComfyUI's own requirement: its Python has it)
     except ImportError:
-        raise RunnerError("--server needs aiohttp: run the runner with ComfyUI's Python (it has aiohttp)")
+        raise RunnerError("--server needs aiohttp: run the runner with ComfyUI's Python (it has aiohttp)") from None
     return asyncio.run(run_batch(options, workflow))

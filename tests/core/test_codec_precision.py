@@ -8,8 +8,18 @@ import torch
 
 from tests.conftest import TEST_DATA
 from vcut.bench.clips import read_frames
-from vcut.codec import (codec_frames, codec_to_image, decode, encode, image_to_residual, image_to_uint8, predict,
-                        residual_to_image, residuals_for, uint8_to_image)
+from vcut.codec import (
+    codec_frames,
+    codec_to_image,
+    decode,
+    encode,
+    image_to_residual,
+    image_to_uint8,
+    predict,
+    residual_to_image,
+    residuals_for,
+    uint8_to_image,
+)
 
 
 def bits(x: torch.Tensor) -> torch.Tensor:

@@ -9,12 +9,21 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_DATA
 from safetensors.torch import save_file
 
-from conftest import TEST_DATA
 from vcut.bench.clips import read_frames
-from vcut.codec import (FORMAT_VERSION, MotionFileError, MotionVectors, decode, encode, load_motion_vectors,
-                        motion_preview, save_motion_vectors, storage)
+from vcut.codec import (
+    FORMAT_VERSION,
+    MotionFileError,
+    MotionVectors,
+    decode,
+    encode,
+    load_motion_vectors,
+    motion_preview,
+    save_motion_vectors,
+    storage,
+)
 from vcut.codec.storage import _digest, list_motion_files
 from vcut.codec.visualize import PREVIEW_MAX_FRAMES
 

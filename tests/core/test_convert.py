@@ -60,8 +60,8 @@ def test_the_shipped_workflow_video_nodes_convert_on_the_newest_schema_with_thei
         for slot in node.get("inputs") or []:
             if node["type"] == "CreateVideo":
                 slot["link"] = None  # its image source is not part of this two-node graph
-    link = [l for l in shipped["links"] if l[1] in {n["id"] for n in video_nodes}
-            and l[3] in {n["id"] for n in video_nodes}]
+    link = [entry for entry in shipped["links"] if entry[1] in {n["id"] for n in video_nodes}
+            and entry[3] in {n["id"] for n in video_nodes}]
     notes = []
     prompt = ui_to_api({"nodes": video_nodes, "links": link}, newest_node_classes(), notes=notes)
     save = next(k for k, v in prompt.items() if v["class_type"] == "SaveVideo")
@@ -115,7 +115,7 @@ def test_a_cycle_of_links_is_named_node_by_node():
               "4": {"class_type": "D", "inputs": {}}}
     cycle = find_cycle(prompt)
     assert sorted(cycle) == ["1", "2", "3"]
-    for a, b in zip(cycle, cycle[1:] + cycle[:1]):  # each node feeds the next
+    for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=False):  # each node feeds the next
         assert prompt[b]["inputs"]["x"][0] == a
     del prompt["1"]["inputs"]["x"]
     assert find_cycle(prompt) is None

@@ -7,8 +7,15 @@ from diffusers import UNet2DConditionModel, UNetSpatioTemporalConditionModel
 from svd_helpers import assert_close, cond_uncond, embedding, inputs, run, small_svd_unet
 
 from vcut.cut.accounting import parameter_count
-from vcut.cut.attention import (TEMPORAL, CachedCrossAttention, RemovedCrossAttention, find_cross_attentions,
-                                patch_unet_, plan_patch, unread_parameter_count)
+from vcut.cut.attention import (
+    TEMPORAL,
+    CachedCrossAttention,
+    RemovedCrossAttention,
+    find_cross_attentions,
+    patch_unet_,
+    plan_patch,
+    unread_parameter_count,
+)
 
 
 def count_to_v_rows(unet):

@@ -77,7 +77,7 @@ def test_weights_sum_to_one_and_stay_on_centre_and_blend_zone(blend, scale):
     spans = plan_spans(length, window, context)
     weights = span_weights(spans, blend, scale)
     total = torch.zeros(length * scale)
-    for s, w in zip(spans, weights):
+    for s, w in zip(spans, weights, strict=False):
         assert w.shape == ((s.stop - s.start) * scale,) and (w >= 0).all() and (w <= 1).all()
         total[s.start * scale:s.stop * scale] += w
         lo, hi = (s.keep_start - blend - s.start) * scale, (s.keep_stop + blend - s.start) * scale
@@ -95,7 +95,7 @@ def test_blend_is_capped_at_half_a_centre():
     spans = plan_spans(12, 5, 2)  # interior centres of 1 frame: no room to blend
     weights = span_weights(spans, 2)
     total = torch.zeros(12)
-    for s, w in zip(spans, weights):
+    for s, w in zip(spans, weights, strict=False):
         total[s.start:s.stop] += w
     assert torch.equal(total, torch.ones(12))
 

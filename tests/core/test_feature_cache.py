@@ -22,7 +22,7 @@ def test_nonuniform_schedule_keeps_the_count_and_is_denser_around_the_center():
         assert len(full) == -(-steps // interval) and full[0] == 1 and len(set(full)) == len(full)
         assert all(1 <= s <= steps for s in full)
     full = fc.full_steps(50, 5, "non-uniform")  # the paper's setting: c = 15 of 50 steps
-    gaps = [b - a for a, b in zip(full, full[1:])]
+    gaps = [b - a for a, b in zip(full, full[1:], strict=False)]
     centre = min(range(len(gaps)), key=gaps.__getitem__)
     assert abs(full[centre] - 16) <= 4 and max(gaps) > 5 > min(gaps)
     assert full != fc.full_steps(50, 5)

@@ -12,7 +12,7 @@ def test_indices_satisfy_eq3_eq4_for_many_seeds(f, s):
         assert idx[0] == 0 and idx[-1] == 0
         assert idx[:f] == [s * i for i in range(f)]  # forward part at stride s
         back = idx[f - 1:]  # from the turning frame F_s(f-1) down to F_0
-        steps = [a - b for a, b in zip(back[:-1], back[1:])]
+        steps = [a - b for a, b in zip(back[:-1], back[1:], strict=False)]
         assert len(steps) == f - 1
         assert all(d in (2, 4, 6, 8) for d in steps)
         assert sum(steps) == s * (f - 1)

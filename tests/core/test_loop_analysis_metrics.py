@@ -5,12 +5,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from clips import read_frames
 from conftest import TEST_DATA
+
 from vcut.loop.anchoring import center_resize
 from vcut.loop.metrics import (
-    cosine, format_metrics, gaussian_window, loop_metrics, pixel_embedding, render_plot, seam_step, ssim,
+    cosine,
+    format_metrics,
+    gaussian_window,
+    loop_metrics,
+    pixel_embedding,
+    render_plot,
+    seam_step,
+    ssim,
 )
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import TEST_DATA
 from saliency_baselines import centred_ellipse_mask, iou, spectral_residual_map
+
 from vcut.loop.saliency import (
     clean_mask,
     grabcut_refine,
@@ -125,10 +126,11 @@ def _moving_video(frames=8, flicker_seed=0):
 def test_video_masks_track_the_object_and_are_temporally_stable():
     video, gts = _moving_video()
     smooth = salient_masks(video, temporal_smoothing=0.5).numpy() >= 0.5
-    for m, gt in zip(smooth, gts):  # smoothing trails a moving object a little: 0.75, not 0.85
+    for m, gt in zip(smooth, gts, strict=False):  # smoothing trails a moving object a little: 0.75, not 0.85
         assert iou(m, gt) >= 0.75
     raw = salient_masks(video, temporal_smoothing=0.0).numpy() >= 0.5
-    flicker = lambda ms: np.mean([(a ^ b).mean() for a, b in zip(ms[:-1], ms[1:])])
+    def flicker(ms):
+        return np.mean([(a ^ b).mean() for a, b in zip(ms[:-1], ms[1:], strict=False)])
     assert flicker(smooth) <= flicker(raw) + 1e-9
 
 
@@ -282,8 +284,8 @@ def test_video_mask_follows_the_moving_object_not_the_static_one(pan):
         squares[t, 50:90, 30 + pan * t:70 + pan * t] = True
     still = salient_masks(video, motion=0.0).numpy() >= 0.5
     moving = salient_masks(video).numpy() >= 0.5
-    assert np.mean([(m & sq).sum() / sq.sum() for m, sq in zip(still, squares)]) > 0.5  # as stills: both salient
-    for m, gt, sq in zip(moving, gts, squares):
+    assert np.mean([(m & sq).sum() / sq.sum() for m, sq in zip(still, squares, strict=False)]) > 0.5  # as stills: both salient
+    for m, gt, sq in zip(moving, gts, squares, strict=False):
         assert iou(m, gt) >= 0.7 and (m & sq).sum() < 0.1 * sq.sum()
 
 

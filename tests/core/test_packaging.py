@@ -4,14 +4,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
+import tomllib
+from conftest import PACK_ROOT
 from packaging.requirements import Requirement
 from PIL import Image
-
-from conftest import PACK_ROOT
 
 ROOT = Path(PACK_ROOT)
 COMFY = Path(sys.executable).with_name("comfy")  # comfy-cli from requirements-dev.txt, in the same venv

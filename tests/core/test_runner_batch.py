@@ -8,8 +8,18 @@ import sys
 
 import pytest
 
-from vcut.runner.batch import (BatchInput, Item, Manifest, Result, batch_targets, clean_stale, free_path, inside,
-                               list_items, owned_name)
+from vcut.runner.batch import (
+    BatchInput,
+    Item,
+    Manifest,
+    Result,
+    batch_targets,
+    clean_stale,
+    free_path,
+    inside,
+    list_items,
+    owned_name,
+)
 from vcut.runner.headless import RunnerError
 
 

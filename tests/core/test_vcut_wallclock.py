@@ -1,8 +1,8 @@
 """The demo's wall-clock part (bench/vcut_wallclock.py): whole videos with the cut, and honest ratios."""
 import torch
+from svd_helpers import small_svd_unet
 
 from vcut.bench.vcut_wallclock import ratio_cell, sample_video, variants, video_inputs
-from svd_helpers import small_svd_unet
 
 
 def test_sample_video_runs_cfg_rows_before_the_cut_and_one_row_after():

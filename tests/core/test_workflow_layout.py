@@ -6,7 +6,6 @@ import importlib.util
 import json
 
 import pytest
-
 from pack_import import PACK_ROOT
 
 WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))

@@ -54,7 +54,7 @@ class ComfyServer:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"ComfyUI did not answer within {timeout} s:\n{self.log()[-4000:]}")
+                    raise RuntimeError(f"ComfyUI did not answer within {timeout} s:\n{self.log()[-4000:]}") from None
                 time.sleep(0.5)
 
     def log(self) -> str:

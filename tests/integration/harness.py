@@ -28,6 +28,7 @@ import torch
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PACK_ROOT / "bench"))
 from clips import read_frames  # noqa: E402  (the shared clip reader of the benchmarks and core tests)
+
 TEST_DATA = PACK_ROOT / "tests" / "data"  # real photos and clips in the repository (tests/data/SOURCES.md)
 CAPTURED: dict[str, object] = {}
 _STATE: dict[str, object] = {}
@@ -59,7 +60,8 @@ def init_comfy():
     # ComfyUI's base directory (models, custom_nodes, input, output, temp, user) is a temporary folder: folder_paths
     # reads it when first imported and creates input/ there, so it must be set before anything imports folder_paths.
     args.base_directory = str(scratch_dir() / "comfy_base")
-    import utils.extra_config  # noqa: F401  (as main.py does: ComfyUI's utils package before comfy/utils.py)
+    # main.py's import order, not alphabetical: ComfyUI's utils package before comfy/utils.py
+    import utils.extra_config  # noqa: F401, I001
     import folder_paths
     import nodes
     assert pathlib.Path(folder_paths.get_temp_directory()).is_relative_to(scratch_dir())  # nothing in the checkout
@@ -211,6 +213,7 @@ def _new_executor(cache_type: str):
     supported ComfyUI reads them)."""
     init_comfy()
     import execution
+
     from vcut.runner.headless import new_executor
     return new_executor(execution, _Server(), getattr(execution.CacheType, cache_type))
 

@@ -9,17 +9,15 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
 import threading
 import urllib.request
 
-import pathlib
-
-import pytest
-
 import harness
+import pytest
 from comfy_servers import comfy_base, comfy_servers, free_port
 
 RUNNER = harness.PACK_ROOT / "run_workflow.py"

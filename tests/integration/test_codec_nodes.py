@@ -7,10 +7,9 @@ frames (0.8.0 decodes to rgb24) take the uint8 path, float32 frames off the 8-bi
 gbrpf32le) the float32 one; both must come back bit for bit."""
 import shutil
 
+import harness
 import pytest
 import torch
-
-import harness
 
 TEST_DATA = harness.TEST_DATA
 FRAMES, H, W = 6, 72, 100  # a short crop: not divisible by 16 (padding path), small for 2 cores

@@ -3,9 +3,8 @@ essentials_category, both io.Schema fields in 0.38.1) reach io.Schema only where
 import dataclasses
 import importlib.util
 
-import pytest
-
 import harness
+import pytest
 
 
 def compat_module():
@@ -42,6 +41,7 @@ def test_the_pack_refuses_a_comfyui_older_than_it_supports_by_name(comfy_nodes, 
     import logging
     import sys
     import types
+
     import comfyui_version
     copy = tmp_path / "vcut_old_comfyui"
     copy.mkdir()

@@ -5,10 +5,9 @@ ComfyUI's chunking is emulated exactly: VAE.decode with batch_number = 4 decodes
 each as a whole video (comfy/sd.py, 0.8.0); here vae.decode is called on those same slices."""
 import logging
 
+import harness
 import pytest
 import torch
-
-import harness
 from svd_vae import svd_video_vae
 
 NODE = "VCUTSeamlessVideoDecode"

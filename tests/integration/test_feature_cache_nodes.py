@@ -1,10 +1,9 @@
 """UNet Feature Cache (DeepCache for SVD) on ComfyUI's own SVD model, KSampler and executor."""
 import logging
 
+import harness
 import pytest
 import torch
-
-import harness
 
 FRAMES = 3
 DEEP = ("middle_block", "input_blocks.1", "input_blocks.2", "input_blocks.3", "output_blocks.0", "output_blocks.1",

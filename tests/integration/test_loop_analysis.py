@@ -4,11 +4,10 @@ executor (LoadImage -> Salient Mask; RepeatImageBatch -> Video Loop Metrics), wi
 import json
 import shutil
 
+import harness
 import numpy as np
 import pytest
 import torch
-
-import harness
 
 TEST_DATA = harness.TEST_DATA
 

@@ -4,10 +4,9 @@ The equalities are exact (torch.equal): anchored frames of the sampled latent ar
 frame is the first image's latent, and outside the FGSM mask every frame is the image latent. JIT-CFG is checked
 by recording every UNet call (a forward pre-hook on the test's own tiny model) next to the sampler's latent.
 """
+import harness
 import pytest
 import torch
-
-import harness
 
 FRAMES = 4  # small: the machine has 2 cores
 H = W = 32
@@ -120,7 +119,7 @@ def test_jit_cfg_unconditional_rows_carry_no_anchor_and_no_image(loop_nodes, jit
     assert len(calls) == len(sampler_x) == 3
     first_x, first_sigma = sampler_x[0]  # the un-anchored video really differs from the anchor on frame 0
     assert not torch.allclose(first_x[:1], anchor_model + first_sigma[0] * noise[:1], atol=1e-2)
-    for (unet_in, context, branches), (x_in, sigma) in zip(calls, sampler_x):
+    for (unet_in, context, branches), (x_in, sigma) in zip(calls, sampler_x, strict=False):
         assert sorted(branches) == [0, 1]
         rows = {b: slice(i * FRAMES, (i + 1) * FRAMES) for i, b in enumerate(branches)}
         cond, uncond = unet_in[rows[0]], unet_in[rows[1]]
@@ -152,7 +151,7 @@ def test_anchor_steps_fraction_anchors_the_first_steps_only(loop_nodes):
     assert not torch.equal(out[0], image[0])  # released: not snapped at the end
     ms = model.model.model_sampling
     anchored = []
-    for (unet_in, _, _), (x_in, sigma) in zip(calls, sampler_x):
+    for (unet_in, _, _), (x_in, sigma) in zip(calls, sampler_x, strict=False):
         anchored.append(not torch.equal(unet_in[:1, :4], ms.calculate_input(sigma[:1], x_in[:1])))
     assert anchored == [True, True, False, False]  # 0.5 of 4 steps
 

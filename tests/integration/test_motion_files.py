@@ -9,11 +9,10 @@ import os
 import shutil
 import threading
 
+import harness
 import pytest
 import torch
 from safetensors.torch import save_file
-
-import harness
 
 FRAMES, H, W = 5, 72, 100
 

@@ -7,12 +7,11 @@ import subprocess
 import sys
 from importlib.metadata import version
 
+import harness
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
-import harness
 
 OURS = pathlib.Path(__file__).resolve().parents[2] / "requirements.txt"
 TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}

@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 
+import harness
 import pytest
 from PIL import Image
-
-import harness
 
 RUNNER = harness.PACK_ROOT / "run_workflow.py"
 
@@ -113,7 +112,7 @@ def test_runner_errors_are_clean(setup, comfy_nodes):
                              "--comfy-args", comfy_args(setup)]),
     }
     results = {name: finish(process) for name, process in runs.items()}
-    for name, (code, out, err) in results.items():
+    for name, (_code, out, err) in results.items():
         # The runner's message ends the output: "error: ..." and its indented lines, no Python traceback (ComfyUI's
         # own log may hold one before it: import warnings, the executor's log of a failing node).
         ours = err[err.rindex("\nerror: ") + 1:]

@@ -8,12 +8,11 @@ previous one left loaded, as on a server.
 import logging
 import re
 
+import harness
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-
-import harness
 
 FRAMES = 3
 STEPS = 3
@@ -105,7 +104,7 @@ def test_mode_switches_and_upstream_edits_keep_vcut_in_effect(comfy_nodes):
     chains = [[vcut("exact")], [vcut("paper")], [vcut("exact")], [linear_cfg, vcut("exact")],
               [linear_cfg, vcut("paper")], [vcut("paper")]]
     results, fresh = run_sequence([graph(chain) for chain in chains])
-    for (latent, to_q), reference, chain in zip(results, fresh, chains):
+    for (latent, to_q), reference, chain in zip(results, fresh, chains, strict=False):
         assert to_q == 0, f"attn2.to_q ran {to_q} times in {chain}: VCUT was not in effect"
         assert rel_err(latent, reference) <= 1e-6, chain
     unpatched = harness.fresh_session_run(graph([]))["latent"]["samples"]
@@ -120,7 +119,7 @@ def test_lora_strength_changed_six_times_upstream_of_vcut(lora_file, caplog):
         results, fresh = run_sequence([graph([lora(s), vcut("exact")]) for s in strengths])
     assert "lora key not loaded" not in caplog.text
     assert [to_q for _, to_q in results] == [0] * len(strengths)
-    for (latent, _), reference in zip(results, fresh):
+    for (latent, _), reference in zip(results, fresh, strict=False):
         assert rel_err(latent, reference) <= 1e-6
     assert rel_err(results[0][0], results[1][0]) > 1e-4  # the strength does change the video
 
@@ -132,7 +131,7 @@ def test_lora_and_merge_on_the_unpatched_model_after_a_paper_prompt(lora_file, c
     with caplog.at_level(logging.WARNING):
         results, fresh = run_sequence(prompts)
     assert "lora key not loaded" not in caplog.text
-    for (latent, _), reference in zip(results, fresh):
+    for (latent, _), reference in zip(results, fresh, strict=False):
         assert rel_err(latent, reference) <= 1e-6
 
 

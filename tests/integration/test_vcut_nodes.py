@@ -1,10 +1,9 @@
 """VCUT Patch Model and Cut Step Scheduler on ComfyUI's own SVD model, samplers, loader and executor."""
 import json
 
+import harness
 import pytest
 import torch
-
-import harness
 
 FRAMES = 3
 

@@ -7,10 +7,9 @@ frames; keyframes equal their anchors.
 """
 import itertools
 
+import harness
 import pytest
 import torch
-
-import harness
 
 FRAMES, K = 5, 2  # per segment, overlap (small: the machine has 2 cores)
 

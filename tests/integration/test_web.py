@@ -31,9 +31,8 @@ import time
 import urllib.request
 import zipfile
 
-import pytest
-
 import harness
+import pytest
 
 PACK_ROOT = harness.PACK_ROOT
 WEB_TESTS = PACK_ROOT / "tests" / "web"

@@ -6,11 +6,10 @@ files from a temp input folder, and the REAL save nodes writing into a temp outp
 import json
 
 import av
+import harness
 import pytest
 import torch
 from PIL import Image
-
-import harness
 
 WORKFLOWS = sorted(p.name for p in (harness.PACK_ROOT / "workflows").glob("*.json"))
 CURRENT = {"codec_motion_transfer.json", "codec_motion_visualisation.json", "codec_motion_save.json",
@@ -115,7 +114,7 @@ def test_workflow_ui_format(comfy_nodes, name):
             assert type_ok(declared, link_type), (name, link_id, declared, link_type)
     for node in workflow["nodes"]:  # every link a node lists exists
         for inp in node.get("inputs", []):
-            assert inp.get("link") is None or any(l[0] == inp["link"] for l in workflow["links"])
+            assert inp.get("link") is None or any(link[0] == inp["link"] for link in workflow["links"])
 
 
 # ---- end to end in ComfyUI's executor ----
@@ -213,8 +212,8 @@ def test_workflow_executes_end_to_end(comfy_nodes, folders, name):
 
 def ui_node(node_id, node_type, widgets=(), inputs=(), outputs=(), mode=0, title=None):
     node = {"id": node_id, "type": node_type, "mode": mode, "widgets_values": list(widgets),
-            "inputs": [{"name": n, "type": t, "link": l, **({"widget": {"name": n}} if w else {})}
-                       for n, t, l, w in inputs],
+            "inputs": [{"name": n, "type": t, "link": link, **({"widget": {"name": n}} if w else {})}
+                       for n, t, link, w in inputs],
             "outputs": [{"name": n, "type": t, "links": ls} for n, t, ls in outputs]}
     if title:
         node["title"] = title
