@@ -100,38 +100,41 @@ class CutRun:
 
     A guided call evaluates every conditioning of the guider (CFG: [positive, negative]; DualCFGGuider: three);
     after the cut only the positive one runs, and every other slot is filled so that the guider's formula gives the
-    positive prediction (drop, as cfg 1) or keeps the last measured difference to it (reuse_delta)."""
+    positive prediction (drop, as cfg 1) or keeps the last measured difference to it (reuse_delta).
+
+    `part` names the part of the latent a call sees (None: all of it; with context windows the window's frames):
+    the deltas kept for reuse are per part, so each window reuses its own."""
 
     def __init__(self, schedule: CutSchedule):
         self.schedule = schedule
         self.cut_at = schedule.cut_step
-        self.last_deltas: list[torch.Tensor] | None = None
+        self.last_deltas: dict[object, list[torch.Tensor]] = {}
         self.guided_calls = 0
         self.unguided_calls = 0
 
     def is_guided(self, step: int) -> bool:
         return step < self.cut_at
 
-    def observe(self, step: int, outputs: list[torch.Tensor], positive: int) -> None:
+    def observe(self, step: int, outputs: list[torch.Tensor], positive: int, part=None) -> None:
         """Record a guided call's outputs (one per conditioning; `positive` indexes the positive one): keeps the
         deltas positive - other for reuse, and applies the auto rule (VCUT Eq. 3's guidance term, relative)."""
         self.guided_calls += 1
         cond_out = outputs[positive]
         deltas = [cond_out - out for out in outputs]
         if self.schedule.after_cut == "reuse_delta":
-            self.last_deltas = deltas
+            self.last_deltas[part] = deltas
         threshold = self.schedule.auto_threshold
         if threshold > 0 and step >= self.schedule.auto_min_step:
             largest = max(float(d.norm()) for d in deltas)
             if largest / max(float(cond_out.norm()), 1e-12) < threshold:
                 self.cut_at = min(self.cut_at, step + 1)
 
-    def unguided_outputs(self, cond_out: torch.Tensor, count: int, positive: int) -> list[torch.Tensor]:
+    def unguided_outputs(self, cond_out: torch.Tensor, count: int, positive: int, part=None) -> list[torch.Tensor]:
         """The `count` outputs to hand to the guider after the cut, from the positive prediction alone (VCUT Eq. 4):
         every slot = cond (drop: any CFG formula then gives cond) or cond - last delta of that slot (reuse_delta:
         CFG gives cond + (w - 1) delta)."""
         self.unguided_calls += 1
-        deltas = self.last_deltas
+        deltas = self.last_deltas.get(part)
         if deltas is None or len(deltas) != count or deltas[positive].shape != cond_out.shape:
             return [cond_out] * count
         return [cond_out if i == positive else cond_out - delta for i, delta in enumerate(deltas)]
