@@ -161,7 +161,7 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
             bar = comfy.utils.ProgressBar(len(plan) * tiles)
 
             def progress(done, total):
-                bar.update_absolute(done, total)
+                bar.update_absolute(done, total)  # noqa: B023  (called within this iteration only)
                 comfy.model_management.throw_exception_if_processing_interrupted()
 
             out_of_memory = False
