@@ -201,3 +201,35 @@ def test_bad_chunk_in_a_prompt_is_reported_by_the_executor(nodes):
               "3": {"class_type": "VCUTTestCapture", "inputs": {"value": ["2", 0], "key": "out"}}}
     with pytest.raises(RuntimeError, match="larger than the video"):
         harness.run_prompt(prompt)
+
+
+@pytest.mark.parametrize("fp16_intermediates", [False, True])
+def test_output_dtype_is_the_one_core_vae_decode_returns(nodes, monkeypatch, fp16_intermediates):
+    """The IMAGE's dtype is core VAE Decode's on the same VAE: float32 on 0.8.0, vae_output_dtype() on 0.30.0 and
+    later (float16 under --fp16-intermediates, #12953; the case runs where this ComfyUI has that option)."""
+    from comfy.cli_args import args
+    if fp16_intermediates:
+        if not hasattr(args, "fp16_intermediates"):
+            pytest.skip("this ComfyUI has no --fp16-intermediates")
+        monkeypatch.setattr(args, "fp16_intermediates", True)
+    z = video_latent(5, seed=4)
+    with torch.inference_mode():
+        core = nodes.VAEDecode().decode(svd_vae(), {"samples": z})[0]
+    whole = seamless(nodes, z)  # one chunk: VAE Decode's frames
+    chunked = seamless(nodes, z, auto_chunk=False, chunk_frames=3, context_frames=1)
+    assert whole.dtype == chunked.dtype == core.dtype
+    assert core.dtype == (torch.float16 if fp16_intermediates else torch.float32)
+    assert float((whole.float() - core.float()).abs().max()) <= 1e-3
+
+
+def test_auto_chunk_sizes_chunks_with_the_patchers_free_memory(nodes, monkeypatch, caplog):
+    """Where the VAE's patcher has get_free_memory (0.30.0 and later: it counts what dynamic VRAM can reclaim), the
+    chunk size follows it, as core VAE.decode's batches do; 0.8.0 has none and model_management's is used."""
+    vae = svd_vae()
+    if not hasattr(vae.patcher, "get_free_memory"):
+        pytest.skip("this ComfyUI's ModelPatcher has no get_free_memory")
+    per_frame = vae.memory_used_decode((1, 4, 4, 4), vae.vae_dtype)
+    monkeypatch.setattr(vae.patcher, "get_free_memory", lambda device: 5 * per_frame)
+    with caplog.at_level(logging.INFO, logger="vcut"):
+        seamless(nodes, video_latent(8), context_frames=1)
+    assert "8 frames in 2 call(s) of 5 frames" in caplog.text
