@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from ..cut.accounting import count_macs
 from .checks import log
 
@@ -19,10 +21,20 @@ class RunCost:
         self.rows: dict[str, int] = {}
 
     def call(self, kind: str, rows: int, run):
-        """Run one UNet call of `kind` (its MACs counted the first time) and add its rows."""
-        self.rows[kind] = self.rows.get(kind, 0) + rows
-        if kind in self.per_row:
+        """Run one UNet call of `kind` (its MACs counted the first time) and add its rows. Only the counting and the
+        bookkeeping are kept out of torch.compile's graphs; the call itself runs where it is, compiled or not."""
+        if self._add(kind, rows):
             return run()
+        return self._count(kind, rows, run)
+
+    @torch.compiler.disable
+    def _add(self, kind: str, rows: int) -> bool:
+        """Add the rows; False for the first call of `kind`, which _count measures."""
+        self.rows[kind] = self.rows.get(kind, 0) + rows
+        return kind in self.per_row
+
+    @torch.compiler.disable
+    def _count(self, kind: str, rows: int, run):
         result = []
         self.per_row[kind] = count_macs(lambda: result.append(run())).all_matmuls // max(rows, 1)
         return result[0]

@@ -139,6 +139,35 @@ def _why_full(run: CacheRun, transformer_options: dict, control, keys, x) -> str
     return None
 
 
+@torch.compiler.disable
+def _plan(run: CacheRun, transformer_options: dict, control, x) -> tuple[int, torch.Tensor | None, int]:
+    """(branch, the kept feature for a partial call or None for a full one, its transformer_index), with the run's
+    bookkeeping. Kept out of torch.compile's graphs (core TorchCompileModel compiles the UNet, this wrapper included):
+    it reads and writes the run's Python state, which a graph would bake in or recompile for at every step."""
+    branch = run.settings["branch"]
+    keys = _chunk_keys(transformer_options, x.shape[0])
+    if run.step not in run.full:
+        reason = _why_full(run, transformer_options, control, keys, x)
+        if reason is None:
+            run.stats.record(x.shape[0], partial=True)
+            return branch, torch.cat([run.features[k][1] for k in keys]), run.features[keys[0]][2]
+        if reason not in run.stats.forced:
+            log.info("%s: step %d runs the whole UNet: %s", NAME, run.step, reason)
+        run.stats.force(reason)
+    run.stats.record(x.shape[0], partial=False)
+    return branch, None, 0
+
+
+@torch.compiler.disable
+def _keep(run: CacheRun, transformer_options: dict, kept: dict, x) -> None:
+    """Keep a full call's feature per conditioning chunk (outside compiled graphs, as _plan)."""
+    keys = _chunk_keys(transformer_options, x.shape[0])
+    if keys is not None and "h" in kept:
+        rows = x.shape[0] // len(keys)
+        for key, chunk in zip(keys, kept["h"].split(rows), strict=True):
+            run.features[key] = ((rows, *x.shape[1:]), chunk, kept["index"])
+
+
 def cache_diffusion_model(executor, *args, **kwargs):
     """DIFFUSION_MODEL wrapper: the full or the partial UNet call of this step."""
     x, timesteps, context, y, control, transformer_options = args[:6]  # UNetModel.forward's positional call
@@ -146,20 +175,10 @@ def cache_diffusion_model(executor, *args, **kwargs):
     if run is None:
         return executor(*args, **kwargs)
     unet = executor.class_obj
-    branch = run.settings["branch"]
-    keys = _chunk_keys(transformer_options, x.shape[0])
-    if run.step not in run.full:
-        reason = _why_full(run, transformer_options, control, keys, x)
-        if reason is None:
-            run.stats.record(x.shape[0], partial=True)
-            feature = torch.cat([run.features[k][1] for k in keys])
-            index = run.features[keys[0]][2]
-            return run.cost.call("partial", x.shape[0], lambda: _partial_forward(
-                unet, x, timesteps, context, y, transformer_options, kwargs, branch, feature, index))
-        if reason not in run.stats.forced:
-            log.info("%s: step %d runs the whole UNet: %s", NAME, run.step, reason)
-        run.stats.force(reason)
-    run.stats.record(x.shape[0], partial=False)
+    branch, feature, index = _plan(run, transformer_options, control, x)
+    if feature is not None:
+        return run.cost.call("partial", x.shape[0], lambda: _partial_forward(
+            unet, x, timesteps, context, y, transformer_options, kwargs, branch, feature, index))
     first = len(unet.output_blocks) - 1 - branch
     kept = {}
 
@@ -172,10 +191,7 @@ def cache_diffusion_model(executor, *args, **kwargs):
     patches["output_block_patch"] = [keep, *patches.get("output_block_patch", [])]
     options = {**transformer_options, "patches": patches}
     out = run.cost.call("full", x.shape[0], lambda: executor(*args[:5], options, *args[6:], **kwargs))
-    if keys is not None and "h" in kept:
-        rows = x.shape[0] // len(keys)
-        for key, chunk in zip(keys, kept["h"].split(rows), strict=False):
-            run.features[key] = ((rows, *x.shape[1:]), chunk, kept["index"])
+    _keep(run, transformer_options, kept, x)
     return out
 
 
@@ -189,7 +205,7 @@ class VCUTFeatureCache(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="VCUTFeatureCache",
-            display_name=NAME,
+            display_name="UNet Feature Cache",
             category="vcut/speed",
             **schema_extras(io.Schema, search_aliases=["deepcache", "feature cache", "svd cache", "faster svd"]),
             description=(

@@ -162,6 +162,65 @@ def test_composes_with_core_easycache(comfy_nodes, nodes, deep_calls, order):
     assert len(calls["middle_block"]) <= 3 and len(calls["output_blocks.3"]) <= 8
 
 
+def test_composes_with_core_lazycache(comfy_nodes, nodes, deep_calls):
+    """LazyCache works on the guider's prediction: the cache's partial steps go on as scheduled under it."""
+    lazycache = comfy_nodes.NODE_CLASS_MAPPINGS["LazyCache"]
+    model = harness.tiny_svd()
+    stacked = lazycache.execute(cache(nodes[0], model), 0.2, 0.0, 1.0, False).result[0]
+    calls = deep_calls(stacked)
+    out = harness.sample(stacked, *harness.svd_conds(frames=FRAMES), steps=8)
+    assert torch.isfinite(out).all()
+    assert 0 < len(calls["middle_block"]) <= 3 and len(calls["middle_block"]) < len(calls["output_blocks.3"])
+
+
+def test_stacks_with_loop_conditioning_and_keeps_the_loop_closed(comfy_nodes, nodes, caplog):
+    loop = comfy_nodes.NODE_CLASS_MAPPINGS["VCUTLoopConditioning"]
+    model = harness.tiny_svd()
+    pos, neg, latent = harness.svd_conds(frames=FRAMES)
+    image = pos[0][1]["concat_latent_image"]
+    patched, p2, n2, lat = loop.execute(cache(nodes[0], model), pos, neg, latent, "sdslc", "inverted noise", True,
+                                        True, 1.0, "still background", motion_mask=None).result
+    deep = []
+    handle = patched.model.diffusion_model.middle_block[0].register_forward_pre_hook(lambda m, a: deep.append(1))
+    try:
+        with caplog.at_level(logging.INFO, logger="vcut"):
+            out = harness.sample(patched, p2, n2, lat, steps=6)
+    finally:
+        handle.remove()
+    assert len(deep) == 2  # full steps 1 and 4
+    assert torch.equal(out[0], image[0]) and torch.equal(out[-1], image[0])  # the loop stays closed
+    assert not any("runs the whole UNet" in r.getMessage() for r in caplog.records)
+
+
+def test_under_core_torch_compile_partial_steps_stay_partial_and_nothing_recompiles_per_step(nodes):
+    """ComfyUI's own torch.compile wrapper (what TorchCompileModel sets, with its guard filter that skips guards on
+    transformer_options) with the eager backend (no C++ compiler needed): the compiled run gives the uncompiled
+    cached run's video, so the full / partial choice is made per step and not baked into a graph (before the fix,
+    dynamo guarded on the step number and recompiled at every step until its recompile limit); a second run
+    compiles nothing new."""
+    import torch._dynamo
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    from comfy_extras.nodes_torch_compile import skip_torch_compile_dict
+    from torch._dynamo.utils import counters
+    model = harness.tiny_svd()
+    conds = harness.svd_conds(frames=FRAMES)
+    cached = cache(nodes[0], model)
+    eager = harness.sample(cached, *conds, steps=4)  # full steps 1 and 4, partial 2 and 3
+    compiled = cached.clone()
+    set_torch_compile_wrapper(model=compiled, backend="eager", options={"guard_filter_fn": skip_torch_compile_dict})
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        first = harness.sample(compiled, *conds, steps=4)
+        graphs = counters["stats"]["unique_graphs"]
+        second = harness.sample(compiled, *conds, steps=4)
+        assert counters["stats"]["unique_graphs"] == graphs > 0
+    finally:
+        torch._dynamo.reset()
+    assert rel_err(first, eager) <= 1e-5 and rel_err(second, eager) <= 1e-5
+    assert rel_err(first, harness.sample(model, *conds, steps=4)) > 1e-5  # the compiled run did cache
+
+
 def test_block_patches_make_partial_steps_run_fully_and_are_named(nodes, deep_calls, caplog):
     model = harness.tiny_svd().clone()
     model.set_model_input_block_patch(lambda h, options: h)
@@ -221,3 +280,60 @@ def test_one_server_across_prompts():
     assert torch.equal(first["latent"]["samples"], third)
     assert not torch.equal(third, again) and not torch.equal(third, plain)
     assert torch.equal(one, plain)
+
+
+def test_cost_report_is_shown_on_the_sampler_node_of_a_real_server(tmp_path):
+    """A real ComfyUI server (main.py on 127.0.0.1): the run's cost report reaches the browser as ComfyUI's own
+    progress-text message (binary event 3: node id + text) addressed to the KSampler node."""
+    import asyncio
+    import json
+    import struct
+    import uuid
+
+    import aiohttp
+    from comfy_servers import comfy_servers
+
+    prompt = {
+        "ckpt": {"class_type": "VCUTTestCheckpoint", "inputs": {"ckpt_name": ""}},
+        "img": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": 8421504}},
+        "cond": {"class_type": "SVD_img2vid_Conditioning", "inputs": {
+            "clip_vision": ["ckpt", 1], "init_image": ["img", 0], "vae": ["ckpt", 2], "width": 32, "height": 32,
+            "video_frames": FRAMES, "motion_bucket_id": 127, "fps": 6, "augmentation_level": 0.0}},
+        "cache": {"class_type": "VCUTFeatureCache", "inputs": {"model": ["ckpt", 0], "interval": 3, "branch": 0,
+                                                               "schedule": "uniform", "start_percent": 0.0,
+                                                               "end_percent": 1.0}},
+        "sampler": harness.ksampler_node(["cache", 0], ["cond", 0], ["cond", 1], ["cond", 2], steps=4),
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["decode", 0]}},
+    }
+
+    async def run(url):
+        client = uuid.uuid4().hex
+        texts, done = [], False
+        timeout = aiohttp.ClientTimeout(total=300)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.ws_connect(f"{url.replace('http', 'ws')}/ws?clientId={client}") as ws:
+                async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client}) as response:
+                    assert response.status == 200, await response.text()
+                    prompt_id = (await response.json())["prompt_id"]
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.BINARY and struct.unpack(">I", message.data[:4])[0] == 3:
+                        length = struct.unpack(">I", message.data[4:8])[0]
+                        texts.append((message.data[8:8 + length].decode(), message.data[8 + length:].decode()))
+                    elif message.type == aiohttp.WSMsgType.TEXT:
+                        event = json.loads(message.data)
+                        data = event.get("data", {})
+                        if event["type"] == "execution_error":
+                            raise AssertionError(data)
+                        if event["type"] == "executing" and data.get("node") is None and \
+                                data.get("prompt_id") == prompt_id:
+                            done = True
+                            break
+        return texts, done
+
+    with comfy_servers(tmp_path / "servers", 1) as (server,):
+        texts, done = asyncio.run(asyncio.wait_for(run(server.url), 300))
+    assert done
+    reports = [text for node, text in texts if node == "sampler" and text.startswith("UNet Feature Cache: ")]
+    assert len(reports) == 1, texts
+    assert "2 full" in reports[0] and "2 partial" in reports[0] and "GMACs" in reports[0]
