@@ -18,6 +18,8 @@ chained through the nodes' own classes as a workflow chains them:
     exact + cut 17      ... then Cut Step Scheduler (cut_step 17: 16 guided steps, 9 conditional-only)
     paper + cut 17
     exact + cut 17 + EasyCache   ... then core's EasyCache node (comfy_extras/nodes_easycache.py, its defaults)
+    cache N=3           UNet Feature Cache (interval 3, branch 0, uniform) on the model as loaded
+    exact + cut 17 + cache N=3   ... on exact + cut 17
 Reported per variant: seconds per video (each run), the ratio to the baseline per repetition, peak GPU memory
 (torch.cuda.max_memory_allocated, plus the weights comfy-aimdo holds in VRAM under dynamic VRAM), UNet calls / rows,
 calls of attn2.to_q (a forward pre-hook on every cross-attention's to_q: VCUT must never run it) and how far the
@@ -271,15 +273,21 @@ def build_variants(nodes, model, cut_step: int, easycache_threshold: float | Non
     from comfy_extras.nodes_easycache import EasyCacheNode
     patch = nodes.NODE_CLASS_MAPPINGS["VCUTPatchModel"]
     cut = nodes.NODE_CLASS_MAPPINGS["VCUTCutStepScheduler"]
+    feature_cache = nodes.NODE_CLASS_MAPPINGS["VCUTFeatureCache"]
 
     def with_cut(m):
         return node_output(cut.execute(m, cut_step=cut_step, cut_fraction=0.0, after_cut="drop", auto_threshold=0.0))
+
+    def with_cache(m):
+        return node_output(feature_cache.execute(m, interval=3, branch=0, schedule="uniform", start_percent=0.0,
+                                                 end_percent=1.0))
     exact = node_output(patch.execute(model, mode="exact"))
     paper = node_output(patch.execute(model, mode="paper"))
     exact_cut = with_cut(exact)
     easycache = node_output(EasyCacheNode.execute(exact_cut, **easycache_inputs(easycache_threshold)))
     return {"baseline": model, "exact": exact, "paper": paper, "exact + cut": exact_cut,
-            "paper + cut": with_cut(paper), "exact + cut + EasyCache": easycache}
+            "paper + cut": with_cut(paper), "exact + cut + EasyCache": easycache, "cache N=3": with_cache(model),
+            "exact + cut + cache N=3": with_cache(exact_cut)}
 
 
 def synchronize(device: str) -> None:
@@ -290,18 +298,20 @@ def synchronize(device: str) -> None:
 class UNetCalls:
     """Counts, by forward pre-hooks on modules that every variant's clone shares (no ComfyUI wrapper slot is taken):
     the UNet's real evaluations (with their times and rows, frames x conds) on its time embedding, which runs inside
-    the DIFFUSION_MODEL wrappers (a step that EasyCache answers from its cache is not counted); the calls of every
-    cross-attention's to_q (VCUT never runs it); and, at the first evaluation of each video, the class of the attn2
-    module in effect at each cross-attention site (what the clone's object patches put there)."""
+    the DIFFUSION_MODEL wrappers (a step that EasyCache answers from its cache is not counted); the evaluations that
+    run the deep blocks (the middle block's first layer: a UNet Feature Cache partial step does not); the calls of
+    every cross-attention's to_q (VCUT never runs it); and, at the first evaluation of each video, the class of the
+    attn2 module in effect at each cross-attention site (what the clone's object patches put there)."""
 
     def __init__(self, model):
         from vcut.cut.attention import find_cross_attentions
         self.unet = model.model.diffusion_model
         self.sites = find_cross_attentions(self.unet)
-        self.calls = self.rows = self.to_q = 0
+        self.calls = self.rows = self.to_q = self.deep = 0
         self.times: list[float] = []
         self.live: dict[str, int] = {}
         self.unet.time_embed.register_forward_pre_hook(self._count)
+        self.unet.middle_block[0].register_forward_pre_hook(self._count_deep)
         for site in self.sites:
             site.module.to_q.register_forward_pre_hook(self._count_to_q)
 
@@ -315,6 +325,9 @@ class UNetCalls:
     def _count_to_q(self, module, args):
         self.to_q += 1
 
+    def _count_deep(self, module, args):
+        self.deep += 1
+
     def expected_live(self, mode: str) -> dict[str, int]:
         """The attn2 classes a correctly patched model of `mode` has at its sites."""
         if mode == "baseline":
@@ -324,8 +337,9 @@ class UNetCalls:
         return {k: v for k, v in counts.items() if v}
 
     def take(self) -> dict:
-        counts = {"unet_calls": self.calls, "unet_rows": self.rows, "to_q_calls": self.to_q, "live_attn2": self.live}
-        self.calls = self.rows = self.to_q = 0
+        counts = {"unet_calls": self.calls, "unet_rows": self.rows, "deep_calls": self.deep, "to_q_calls": self.to_q,
+                  "live_attn2": self.live}
+        self.calls = self.rows = self.to_q = self.deep = 0
         self.live, self.times = {}, []
         return counts
 
@@ -597,6 +611,7 @@ def estimate(step_seconds: float, steps: int, videos: int = 1) -> float:
 def run_sampling(args, nodes, report, budget: Budget) -> None:
     """Warm-ups, one repetition of the variants, the mode switch, Video Extend, then further repetitions; each
     part only if the time guard lets it start."""
+    from vcut.cut.feature_cache import full_steps
     width, height = args.size
     dtype = getattr(torch, DTYPES[args.dtype])
     check_unet_config(SVD_XT_UNET)
@@ -660,12 +675,18 @@ def run_sampling(args, nodes, report, budget: Budget) -> None:
             checks[f"exact equals the baseline (within {EXACT_TOLERANCE[args.dtype]:g})"] = (
                 diffs["exact"] <= EXACT_TOLERANCE[args.dtype])
         checks["attn2.to_q never runs under VCUT"] = all(
-            e["to_q_calls"] == 0 for name, entries in runs.items() if name != "baseline" for e in entries)
+            e["to_q_calls"] == 0 for name, entries in runs.items() if name not in ("baseline", "cache N=3")
+            for e in entries)
         checks["attn2.to_q runs in the baseline (the counter works)"] = all(
             e["to_q_calls"] > 0 for e in runs.get("baseline", []))
         if "exact + cut + EasyCache" in runs and "exact + cut" in runs:
             checks["EasyCache skips UNet calls after the cut alone"] = (
                 runs["exact + cut + EasyCache"][-1]["unet_calls"] < runs["exact + cut"][-1]["unet_calls"])
+        full = len(full_steps(args.steps, 3))
+        for name in ("cache N=3", "exact + cut + cache N=3"):
+            if name in runs:
+                checks[f"{name}: the deep blocks run on the {full} full steps only"] = all(
+                    e["deep_calls"] == full < e["unet_calls"] for e in runs[name])
         report["sampling_md"] = sampling_table(part)
         write_report(args.out, report)
         return True

@@ -201,7 +201,7 @@ def main(argv=None):
     print_cache_rows(cache_mac_rows())
     if not args.no_wallclock:
         from .vcut_wallclock import measure, report
-        print(f"\nwall-clock: {args.repeats} repetitions x 6 whole videos ...", flush=True)
+        print(f"\nwall-clock: {args.repeats} repetitions x 8 whole videos ...", flush=True)
         report(measure(args.frames, args.height, args.width, args.channels, STEPS, CUT_STEPS[0], args.repeats,
                        args.threads, log=lambda line: print(line, flush=True)))
 

@@ -5,7 +5,8 @@ so that 18 whole videos fit a few minutes on 2 cores while per-pixel work still 
 sampled by a plain Euler loop on Karras sigmas with SVD's v-prediction preconditioning and classifier-free
 guidance, as ComfyUI's KSampler does: a guided step runs the conditional and unconditional rows together (batch 2),
 a step after the cut (cut/schedule.py's CutSchedule) only the conditional row (batch 1). Variants: the unpatched UNet,
-VCUT exact and VCUT paper (cut/attention.py's patch_unet_), each without and with the cut.
+VCUT exact and VCUT paper (cut/attention.py's patch_unet_), each without and with the cut, and the UNet Feature
+Cache (cut/feature_cache.py's step: DeepCache, interval 3, branch 0) on the baseline and on VCUT exact with the cut.
 
 Timing is noisy on a shared machine, so: every repetition runs all six variants back to back (in a rotated order),
 the ratio to the baseline is taken within each repetition, and a ratio is printed only when its min-max spread over
@@ -22,11 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cut import feature_cache as fc
 from ..cut.attention import patch_unet_
 from ..cut.schedule import CutSchedule
 
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 700.0, 7.0  # SVD's sampling settings (ComfyUI's SVD_img2vid, Karras schedule)
 CFG = 2.5
+CACHE_INTERVAL, CACHE_BRANCH = 3, 0  # the feature-cache variants: issue 18's goal setting
 SPREAD_LIMIT = 0.10  # a ratio is reported only if its per-repetition values span less than this (e.g. 0.80-0.90)
 
 
@@ -83,11 +86,16 @@ def video_inputs(frames: int, height: int, width: int, seed: int = 0, context_di
 
 
 @torch.no_grad()
-def sample_video(unet, inputs: VideoInputs, steps: int, cut_step: int) -> torch.Tensor:
+def sample_video(unet, inputs: VideoInputs, steps: int, cut_step: int, cache_interval: int = 1) -> torch.Tensor:
     """One video: Euler on Karras sigmas, v-prediction (EDM preconditioning, as SVD), CFG on the guided steps;
-    steps >= cut_step run the conditional row only (VCUT Eq. 4). Returns the final latent [1, F, 4, h, w]."""
+    steps >= cut_step run the conditional row only (VCUT Eq. 4). cache_interval > 1: the feature cache, full steps
+    by cut/feature_cache.full_steps, partial steps with the kept feature's conditional rows after the cut (DeepCache
+    Eq. 5). Returns the final latent [1, F, 4, h, w]."""
     sigmas = karras_sigmas(steps)
     run = CutSchedule(cut_step).new_run()
+    full = set(fc.full_steps(steps, cache_interval))
+    kept = None
+    frames = inputs.noise.shape[1]
     x = inputs.noise * sigmas[0]
     uncond_image = torch.zeros_like(inputs.image_latent)
     for i in range(steps):
@@ -97,7 +105,13 @@ def sample_video(unet, inputs: VideoInputs, steps: int, cut_step: int) -> torch.
         scaled = torch.cat([x * c_in] * rows)
         image = torch.cat([inputs.image_latent, uncond_image][:rows])
         timestep = torch.full((rows,), 0.25 * math.log(sigma))
-        v = unet(torch.cat([scaled, image], dim=2), timestep, inputs.contexts[:rows], inputs.time_ids[:rows]).sample
+        args = (torch.cat([scaled, image], dim=2), timestep, inputs.contexts[:rows], inputs.time_ids[:rows])
+        if cache_interval == 1:
+            v = unet(*args).sample
+        elif i + 1 in full:
+            v, kept = fc.step(unet, *args, CACHE_BRANCH)
+        else:  # the batch is flattened row by row: the conditional row's frames come first
+            v, _ = fc.step(unet, *args, CACHE_BRANCH, cached=kept[:rows * frames])
         denoised = x * c_skip + v * c_out  # [rows, F, 4, h, w]
         if rows == 2:
             denoised = denoised[1:] + CFG * (denoised[:1] - denoised[1:])
@@ -106,7 +120,8 @@ def sample_video(unet, inputs: VideoInputs, steps: int, cut_step: int) -> torch.
 
 
 def variants(unet, steps: int, cut_step: int) -> dict:
-    """{name: (unet, cut step)}: baseline / exact / paper (VCUT on copies), each with no cut and with the cut."""
+    """{name: (unet, cut step, cache interval)}: baseline / exact / paper (VCUT on copies), each with no cut and
+    with the cut; the feature cache alone and with exact + the cut."""
     import copy
     models = {"baseline": unet}
     for mode in ("exact", "paper"):
@@ -114,8 +129,10 @@ def variants(unet, steps: int, cut_step: int) -> dict:
         patch_unet_(models[mode], mode)
     out = {}
     for name, model in models.items():
-        out[name] = (model, steps + 1)
-        out[f"{name} + cut {cut_step}"] = (model, cut_step)
+        out[name] = (model, steps + 1, 1)
+        out[f"{name} + cut {cut_step}"] = (model, cut_step, 1)
+    out[f"cache N={CACHE_INTERVAL}"] = (unet, steps + 1, CACHE_INTERVAL)
+    out[f"exact + cut {cut_step} + cache N={CACHE_INTERVAL}"] = (models["exact"], cut_step, CACHE_INTERVAL)
     return out
 
 
@@ -140,17 +157,17 @@ def _measure(frames, height, width, channels, steps, cut_step, repeats, seed, lo
     inputs = video_inputs(frames, height, width, seed)
     names = list(runs)
     outputs = {}
-    for model, cut in runs.values():  # warm-up: one 2-step video each (allocator, kernels' first use)
-        sample_video(model, inputs, 2, min(cut, 3))
+    for model, cut, interval in runs.values():  # warm-up: one 2-step video each (allocator, kernels' first use)
+        sample_video(model, inputs, 2, min(cut, 3), interval)
     times = {name: [] for name in names}
     cpu_times = {name: [] for name in names}
     load = [os.getloadavg()[0]]
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]  # rotated: no variant always runs first
         for name in order:
-            model, cut = runs[name]
+            model, cut, interval = runs[name]
             start, cpu_start = time.perf_counter(), time.process_time()
-            outputs[name] = sample_video(model, inputs, steps, cut)
+            outputs[name] = sample_video(model, inputs, steps, cut, interval)
             times[name].append(time.perf_counter() - start)
             cpu_times[name].append(time.process_time() - cpu_start)
         log(f"  repetition {r + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.1f}s" for n in names))
@@ -180,12 +197,12 @@ def _table(times: dict, label: str, log) -> None:
     """One measure's table, and the baseline's own run-to-run spread (the machine's noise between repetitions)."""
     base = times["baseline"]
     spread = (max(base) - min(base)) / statistics.median(base)
-    log(f"{label}\n{'variant':22} {'median s':>9} {'min-max s':>13}  ratio to baseline, per repetition: median "
+    log(f"{label}\n{'variant':28} {'median s':>9} {'min-max s':>13}  ratio to baseline, per repetition: median "
         f"(min-max)")
     for name, values in times.items():
         ratios = [v / b for v, b in zip(values, base, strict=False)]
         cell = "1" if name == "baseline" else ratio_cell(ratios)
-        log(f"{name:22} {statistics.median(values):9.2f} {min(values):6.2f}-{max(values):<6.2f}  {cell}")
+        log(f"{name:28} {statistics.median(values):9.2f} {min(values):6.2f}-{max(values):<6.2f}  {cell}")
     log(f"baseline run-to-run spread {spread:.0%}")
 
 

@@ -32,6 +32,7 @@ from pack_import import SHARED_DATA, register_pack  # noqa: E402
 register_pack()  # the pack as the package `vcut`, as ComfyUI and the tests import it
 from vcut.codec import decode, encode, load_motion_vectors, residual_to_image, save_motion_vectors  # noqa: E402
 from vcut.codec.visualize import flow_colours, motion_preview  # noqa: E402
+from vcut.cut.feature_cache import full_steps  # noqa: E402
 from vcut.cut.schedule import CutSchedule, schedule_summary  # noqa: E402
 from vcut.loop.alss import alss_indices, frames_needed  # noqa: E402
 from vcut.loop.anchoring import AnchorSchedule, frame_keep_mask, parse_frame_list  # noqa: E402
@@ -319,6 +320,43 @@ def thumb_svd_vcut(data: Data) -> Image.Image:
     d.text((14, y0 + 90), f"UNet evaluations per video: {2 * steps} -> {passes}; cross-attn cached",
            font=font(13, True), fill=FG)
     d.text((14, y0 + 112), schedule_summary(cut, steps).split(": ", 1)[1], font=font(11), fill=DIM)
+    return img
+
+
+def thumb_fast_deepcache(data: Data) -> Image.Image:
+    """svd_fast_deepcache.json: which UNet passes run whole, partly or not at all over 25 steps (schematic)."""
+    img, d = canvas(THUMB, THUMB)
+    header(d, "Fast SVD: VCUT + cut + feature cache", "input photo + what runs at each step (schematic, not SVD output)")
+    paste(img, d, fit(data.cat, 462, 230), (25, 60), "input image, centre-cropped to 16:9 as SVD does")
+    steps, cut, interval = 25, 17, 3
+    run = CutSchedule(cut).new_run()
+    full = set(full_steps(steps, interval))
+    x0, y0, cw = 70, 340, 428 / steps
+    d.text((14, y0 - 20), f"cut at step {cut}, feature cache interval {interval}, branch 0:", font=font(13, True),
+           fill=FG)
+    d.text((64, y0 + 11), "cond", font=font(11), fill=DIM, anchor="rm")
+    d.text((64, y0 + 33), "uncond", font=font(11), fill=DIM, anchor="rm")
+    for k in range(steps):
+        xa, xb = x0 + k * cw + 1, x0 + (k + 1) * cw - 1
+        colour = GUIDED if run.is_guided(k + 1) else UNGUIDED
+        rows = [(y0, True), (y0 + 24, run.is_guided(k + 1))]
+        for y, runs in rows:
+            if not runs:
+                d.rectangle([xa, y, xb, y + 20], outline=(90, 90, 95))   # not run after the cut
+            elif k + 1 in full:
+                d.rectangle([xa, y, xb, y + 20], fill=colour)             # the whole UNet
+            else:
+                d.rectangle([xa, y, xb, y + 20], outline=colour)          # outer blocks only, kept deep feature
+                d.rectangle([xa, y + 16, xb, y + 20], fill=colour)
+        if k + 1 in full:
+            d.text(((xa + xb) / 2, y0 + 48), str(k + 1), font=font(9), fill=DIM, anchor="mt")
+    d.text((14, y0 + 64), f"filled: the whole UNet ({len(full)} steps, keeps the deep feature)", font=font(12),
+           fill=FG)
+    d.text((14, y0 + 80), "outlined + bar: outer blocks only, with the kept feature (an approximation)",
+           font=font(12), fill=FG)
+    d.text((14, y0 + 96), "empty: the unconditional pass, not run after the cut", font=font(12), fill=DIM)
+    d.text((14, y0 + 120), "SVD-XT MACs per video: 0.33x of plain SVD (bench/vcut_bench.py)", font=font(13, True),
+           fill=FG)
     return img
 
 
@@ -680,6 +718,7 @@ def render_all() -> None:
     walk = clip("vid_h264.mp4", 25, 150, 256, step=2)  # every 2nd frame: the rabbit walks, the camera follows
     near = clip("vid_h264.mp4", 13, 186, 384)             # the rabbit walks past a still background
     save_jpg(thumb_svd_vcut(data), WORKFLOWS / "svd_vcut_img2vid.jpg")
+    save_jpg(thumb_fast_deepcache(data), WORKFLOWS / "svd_fast_deepcache.jpg")
     save_jpg(thumb_first_frame(data), WORKFLOWS / "loop_first_frame_anchored.jpg")
     save_jpg(thumb_seamless(data), WORKFLOWS / "loop_seamless.jpg")
     save_jpg(thumb_salient(data), WORKFLOWS / "loop_salient_still_background.jpg")

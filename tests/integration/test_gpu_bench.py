@@ -1,6 +1,6 @@
 """The GPU benchmark (bench/gpu_bench.py) end to end on the CPU, shrunk, on the ComfyUI of COMFYUI_PATH (CI: 0.8.0 and
 0.30.0, each in its own environment): ComfyUI started as its main.py starts it, SVD_img2vid through KSampler in all
-six variants, the mode switch and Video Extend through one PromptExecutor, and the codec part. Run as users run it, a
+eight variants, the mode switch and Video Extend through one PromptExecutor, and the codec part. Run as users run it, a
 subprocess of ComfyUI's Python; checked through its JSON report (what a lent GPU's run returns). On a CPU ComfyUI
 runs the plain ModelPatcher (dynamic VRAM is for NVIDIA GPUs only): the report says so, and every check still runs."""
 import json
@@ -37,7 +37,8 @@ def test_gpu_bench_runs_every_check_through_comfyui_and_the_codec_part(tmp_path)
     assert report["skipped"] == []
 
     runs = report["sampling"]["runs"]
-    assert list(runs) == ["baseline", "exact", "paper", "exact + cut", "paper + cut", "exact + cut + EasyCache"]
+    assert list(runs) == ["baseline", "exact", "paper", "exact + cut", "paper + cut", "exact + cut + EasyCache",
+                          "cache N=3", "exact + cut + cache N=3"]
     video = {name: entries[0] for name, entries in runs.items()}
     rows = {name: (e["unet_calls"], e["unet_rows"]) for name, e in video.items()}
     # guided calls carry cond + uncond (2 x FRAMES rows); from the cut on only cond (FRAMES rows)
@@ -49,9 +50,13 @@ def test_gpu_bench_runs_every_check_through_comfyui_and_the_codec_part(tmp_path)
     easy_calls, easy_rows = rows["exact + cut + EasyCache"]
     assert easy_calls < cut_rows[0]
     assert cut_rows[1] - easy_rows == FRAMES * (cut_rows[0] - easy_calls)
+    # UNet Feature Cache at interval 3: every step calls the UNet, only steps 1 and 4 run its deep blocks
+    assert rows["cache N=3"] == rows["baseline"] and rows["exact + cut + cache N=3"] == cut_rows
+    assert video["baseline"]["deep_calls"] == STEPS
+    assert video["cache N=3"]["deep_calls"] == video["exact + cut + cache N=3"]["deep_calls"] == 2
     # attn2.to_q runs in every cross-attention of the baseline, never under VCUT
     assert video["baseline"]["to_q_calls"] > 0
-    assert all(e["to_q_calls"] == 0 for name, e in video.items() if name != "baseline")
+    assert all(e["to_q_calls"] == 0 for name, e in video.items() if name not in ("baseline", "cache N=3"))
     assert all(report["sampling"]["finite"].values())
     differences = report["sampling"]["output_vs_baseline"]
     assert differences["exact"] < 1e-4 < differences["paper"]
