@@ -26,7 +26,7 @@ import torch
 from . import blockmatch, torch_ops
 from .types import BLOCK_SIZES, MotionVectors, bits_add, bits_difference, frame_precision, image_to_uint8
 
-METHODS = ("fast", "exhaustive")
+SEARCH_METHODS = ("fast", "exhaustive")
 
 
 def validate_frames(frames: torch.Tensor, name: str = "frames") -> None:
@@ -50,8 +50,8 @@ def check_params(height: int, width: int, block_size: int, search_range: int, me
                          f"use a block size <= {min(height, width)}")
     if not 1 <= search_range <= 64:
         raise ValueError(f"search_range must be 1..64 pixels, got {search_range}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in SEARCH_METHODS:
+        raise ValueError(f"method must be one of {SEARCH_METHODS}, got {method!r}")
 
 
 def search(cur: torch.Tensor, ref: torch.Tensor, block_size: int, search_range: int, method: str = "fast",

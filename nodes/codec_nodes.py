@@ -30,7 +30,7 @@ RANGE_TOLERANCE = 1e-6  # IMAGE values may stray this far outside 0..1 (float ro
 PREVIEW_TOOLTIP = (f"The vector field per frame pair as a colour wheel: hue = direction, brightness = length "
                    f"(black = still). At most the first {codec.visualize.PREVIEW_MAX_FRAMES} frame pairs, at most "
                    f"{codec.visualize.PREVIEW_MAX_SIDE} px on the long side (larger frames shrunk).")
-METHODS = {"fast search": "fast", "exhaustive search": "exhaustive", "x264 medium": "x264:medium",
+METHOD_CHOICES = {"fast search": "fast", "exhaustive search": "exhaustive", "x264 medium": "x264:medium",
            "x264 ultrafast": "x264:ultrafast"}
 
 
@@ -96,7 +96,7 @@ class VCUTMotionVectorEncode(io.ComfyNode):
                 io.Image.Input("images", tooltip="The video as an IMAGE batch (at least 2 frames, one size, values "
                                "0..1). Decode gives it back bit for bit: 8-bit frames (x = k/255 exactly) as 8 bits, "
                                "any other float32 frames as float32."),
-                io.Combo.Input("method", options=list(METHODS), default="fast search", tooltip="fast search: "
+                io.Combo.Input("method", options=list(METHOD_CHOICES), default="fast search", tooltip="fast search: "
                                "hierarchical SAD search with predictors (CPU default, ~0.1 dB below exhaustive); "
                                "exhaustive search: every vector in the window (slow on CPU); x264 medium/ultrafast: "
                                "the vectors libx264 chooses, rounded from quarter-pel to whole pixels."),
@@ -123,9 +123,9 @@ class VCUTMotionVectorEncode(io.ComfyNode):
         block = int(block_size)
         t, h, w, c = frames.shape
         codec.codec.check_params(h, w, block, search_range, "fast")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-        mode = METHODS[method]
+        if method not in METHOD_CHOICES:
+            raise ValueError(f"method must be one of {list(METHOD_CHOICES)}, got {method!r}")
+        mode = METHOD_CHOICES[method]
         bar = comfy.utils.ProgressBar(t - 1)
         if mode.startswith("x264:"):
             if c != 3:

@@ -8,8 +8,6 @@ centres, calling the same first_stage_model.decode and process_output as VAE.dec
 """
 from __future__ import annotations
 
-import logging
-
 import comfy.model_management
 import comfy.utils
 import torch
@@ -17,8 +15,7 @@ from comfy.ldm.modules.temporal_ae import VideoDecoder
 from comfy_api.latest import io
 
 from ..decode import chunks
-
-log = logging.getLogger("vcut")
+from .checks import log
 
 
 def is_svd_video_vae(vae) -> bool:

@@ -108,20 +108,36 @@ def test_workflows_folder_holds_only_workflows_with_their_thumbnails():
 
 
 def test_readme_documents_every_node_and_workflow():
-    """The README's node reference has a section per node (display name and node_id) and lists every workflow."""
+    """The README: what it does and Install first, then the two commands in a short section of their own; a line per
+    node (display name and node_id) and every workflow. docs/nodes.md: a section per node."""
     import re
 
     readme = (ROOT / "README.md").read_text()
+    reference = (ROOT / "docs" / "nodes.md").read_text()
     assert readme.startswith("# ")
-    # what it does and Install first, then the two commands in a short section of their own
     commands = readme.index("## Demo and tests")
     assert readme.index("## Install") < commands
     section = readme[commands:readme.index("\n## ", commands + 1)]
     assert "bash scripts/demo.sh" in section and "bash scripts/test.sh" in section
+    assert len(readme.splitlines()) <= 220, "the README is for ComfyUI users: the long reference lives in docs/"
     source = "\n".join(p.read_text() for p in sorted((ROOT / "nodes").glob("*.py")))
     nodes = re.findall(r'node_id="(VCUT\w+)",\s*display_name="([^"]+)"', source)
+    assert sorted(n for n, _ in nodes) == sorted(re.findall(r'node_id="(VCUT\w+)"', source)), \
+        "every node's display_name is a literal beside its node_id (docs/make_pictures.py reads them too)"
     assert len(nodes) >= 9
     for node_id, name in nodes:
-        assert re.search(rf"^### {re.escape(name)} \(`vcut/\w+`, `{node_id}`\)$", readme, re.M), (node_id, name)
+        assert re.search(rf"^\| {re.escape(name)} \| `{node_id}` \| `vcut/\w+` \|", readme, re.M), (node_id, name)
+        assert re.search(rf"^### {re.escape(name)} \(`vcut/\w+`, `{node_id}`\)$", reference, re.M), (node_id, name)
     for workflow in sorted((ROOT / "workflows").glob("*.json")):
         assert f"`{workflow.name}`" in readme, workflow.name
+
+
+def test_relative_links_in_the_docs_lead_to_files():
+    """README, BENCHMARKS and docs/*.md: every relative link names a file of the repository (anchors not checked)."""
+    import re
+
+    for page in [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target:
+                continue
+            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to a missing {target}"
