@@ -7,7 +7,8 @@
 
 Progress goes to stderr, the paths of the written files to stdout; the exit status is 0 on success,
 1 when a node fails, 2 for a bad command line / workflow, 3 when ComfyUI's validation rejects the prompt.
---batch-input runs the workflow once per file of a folder (runner/batch.py; exit status 1 when an item failed);
+--batch-input runs the workflow once per file of a folder (runner/batch.py, runner/local.py; exit status 1 when an
+item failed);
 --server runs it on ComfyUI servers through their HTTP / WebSocket API instead of in this process (runner/remote.py),
 every exchange under the deadlines of the *-timeout flags.
 Not imported by ComfyUI (the pack's entry point is __init__.py)."""
@@ -24,7 +25,7 @@ def _load_runner():
     module = importlib.util.module_from_spec(spec)
     sys.modules["vcut_runner"] = module
     spec.loader.exec_module(module)
-    return importlib.import_module("vcut_runner.headless")
+    return importlib.import_module("vcut_runner.cli")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ SVD_XT_UNET = {
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}  # torch names (torch is imported later)
 # "exact equals the baseline": mean abs difference / mean abs of the output latents after a whole video
 EXACT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
-VARIANTS = ("baseline", "exact", "paper", "exact + cut", "paper + cut", "exact + cut + EasyCache")
+VARIANTS = ("baseline", "exact", "paper", "exact + cut", "paper + cut", "exact + cut + EasyCache", "cache N=3",
+            "exact + cut + cache N=3")
 SWITCH_PROMPTS = ("baseline", "exact", "paper", "exact", "paper", "baseline")
 SEGMENTS = 3
 SPEED_KEPT = 1.2  # Video Extend keeps its speed: the last segment takes at most this times the second's seconds

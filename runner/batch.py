@@ -6,94 +6,21 @@ writes moved into one output folder per input, a progress line per item, resume 
 OUT/manifest.jsonl gets one JSON line per item run: {"input", "outputs", "seconds", "status", "error", "server"}.
 An item whose last line says "ok" and whose outputs all exist is skipped when the batch runs again. A failing item
 is reported and the batch goes on. Nothing this batch did not write is overwritten: a file that would land on an
-existing name gets a "-2", "-3" ... suffix. In process (this module) or on ComfyUI servers (remote.py); both share
+existing name gets a "-2", "-3" ... suffix. In process (local.py) or on ComfyUI servers (remote.py); both share
 the items, the manifest and the summary here. Nothing here imports ComfyUI at module level."""
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import json
 import os
 import pathlib
-import re
 import shutil
-import signal
 import sys
-import time
-import uuid
 
-from .headless import (
-    HeadlessServer,
-    RunnerError,
-    apply_overrides,
-    format_validation,
-    hook_progress,
-    log,
-    new_executor,
-    written_files,
-)
+from .common import RunnerError, apply_overrides, free_path, inside, log, matching_nodes, safe_name
 
 MANIFEST = "manifest.jsonl"
-STAGING = ".vcut-batch-"  # the in-process batch's staging folder (output) and input link: .vcut-batch-<pid>-<id>
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def safe_name(name: str) -> str:
-    """A file or folder name with its control characters (newline, tab, escape ...) replaced by "_": such a name
-    neither splits the printed list of written files (one path a line) nor breaks an HTTP header."""
-    return CONTROL_CHARACTERS.sub("_", name)
-
-
-def inside(folder: pathlib.Path, subfolder, filename) -> pathlib.Path:
-    """folder/subfolder/filename for a file that a server (or ComfyUI's history) names, its names made safe;
-    ValueError naming the path unless it stays inside `folder`: an absolute subfolder, a `..` part, a file name
-    that is absolute or holds a separator, and a path that a link inside `folder` leads out of are refused."""
-    if not isinstance(subfolder, str) or not isinstance(filename, str):
-        raise ValueError(f"the output {subfolder!r}/{filename!r} is not a pair of names")
-    shown = f"subfolder {subfolder!r}, file {filename!r}"
-    if subfolder.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", subfolder):
-        raise ValueError(f"refused the output ({shown}): an absolute subfolder")
-    parts = [part for part in re.split(r"[/\\]", subfolder) if part not in ("", ".")]
-    if ".." in parts:
-        raise ValueError(f"refused the output ({shown}): '..' leads out of the item's output folder")
-    if filename in ("", ".", "..") or re.search(r"[/\\]", filename) or re.match(r"[A-Za-z]:", filename):
-        raise ValueError(f"refused the output ({shown}): the file name is not a plain name")
-    target = folder.joinpath(*map(safe_name, parts), safe_name(filename))
-    if not target.resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"refused the output ({shown}): it resolves to {target.resolve()}, outside {folder}")
-    return target
-
-
-def owned_name(prefix: str) -> str:
-    """A name for a folder of this run: prefix, this process's id, a random part (clean_stale reads the id)."""
-    return f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def clean_stale(folder: pathlib.Path, prefix: str) -> None:
-    """Remove the folders and links named `prefix<pid>-...` in `folder` whose owner process is gone (left by a
-    killed run); those of running processes, and names without an owner, are left alone."""
-    if not folder.is_dir():
-        return
-    for path in folder.glob(prefix + "*"):
-        found = re.fullmatch(re.escape(prefix) + r"(\d+)-.+", path.name)
-        if not found or process_alive(int(found.group(1))):
-            continue
-        if path.is_symlink() or not path.is_dir():
-            path.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-        log(f"removed {path}, left by run {found.group(1)}, which is gone")
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 @dataclasses.dataclass
@@ -155,8 +82,7 @@ def batch_targets(prompt: dict, batch: BatchInput, node_classes) -> list[str]:
     """Node ids whose `batch.input` takes the file name; refuses inputs that do not take a file name (COMBO/STRING)."""
     # the same matching (id, else title or type) and messages as --set
     apply_overrides(copy.deepcopy(prompt), [f"{batch.node}.{batch.input}=x"], node_classes)
-    targets = [batch.node] if batch.node in prompt else [
-        k for k, v in prompt.items() if v.get("_meta", {}).get("title") == batch.node or v["class_type"] == batch.node]
+    targets = matching_nodes(prompt, batch.node)
     for key in targets:
         types = node_classes[prompt[key]["class_type"]].INPUT_TYPES()
         spec = {**(types.get("required") or {}), **(types.get("optional") or {})}[batch.input]
@@ -211,15 +137,6 @@ class Manifest:
             f.write(json.dumps(result.record()) + "\n")
             f.flush()
             os.fsync(f.fileno())
-
-
-def free_path(path: pathlib.Path) -> pathlib.Path:
-    """`path`, or `stem-2.ext`, `stem-3.ext` ... where a file of that name exists: nothing is overwritten."""
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
 
 
 def place(source: pathlib.Path, item_dir: pathlib.Path, relative: pathlib.Path) -> pathlib.Path:
@@ -281,99 +198,3 @@ def plan(options, output_dir: pathlib.Path, prompt: dict, node_classes):
     log(f"batch of {len(items)} file(s) from {batch.folder} into {batch.node}.{batch.input} "
         f"({len(targets)} node(s)); {len(skipped)} done earlier")
     return items, targets, batch, manifest, skipped
-
-
-def stop(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def run_in_process(options, prompt: dict, nodes, execution, output_dir: pathlib.Path) -> int:
-    """The batch in this process: one PromptExecutor for every item (models stay loaded between items, as in a
-    server); ComfyUI writes into a staging folder, and each item's files are then moved into OUT/<item>/."""
-    import folder_paths
-    items, targets, batch, manifest, skipped = plan(options, output_dir, prompt, nodes.NODE_CLASS_MAPPINGS)
-    done = {r.item.index for r in skipped}
-    results = list(skipped)
-    for r in skipped:
-        log(item_line(r, len(items)))
-    input_dir = pathlib.Path(folder_paths.get_input_directory())
-    for folder in (output_dir, input_dir):  # what killed batches left (their process is gone)
-        clean_stale(folder, STAGING)
-    staging = output_dir / owned_name(STAGING)
-    inbox = input_dir / staging.name if batch else None  # each item's file is put here while it runs
-    folder_paths.set_output_directory(str(staging))
-    server = HeadlessServer(prompt)
-    hook_progress(server)
-    executor = new_executor(execution, server, execution.CacheType.CLASSIC)
-    start = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, stop)  # a terminated batch still removes its staging folders
-    try:
-        for item in items:
-            if item.index in done:
-                continue
-            result = run_item(item, prompt, targets, batch, inbox, staging, output_dir, execution, executor, server)
-            manifest.append(result)
-            results.append(result)
-            log(item_line(result, len(items)))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        for folder in (staging, inbox):
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-    return summary(results, manifest.path, time.perf_counter() - start)
-
-
-def stage_input(source: pathlib.Path, inbox: pathlib.Path) -> pathlib.Path:
-    """The item's file inside ComfyUI's input folder under a safe name: a hard link, else a copy. Not a symbolic
-    link: ComfyUI 0.30.0's folder_paths.get_annotated_filepath refuses a path whose real path leaves the input
-    folder (0.8.0 followed links)."""
-    inbox.mkdir(parents=True, exist_ok=True)
-    staged = inbox / safe_name(source.name)
-    staged.unlink(missing_ok=True)
-    try:
-        os.link(source, staged)
-    except OSError:  # another file system, or links not allowed
-        shutil.copyfile(source, staged)
-    return staged
-
-
-def run_item(item, prompt, targets, batch, inbox, staging, output_dir, execution, executor, server) -> Result:
-    began = time.perf_counter()
-    staged = None
-    try:
-        if batch:
-            staged = stage_input(item.path, inbox)
-        result = execute_item(item, prompt, targets, batch, staged, staging, output_dir, execution, executor, server)
-    except Exception as error:  # one failing input never stops the batch
-        result = Result(item, "failed", [], time.perf_counter() - began, f"{type(error).__name__}: {error}")
-    finally:
-        if staged is not None:
-            staged.unlink(missing_ok=True)
-    if result.error and staged is not None:  # name the user's file, not the copy the batch ran
-        result.error = result.error.replace(str(staged), str(item.path)).replace(
-            f"{staged.parent.name}/{staged.name}", str(item.path))
-    result.seconds = time.perf_counter() - began
-    return result
-
-
-def execute_item(item, prompt, targets, batch, staged, staging, output_dir, execution, executor, server) -> Result:
-    """Validate and execute one item's prompt (seconds: set by run_item); its files into OUT/<item>/."""
-    item_prompt = with_input(prompt, targets, batch.input, f"{staged.parent.name}/{staged.name}") if batch else prompt
-    server.prompt, server.errors = item_prompt, []
-    prompt_id = str(uuid.uuid4())
-    server.last_prompt_id = prompt_id
-    valid = asyncio.run(execution.validate_prompt(prompt_id, item_prompt, None))
-    if not valid[0]:
-        error = format_validation(valid[1] or {}, valid[3] or {}, item_prompt)
-        return Result(item, "failed", [], 0.0, error)
-    staging.mkdir(parents=True, exist_ok=True)
-    executor.execute(item_prompt, prompt_id, {"client_id": server.client_id}, valid[2])
-    if not executor.success:
-        errors = server.errors or [d for e, d in executor.status_messages if e == "execution_error"]
-        error = "\n".join(f"{server.describe(d.get('node_id'))}: {d.get('exception_type', '')}: "
-                          f"{d.get('exception_message', '').strip()}" for d in errors) or "execution failed"
-        return Result(item, "failed", [], 0.0, error)
-    item_dir = output_dir / item.name
-    outputs = [str(place(path, item_dir, path.relative_to(staging)))
-               for _, path in written_files(executor.history_result, str(staging)) if path.is_file()]
-    return Result(item, "ok", outputs)

@@ -17,7 +17,7 @@ Deadlines (run_workflow.py flags): --connect-timeout for every connection; --rea
 --request-timeout for the whole of a control request (/system_stats, /object_info, /upload, /prompt, /history,
 the WebSocket handshake); --download-timeout for one /view download; --progress-timeout: a job with no message
 from the server for that long drops the server. Nothing a server names is trusted: each output's subfolder and
-file name must stay inside the item's output folder (batch.inside), else the item fails and nothing is written.
+file name must stay inside the item's output folder (common.inside), else the item fails and nothing is written.
 Items, manifest, resume and summary are batch.py's."""
 from __future__ import annotations
 
@@ -29,8 +29,18 @@ import pathlib
 import time
 import uuid
 
-from .batch import Item, Result, free_path, inside, item_line, plan, safe_name, summary, with_input
-from .headless import RunnerError, format_validation, log, prepare_prompt
+from .batch import Item, Result, item_line, plan, summary, with_input
+from .common import (
+    RunnerError,
+    execution_errors,
+    format_validation,
+    free_path,
+    inside,
+    log,
+    output_entries,
+    prepare_prompt,
+    safe_name,
+)
 
 POLL_S = 2.0  # how often /history is asked while the WebSocket is quiet
 
@@ -234,14 +244,10 @@ class Server:
         status = entry.get("status") or {}
         if status.get("status_str") == "success" and status.get("completed"):
             return entry
-        lines = []
-        for event, data in status.get("messages") or []:
-            if event in ("execution_error", "execution_interrupted"):
-                node = str(data.get("node_id"))
-                title = prompt.get(node, {}).get("_meta", {}).get("title")
-                lines.append(f"node {node} ({data.get('node_type', '?')}{', ' + repr(title) if title else ''}): "
-                             f"{data.get('exception_type', event)}: {str(data.get('exception_message', '')).strip()}")
-        raise JobFailed("\n".join(lines) or f"the prompt ended with status {status.get('status_str')!r}")
+        errors = [data for event, data in status.get("messages") or []
+                  if event in ("execution_error", "execution_interrupted")]
+        ended = f"the prompt ended with status {status.get('status_str')!r}"
+        raise JobFailed(execution_errors(errors, prompt) or ended)
 
     async def download(self, file: dict, target: pathlib.Path) -> pathlib.Path:
         """One written file via /view to `target` (batch.inside: in the item's folder), never over another file."""
@@ -271,25 +277,6 @@ class Server:
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
-
-
-def output_files(entry: dict) -> list[dict]:
-    """The {filename, subfolder, type: output} entries the output nodes report (as headless.written_files)."""
-    found = []
-
-    def walk(value):
-        if isinstance(value, dict):
-            if "filename" in value and value.get("type", "output") == "output":
-                found.append(value)
-                return
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                walk(v)
-
-    walk(entry.get("outputs") or {})
-    return found
 
 
 class Scheduler:
@@ -332,7 +319,8 @@ class Scheduler:
             entry = await server.run(prompt, item)
             item_dir = self.output_dir / item.name
             try:  # every name checked before anything is written
-                files = [(f, inside(item_dir, f.get("subfolder", ""), f.get("filename"))) for f in output_files(entry)]
+                files = [(f, inside(item_dir, f.get("subfolder", ""), f.get("filename")))
+                         for _, f in output_entries(entry)]
             except ValueError as error:
                 raise JobFailed(f"{error} (the server {server.url} named it in /history); "
                                 "nothing was downloaded") from None
@@ -366,7 +354,7 @@ async def run_batch(options, workflow: dict) -> int:
         node_classes = {name: RemoteNode(info) for name, info in definitions.items()}
         display = {name: info.get("display_name") or name for name, info in definitions.items()}
         prompt = prepare_prompt(options, workflow, node_classes, display)
-        output_dir = pathlib.Path(options.output_dir).resolve()  # checked and created by headless.run
+        output_dir = pathlib.Path(options.output_dir).resolve()  # checked and created by cli.run
         items, targets, batch, manifest, skipped = plan(options, output_dir, prompt, node_classes)
         for result in skipped:
             log(item_line(result, len(items)))

@@ -8,8 +8,8 @@ import pathlib
 
 import pytest
 
+from vcut.runner.common import apply_overrides
 from vcut.runner.convert import WorkflowError, find_cycle, input_specs, takes_value, ui_to_api, widget_slots
-from vcut.runner.headless import apply_overrides
 
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
 WORKFLOWS = pathlib.Path(__file__).resolve().parents[2] / "workflows"

@@ -8,19 +8,8 @@ import sys
 
 import pytest
 
-from vcut.runner.batch import (
-    BatchInput,
-    Item,
-    Manifest,
-    Result,
-    batch_targets,
-    clean_stale,
-    free_path,
-    inside,
-    list_items,
-    owned_name,
-)
-from vcut.runner.headless import RunnerError
+from vcut.runner.batch import BatchInput, Item, Manifest, Result, batch_targets, list_items
+from vcut.runner.common import RunnerError, clean_stale, free_path, inside, owned_name
 
 
 def test_items_are_the_folders_files_in_sorted_order(tmp_path):
@@ -132,3 +121,24 @@ def test_a_manifest_that_is_a_folder_is_refused_before_anything_runs(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunnerError, match="cannot write the manifest"):
         Manifest(tmp_path / "file" / "manifest.jsonl")
+
+
+def test_runner_modules_import_one_way():
+    """No module of runner/ imports another that imports it back, directly or through others (cli -> local /
+    remote -> batch -> common -> convert)."""
+    import ast
+    import pathlib
+
+    folder = pathlib.Path(__file__).resolve().parents[2] / "runner"
+    imports = {}
+    for path in folder.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names.update([node.module] if node.module else [a.name for a in node.names])
+        imports[path.stem] = names & {p.stem for p in folder.glob("*.py")}
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in imports.get(start, ()))
+    circles = sorted(m for m in imports if reaches(m, m))
+    assert not circles, f"runner modules in an import circle: {circles} ({imports})"

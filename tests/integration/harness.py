@@ -170,6 +170,25 @@ def ksampler_node(model, positive, negative, latent, steps=4):
         "steps": steps, "cfg": 2.5, "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}}
 
 
+def rows_recorder(calls: list):
+    """A test-only node class (MODEL -> MODEL, registered by the test as VCUTTestRecordRows): a clone whose UNet
+    calls' rows go into a new list appended to `calls` each time the node runs."""
+    class RecordRows:
+        FUNCTION = "record"
+        RETURN_TYPES = ("MODEL",)
+        CATEGORY = "testing"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"model": ("MODEL",)}}
+
+        def record(self, model):
+            recorded, rows = record_unet_calls(model)
+            calls.append(rows)
+            return (recorded,)
+    return RecordRows
+
+
 def record_unet_calls(model):
     """Clone of `model` whose UNet calls are recorded as (rows, sigma) through ComfyUI's unet function wrapper."""
     calls = []
@@ -214,7 +233,7 @@ def _new_executor(cache_type: str):
     init_comfy()
     import execution
 
-    from vcut.runner.headless import new_executor
+    from vcut.runner.local import new_executor
     return new_executor(execution, _Server(), getattr(execution.CacheType, cache_type))
 
 

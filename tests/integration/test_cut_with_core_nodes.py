@@ -113,20 +113,7 @@ def test_multigpu_cfg_split_in_the_graph_keeps_the_cut(comfy_nodes):
         pytest.skip("this ComfyUI has no MultiGPU CFG split node")
     calls = []
 
-    class RecordRows:
-        FUNCTION = "record"
-        RETURN_TYPES = ("MODEL",)
-        CATEGORY = "testing"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"model": ("MODEL",)}}
-
-        def record(self, model):
-            recorded, rows = harness.record_unet_calls(model)
-            calls.append(rows)
-            return (recorded,)
-    comfy_nodes.NODE_CLASS_MAPPINGS["VCUTTestRecordRows"] = RecordRows
+    comfy_nodes.NODE_CLASS_MAPPINGS["VCUTTestRecordRows"] = harness.rows_recorder(calls)
     split = {**node_defaults(comfy_nodes.NODE_CLASS_MAPPINGS["MultiGPU_WorkUnits"]), "max_gpus": 2}
     split.pop("model", None)
     prompt = {

@@ -144,7 +144,7 @@ class FakeNode:
 
 
 def test_override_parsing_matching_and_validation_text():
-    from vcut.runner.headless import RunnerError, apply_overrides, format_validation, parse_override
+    from vcut.runner.common import RunnerError, apply_overrides, format_validation, parse_override
     assert parse_override("KSampler.steps=10") == ("KSampler", "steps", 10, "10")
     assert parse_override("Scale image.crop=center") == ("Scale image", "crop", "center", "center")
     assert parse_override("6.text=a=b") == ("6", "text", "a=b", "a=b")

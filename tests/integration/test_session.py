@@ -255,20 +255,7 @@ def test_easycache_and_lazycache_keep_skipping_after_the_cut(comfy_nodes, caplog
 def test_dual_cfg_guider_is_cut_on_its_three_conditionings(comfy_nodes, caplog):
     calls = []
 
-    class RecordRows:
-        FUNCTION = "record"
-        RETURN_TYPES = ("MODEL",)
-        CATEGORY = "testing"
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"model": ("MODEL",)}}
-
-        def record(self, model):
-            recorded, rows = harness.record_unet_calls(model)
-            calls.append(rows)
-            return (recorded,)
-    comfy_nodes.NODE_CLASS_MAPPINGS["VCUTTestRecordRows"] = RecordRows
+    comfy_nodes.NODE_CLASS_MAPPINGS["VCUTTestRecordRows"] = harness.rows_recorder(calls)
 
     def prompt(cut_step, style):
         return {

@@ -1,0 +1,409 @@
+"""The runner in this process: ComfyUI started as main.py starts it (its nodes, its custom nodes, this pack), then
+ComfyUI's own validation and PromptExecutor, progress on stderr, the written files on stdout; a folder batch runs
+every item through one PromptExecutor (models stay loaded between items, as in a server), each item's files moved
+into OUT/<item>/. ComfyUI is imported only inside the functions here (the pack must not import it at module
+level)."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import os
+import pathlib
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+
+from .batch import Result, item_line, place, plan, summary, with_input
+from .common import (
+    RunnerError,
+    clean_stale,
+    describe_node,
+    execution_errors,
+    format_validation,
+    log,
+    output_folder,
+    owned_name,
+    prepare_prompt,
+    safe_name,
+    written_files,
+)
+
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TEMP = "vcut-run-temp-"  # the run's temporary folder (previews): vcut-run-temp-<pid>-<id> in the system's temp
+STAGING = ".vcut-batch-"  # the in-process batch's staging folder (output) and input link: .vcut-batch-<pid>-<id>
+
+
+def find_comfyui(explicit: str | None) -> pathlib.Path:
+    """--comfyui, else $COMFYUI_PATH, else the ComfyUI this pack sits in (ComfyUI/custom_nodes/<pack>)."""
+    candidates = [explicit] if explicit else [os.environ.get("COMFYUI_PATH"), str(PACK_ROOT.parent.parent)]
+    for candidate in candidates:
+        if candidate and (pathlib.Path(candidate) / "comfy").is_dir() and \
+                (pathlib.Path(candidate) / "execution.py").is_file():
+            return pathlib.Path(candidate).resolve()
+    where = explicit or f"$COMFYUI_PATH or {PACK_ROOT.parent.parent}"
+    raise RunnerError(f"no ComfyUI found at {where}: pass --comfyui PATH (the folder holding main.py)")
+
+
+def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
+    """Import ComfyUI from `root` and load its nodes and custom nodes like main.py; returns ComfyUI's `nodes`.
+    comfy_args: ComfyUI's own command-line options (e.g. "--lowvram --fp16-vae"), parsed by ComfyUI's parser.
+    Works with ComfyUI 0.8.0 (run by the tests) and with the interfaces of newer ones (checked against 0.38.1's
+    sources): each difference is handled where it is, by what the running ComfyUI has."""
+    sys.path.insert(0, str(root))
+    import comfy.options
+    if comfy_args:
+        sys.argv = [str(root / "main.py"), *shlex.split(comfy_args)]
+        comfy.options.enable_args_parsing()
+    from comfy.cli_args import args
+    args.cpu = args.cpu or cpu
+    setup_logging(args)
+    try:  # newer ComfyUI (app/governance.py, after 0.8.0): main.py applies the organisation's policy first
+        from app import governance
+    except ImportError:  # ComfyUI 0.8.0
+        governance = None
+    if governance is not None and hasattr(governance, "initialize"):
+        governance.initialize()
+    import utils.extra_config  # as main.py: ComfyUI's utils package before comfy/utils.py
+    load_extra_paths(root, args, utils.extra_config)
+    apply_folder_args(args)
+    run_prestartup_scripts(args)
+    import execution  # noqa: F401
+    import nodes
+    import server
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:  # custom nodes may register routes on PromptServer.instance at import: give them one, as main.py does
+        new_prompt_server(server, loop, args)
+    except Exception as error:  # the runner itself does not need the web server
+        log(f"note: ComfyUI's PromptServer could not be created ({error}); continuing without it")
+    try:  # as main.py: undo what custom nodes patch in ComfyUI's core functions while loading
+        import hook_breaker_ac10a0 as hook_breaker
+    except ImportError:  # older ComfyUI
+        hook_breaker = None
+    if hook_breaker:
+        hook_breaker.save_functions()
+    # Partner (paid API) nodes: ComfyUI 0.8.0 skips them with --disable-api-nodes; newer ones (0.38.1) with
+    # --disable-partner-nodes, which --disable-api-nodes (now an alias of --offline) also sets.
+    partner_off = getattr(args, "disable_partner_nodes", None)
+    loop.run_until_complete(nodes.init_extra_nodes(
+        init_custom_nodes=not args.disable_all_custom_nodes or len(args.whitelist_custom_nodes) > 0,
+        init_api_nodes=not (args.disable_api_nodes if partner_off is None else partner_off)))
+    if hook_breaker:
+        hook_breaker.restore_functions()
+    loaded = {pathlib.Path(p).resolve() for p in nodes.LOADED_MODULE_DIRS.values()}
+    # The pack lives outside this ComfyUI's custom_nodes: load it explicitly, with ComfyUI's loader.
+    if PACK_ROOT not in loaded and not loop.run_until_complete(nodes.load_custom_node(str(PACK_ROOT))):
+        raise RunnerError(f"ComfyUI could not load the vcut pack from {PACK_ROOT} (see the log above)", 1)
+    return nodes
+
+
+def setup_logging(args) -> None:
+    """ComfyUI's logging set-up, as main.py: INFO lines (the pack's own among them) on stderr."""
+    import comfy.cli_args
+    try:
+        from app.logger import setup_logger
+    except ImportError:  # older ComfyUI
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        return
+    kwargs = {}
+    if hasattr(comfy.cli_args, "get_console_log_level"):
+        # newer ComfyUI (0.38.1): --verbose is a list of (LEVEL, FILE or None) read through get_console_log_level
+        level = comfy.cli_args.get_console_log_level(args.verbose)
+        if hasattr(comfy.cli_args, "get_file_log_outputs") and \
+                "file_outputs" in inspect.signature(setup_logger).parameters:
+            kwargs["file_outputs"] = comfy.cli_args.get_file_log_outputs(args.verbose)
+    else:  # ComfyUI 0.8.0: --verbose is one level name
+        level = args.verbose
+    setup_logger(log_level=level, use_stdout=False, **kwargs)
+
+
+def load_extra_paths(root: pathlib.Path, args, extra_config) -> None:
+    """Extra model folders, as main.py reads them."""
+    extra_paths = root / "extra_paths.yaml"  # newer ComfyUI (0.38.1): primary config, extra_model_paths.yaml's superset
+    legacy = root / "extra_model_paths.yaml"
+    if extra_paths.is_file():
+        if "allow_system_dirs" in inspect.signature(extra_config.load_extra_path_config).parameters:
+            extra_config.load_extra_path_config(str(extra_paths), allow_system_dirs=True)
+        else:
+            extra_config.load_extra_path_config(str(extra_paths))
+    elif legacy.is_file():
+        extra_config.load_extra_path_config(str(legacy))
+    for config in itertools.chain(*(args.extra_model_paths_config or [])):
+        extra_config.load_extra_path_config(config)
+
+
+def apply_folder_args(args) -> None:
+    """ComfyUI's --output-directory / --input-directory / --user-directory, applied as main.py does (folder_paths
+    reads --base-directory itself; temporary files go to the runner's own temporary folder), so that `--comfy-args`
+    can keep every folder ComfyUI writes outside a read-only ComfyUI checkout."""
+    import folder_paths
+    if getattr(args, "output_directory", None):
+        folder_paths.set_output_directory(os.path.abspath(args.output_directory))
+    if getattr(args, "input_directory", None):
+        folder_paths.set_input_directory(os.path.abspath(args.input_directory))
+    if getattr(args, "user_directory", None):
+        folder_paths.set_user_directory(os.path.abspath(args.user_directory))
+
+
+def new_prompt_server(server_module, loop, args):
+    """server.PromptServer as main.py creates it. ComfyUI 0.8.0: PromptServer(loop); newer ones (0.38.1):
+    PromptServer(loop, asset_manager), where a headless run takes app.assets.manager.NoAssets (assets off)."""
+    parameters = inspect.signature(server_module.PromptServer.__init__).parameters
+    if "asset_manager" in parameters:
+        from app.assets.manager import NoAssets
+        return server_module.PromptServer(loop, NoAssets(args))
+    return server_module.PromptServer(loop)
+
+
+def new_executor(execution, server, cache_type):
+    """execution.PromptExecutor with no node cache kept between runs. ComfyUI 0.8.0 reads cache_args["lru"] and
+    ["ram"]; newer ones (0.38.1's execute_async) also read cache_args["ram_inactive"] (a KeyError without it), and
+    older ones ignore keys they do not read."""
+    return execution.PromptExecutor(server, cache_type=cache_type,
+                                    cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+
+
+def run_prestartup_scripts(args) -> None:
+    """Custom node packs' prestartup_script.py, run before ComfyUI's nodes are imported, as main.py runs them."""
+    if args.disable_all_custom_nodes and not args.whitelist_custom_nodes:
+        return
+    import importlib.util
+
+    import folder_paths
+    for folder in folder_paths.get_folder_paths("custom_nodes"):
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            script = pathlib.Path(folder) / name / "prestartup_script.py"
+            if name.endswith(".disabled") or not script.is_file():
+                continue
+            if args.disable_all_custom_nodes and name not in args.whitelist_custom_nodes:
+                continue
+            try:
+                spec = importlib.util.spec_from_file_location(str(script.with_suffix("")), script)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            except Exception as error:  # as main.py: a failing prestartup script is reported, not fatal
+                log(f"prestartup script {script} failed: {error}")
+
+
+class HeadlessServer:
+    """What PromptExecutor needs of ComfyUI's server; its messages become progress lines on stderr."""
+
+    def __init__(self, prompt: dict):
+        self.client_id = "vcut-runner"
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata = {}
+        self.prompt = prompt
+        self.errors = []
+        self.started = {}
+
+    def describe(self, node_id) -> str:
+        return describe_node(self.prompt, node_id)
+
+    def send_sync(self, event, data, sid=None):
+        if not isinstance(data, dict):
+            return
+        if event == "executing" and data.get("node") is not None:
+            self.last_node_id = data["node"]
+            self.started[data["node"]] = time.perf_counter()
+            log(f"running {self.describe(data['node'])}")
+        elif event == "executed":
+            node = data.get("node")
+            spent = time.perf_counter() - self.started.get(node, time.perf_counter())
+            log(f"done    {self.describe(node)} in {spent:.2f} s")
+        elif event == "execution_cached" and data.get("nodes"):
+            log(f"cached  nodes {', '.join(map(str, data['nodes']))}")
+        elif event == "progress":
+            log(f"  {self.describe(data.get('node'))} step {data.get('value')}/{data.get('max')}")
+        elif event == "execution_error":
+            self.errors.append(data)
+
+
+def hook_progress(server: HeadlessServer) -> None:
+    """comfy.utils.ProgressBar updates -> progress lines (as main.py's hijack_progress, without the web socket)."""
+    import comfy.utils
+    from comfy_execution.progress import get_progress_state
+    from comfy_execution.utils import get_executing_context
+
+    def hook(value, total, preview_image, prompt_id=None, node_id=None):
+        context = get_executing_context()
+        if node_id is None:
+            node_id = context.node_id if context is not None else server.last_node_id
+        try:
+            get_progress_state().update_progress(node_id, value, total, None)
+        except Exception:  # the progress registry is for the web UI; a failure there must not stop the run
+            pass
+        server.send_sync("progress", {"value": value, "max": total, "node": node_id})
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+
+
+class ExecutionFailed(Exception):
+    """A prompt that ComfyUI refused (validation: exit status 3) or that failed in a node (exit status 1)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def execute_prompt(prompt: dict, execution, executor, server: HeadlessServer, verbose: bool = False) -> dict:
+    """ComfyUI's validation and PromptExecutor on one prompt, the only execute path of the runner in this process
+    (a single run and every batch item); returns the execution's history_result, else raises ExecutionFailed."""
+    server.prompt, server.errors = prompt, []
+    prompt_id = str(uuid.uuid4())
+    server.last_prompt_id = prompt_id
+    valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+    if not valid[0]:
+        raise ExecutionFailed(format_validation(valid[1] or {}, valid[3] or {}, prompt), 3)
+    log(f"executing {len(prompt)} nodes, outputs: {', '.join(valid[2])}")
+    executor.execute(prompt, prompt_id, {"client_id": server.client_id}, valid[2])
+    if not executor.success:
+        errors = server.errors or [d for e, d in executor.status_messages if e == "execution_error"]
+        raise ExecutionFailed(execution_errors(errors, prompt, verbose) or "execution failed", 1)
+    return executor.history_result
+
+
+def execute(options, prompt: dict, execution, output_dir) -> int:
+    """One run: execute the prompt; print the written files."""
+    server = HeadlessServer(prompt)
+    hook_progress(server)
+    executor = new_executor(execution, server, execution.CacheType.CLASSIC)
+    start = time.perf_counter()
+    try:
+        history = execute_prompt(prompt, execution, executor, server, options.verbose)
+    except ExecutionFailed as failed:
+        message = str(failed) if failed.code == 3 else "execution failed:\n" + "\n".join(
+            "  " + line for line in str(failed).splitlines())
+        raise RunnerError(message, failed.code) from None
+    log(f"finished in {time.perf_counter() - start:.2f} s")
+    files = written_files(history, str(output_dir))
+    for node_id, ui in (history.get("outputs") or {}).items():
+        for text in ui.get("text", []) if isinstance(ui, dict) else []:
+            log(f"{server.describe(node_id)} says: {text}")
+    for _node_id, path in files:
+        print(path, flush=True)
+    if not files:
+        log("no files were written (the workflow has no save nodes)")
+    return 0
+
+
+def stop(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_in_process(options, prompt: dict, nodes, execution, output_dir: pathlib.Path) -> int:
+    """The batch in this process: one PromptExecutor for every item (models stay loaded between items, as in a
+    server); ComfyUI writes into a staging folder, and each item's files are then moved into OUT/<item>/."""
+    import folder_paths
+    items, targets, batch, manifest, skipped = plan(options, output_dir, prompt, nodes.NODE_CLASS_MAPPINGS)
+    done = {r.item.index for r in skipped}
+    results = list(skipped)
+    for r in skipped:
+        log(item_line(r, len(items)))
+    input_dir = pathlib.Path(folder_paths.get_input_directory())
+    for folder in (output_dir, input_dir):  # what killed batches left (their process is gone)
+        clean_stale(folder, STAGING)
+    staging = output_dir / owned_name(STAGING)
+    inbox = input_dir / staging.name if batch else None  # each item's file is put here while it runs
+    folder_paths.set_output_directory(str(staging))
+    server = HeadlessServer(prompt)
+    hook_progress(server)
+    executor = new_executor(execution, server, execution.CacheType.CLASSIC)
+    start = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, stop)  # a terminated batch still removes its staging folders
+    try:
+        for item in items:
+            if item.index in done:
+                continue
+            result = run_item(item, prompt, targets, batch, inbox, staging, output_dir, execution, executor, server)
+            manifest.append(result)
+            results.append(result)
+            log(item_line(result, len(items)))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for folder in (staging, inbox):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+    return summary(results, manifest.path, time.perf_counter() - start)
+
+
+def stage_input(source: pathlib.Path, inbox: pathlib.Path) -> pathlib.Path:
+    """The item's file inside ComfyUI's input folder under a safe name: a hard link, else a copy. Not a symbolic
+    link: ComfyUI 0.30.0's folder_paths.get_annotated_filepath refuses a path whose real path leaves the input
+    folder (0.8.0 followed links)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    staged = inbox / safe_name(source.name)
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(source, staged)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, staged)
+    return staged
+
+
+def run_item(item, prompt, targets, batch, inbox, staging, output_dir, execution, executor, server) -> Result:
+    began = time.perf_counter()
+    staged = None
+    try:
+        if batch:
+            staged = stage_input(item.path, inbox)
+        result = execute_item(item, prompt, targets, batch, staged, staging, output_dir, execution, executor, server)
+    except Exception as error:  # one failing input never stops the batch
+        result = Result(item, "failed", [], time.perf_counter() - began, f"{type(error).__name__}: {error}")
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+    if result.error and staged is not None:  # name the user's file, not the copy the batch ran
+        result.error = result.error.replace(str(staged), str(item.path)).replace(
+            f"{staged.parent.name}/{staged.name}", str(item.path))
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def execute_item(item, prompt, targets, batch, staged, staging, output_dir, execution, executor, server) -> Result:
+    """Validate and execute one item's prompt (seconds: set by run_item); its files into OUT/<item>/."""
+    item_prompt = with_input(prompt, targets, batch.input, f"{staged.parent.name}/{staged.name}") if batch else prompt
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        history = execute_prompt(item_prompt, execution, executor, server)
+    except ExecutionFailed as failed:
+        return Result(item, "failed", [], 0.0, str(failed))
+    item_dir = output_dir / item.name
+    outputs = [str(place(path, item_dir, path.relative_to(staging)))
+               for _, path in written_files(history, str(staging)) if path.is_file()]
+    return Result(item, "ok", outputs)
+
+
+def run_local(options, workflow: dict) -> int:
+    """The workflow (or its folder batch) in this process."""
+    root = find_comfyui(options.comfyui)
+    log(f"ComfyUI at {root}")
+    nodes = start_comfyui(root, options.cpu, options.comfy_args)
+    log(f"ComfyUI started: {len(nodes.NODE_CLASS_MAPPINGS)} node types")
+    import execution
+    import folder_paths
+    if options.input_dir:
+        if not pathlib.Path(options.input_dir).is_dir():
+            raise RunnerError(f"--input-dir {options.input_dir} is not a folder")
+        folder_paths.set_input_directory(str(pathlib.Path(options.input_dir).resolve()))
+    output_dir = output_folder(options.output_dir or folder_paths.get_output_directory())
+    folder_paths.set_output_directory(str(output_dir))
+    clean_stale(pathlib.Path(tempfile.gettempdir()), TEMP)  # temp folders of killed runs
+    temp_dir = pathlib.Path(tempfile.gettempdir()) / owned_name(TEMP)  # previews go here, removed at the end
+    temp_dir.mkdir(mode=0o700)
+    folder_paths.set_temp_directory(str(temp_dir))
+    try:
+        prompt = prepare_prompt(options, workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+        if options.batch_input:  # the workflow once per file of a folder (batch.py's items and manifest)
+            return run_in_process(options, prompt, nodes, execution, output_dir)
+        return execute(options, prompt, execution, output_dir)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
