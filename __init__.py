@@ -23,7 +23,7 @@ _refuse_older_comfyui()
 
 from comfy_api.latest import ComfyExtension, io  # noqa: E402  (after the version check, which must come first)
 
-from .nodes import ALL_NODES  # noqa: E402
+from .nodes import ALL_NODES  # noqa: E402  (after the version check, which must come first)
 
 # ComfyUI serves the JavaScript in web/ to the frontend (nodes.load_custom_node reads this for V3 packs too)
 WEB_DIRECTORY = "./web"

@@ -35,8 +35,8 @@ import torch
 from bench.pack_import import SHARED_DATA, register_pack
 
 register_pack()  # the pack as the package `vcut`, as ComfyUI and the tests import it
-from vcut.bench.clips import read_frames  # noqa: E402
-from vcut.codec import (  # noqa: E402
+from vcut.bench.clips import read_frames  # noqa: E402  (after the sys.path / package setup above)
+from vcut.codec import (  # noqa: E402  (after the sys.path / package setup above)
     codec_frames,
     codec_to_image,
     decode,
@@ -48,7 +48,7 @@ from vcut.codec import (  # noqa: E402
     save_motion_vectors,
     torch_ops,
 )
-from vcut.codec.x264 import x264_motion_vectors  # noqa: E402
+from vcut.codec.x264 import x264_motion_vectors  # noqa: E402  (after the sys.path / package setup above)
 
 VIDEOS = SHARED_DATA / "video"
 

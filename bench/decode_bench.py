@@ -38,10 +38,10 @@ if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # before torch allocates anythin
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
-import torch  # noqa: E402
+import torch  # noqa: E402  (after the sys.path / package setup above)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pack_import import register_pack  # noqa: E402
+from pack_import import register_pack  # noqa: E402  (after the sys.path / package setup above)
 
 
 def start_comfy():

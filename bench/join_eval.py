@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from clips import read_frames  # noqa: E402
-from pack_import import SHARED_DATA, register_pack  # noqa: E402
+from clips import read_frames  # noqa: E402  (after the sys.path / package setup above)
+from pack_import import SHARED_DATA, register_pack  # noqa: E402  (after the sys.path / package setup above)
 
 register_pack()
-from vcut.loop.segments import join_segments, seam_report  # noqa: E402
+from vcut.loop.segments import join_segments, seam_report  # noqa: E402  (after the sys.path / package setup above)
 
 LENGTHS, OVERLAP = (15, 15, 14), 2
 

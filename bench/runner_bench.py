@@ -27,11 +27,11 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "integration"), str(ROOT / "bench")]
-from pack_import import register_pack  # noqa: E402
+from pack_import import register_pack  # noqa: E402  (after the sys.path / package setup above)
 
 register_pack()
-import harness  # noqa: E402
-from comfy_servers import comfy_base, comfy_servers  # noqa: E402
+import harness  # noqa: E402  (after the sys.path / package setup above)
+from comfy_servers import comfy_base, comfy_servers  # noqa: E402  (after the sys.path / package setup above)
 
 
 def items_per_minute(stderr: str) -> float:

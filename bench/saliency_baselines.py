@@ -7,7 +7,7 @@ import numpy as np
 from pack_import import register_pack
 
 register_pack()
-from vcut.loop.saliency import _normalize  # noqa: E402
+from vcut.loop.saliency import _normalize  # noqa: E402  (after the sys.path / package setup above)
 
 
 def centred_ellipse_mask(h: int, w: int, axis_frac: float = 0.35) -> np.ndarray:

@@ -48,9 +48,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from pack_import import SHARED_DATA, register_pack
 
 register_pack()
-from saliency_baselines import centred_ellipse_mask, iou, spectral_residual_map  # noqa: E402
+from saliency_baselines import centred_ellipse_mask, iou, spectral_residual_map  # noqa: E402  (after the sys.path / package setup above)
 
-from vcut.loop.saliency import (  # noqa: E402
+from vcut.loop.saliency import (  # noqa: E402  (after the sys.path / package setup above)
     _to_work,
     clean_mask,
     otsu_threshold,

@@ -73,7 +73,7 @@ def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
     load_extra_paths(root, args, utils.extra_config)
     apply_folder_args(args)
     run_prestartup_scripts(args)
-    import execution  # noqa: F401
+    import execution  # noqa: F401  (imported before nodes, as main.py does)
     import nodes
     import server
     loop = asyncio.new_event_loop()

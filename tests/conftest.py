@@ -5,7 +5,7 @@ import sys
 
 TESTS = pathlib.Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS.parent / "bench"), str(TESTS)]  # pack_import, and shared test helpers
-from pack_import import PACK_ROOT, TEST_DATA, register_pack  # noqa: E402
+from pack_import import PACK_ROOT, TEST_DATA, register_pack  # noqa: E402  (after the sys.path / package setup above)
 
 register_pack()
 __all__ = ["PACK_ROOT", "TEST_DATA"]

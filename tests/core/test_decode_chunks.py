@@ -111,7 +111,7 @@ def test_check_chunking_names_the_input():
 
 def test_choose_chunking_from_free_memory():
     per_pixel = 1000.0
-    bytes_per_frame = lambda h, w: per_pixel * h * w  # noqa: E731
+    bytes_per_frame = lambda h, w: per_pixel * h * w  # noqa: E731  (a one-line helper)
     frame = bytes_per_frame(72, 128)
     assert choose_chunking(25, 72, 128, 4, 30 * frame, bytes_per_frame) == (25, None)  # all fits: one call
     assert choose_chunking(25, 72, 128, 4, 13.5 * frame, bytes_per_frame) == (13, None)  # 13 >= 3*4+1
@@ -189,7 +189,7 @@ def test_without_context_the_chunk_borders_break_and_context_repairs_them():
     split = torch.cat([decoder(z[i:i + 4]) for i in range(0, 24, 4)])  # ComfyUI's plain split into 4-frame calls
     plain = decode_chunked(z, decoder, 4, 0, scale=2)
     assert torch.equal(plain, split)  # context 0 is the plain split
-    err = lambda out: (out - full).abs().amax(dim=(1, 2, 3))  # noqa: E731
+    err = lambda out: (out - full).abs().amax(dim=(1, 2, 3))  # noqa: E731  (a one-line helper)
     assert (err(plain)[[3, 4, 7, 8, 11, 12]] > 1e-3).all()  # border frames lose their neighbours
     seamless = decode_chunked(z, decoder, 4 + 2 * 3, 3, scale=2)  # 4 centre frames + the reach on each side
     assert err(seamless).max() < 1e-5

@@ -62,7 +62,7 @@ def test_a_known_shift_gives_a_known_ssim_drop():
     xs = torch.arange(w, dtype=torch.float64)
     a = (s * xs + 0.1).expand(h, w)
     b = (s * (xs - d) + 0.1).expand(h, w)
-    img = lambda t: t[None, :, :, None].expand(1, h, w, 3).float()  # noqa: E731
+    img = lambda t: t[None, :, :, None].expand(1, h, w, 3).float()  # noqa: E731  (a one-line helper)
     got = float(ssim(img(a), img(b))[0])
     c1 = 0.01 ** 2
     centres = s * torch.arange(5, w - 5, dtype=torch.float64) + 0.1  # window centres of the valid region

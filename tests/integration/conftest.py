@@ -15,7 +15,7 @@ if sys.pycache_prefix is None:  # scripts/test.sh sets PYTHONPYCACHEPREFIX; a ba
     sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import harness  # noqa: E402
+import harness  # noqa: E402  (after the sys.path / package setup above)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -61,7 +61,7 @@ def init_comfy():
     # reads it when first imported and creates input/ there, so it must be set before anything imports folder_paths.
     args.base_directory = str(scratch_dir() / "comfy_base")
     # main.py's import order, not alphabetical: ComfyUI's utils package before comfy/utils.py
-    import utils.extra_config  # noqa: F401, I001
+    import utils.extra_config  # noqa: F401, I001  (main.py's import order, for its side effects)
     import folder_paths
     import nodes
     assert pathlib.Path(folder_paths.get_temp_directory()).is_relative_to(scratch_dir())  # nothing in the checkout

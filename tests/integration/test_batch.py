@@ -140,7 +140,7 @@ def test_folder_batch_in_process_resumes_without_redoing_finished_items(videos, 
 def not_comfyui(tmp_path):
     """A plain HTTP server on loopback: answers, but is not ComfyUI."""
     (tmp_path / "www").mkdir()
-    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"), **k)  # noqa
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"), **k)  # noqa: E731  (a one-line handler factory)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -97,7 +97,7 @@ def test_chunk_of_4_with_context_is_far_closer_than_comfyui_chunking(nodes, caps
     with torch.inference_mode():
         full = vae.decode(z)
         comfy_chunks = torch.cat([vae.decode(z[i:i + chunk]) for i in range(0, frames, chunk)])
-    err = lambda images: (images - full).abs()  # noqa: E731
+    err = lambda images: (images - full).abs()  # noqa: E731  (a one-line helper)
     comfy_borders = border_frames(range(chunk, frames, chunk), frames)
     rows = {"ComfyUI chunks of 4": (err(comfy_chunks), comfy_borders)}
     for context in (2, 4):

@@ -289,7 +289,7 @@ def test_dual_cfg_guider_is_cut_on_its_three_conditionings(comfy_nodes, caplog):
 
 
 def test_removed_or_foreign_attn2_is_named_in_the_log(comfy_nodes, caplog):
-    import comfy.ldm.modules.attention  # noqa: F401
+    import comfy.ldm.modules.attention  # noqa: F401  (loaded, as ComfyUI has it loaded, before the patch)
     node = comfy_nodes.NODE_CLASS_MAPPINGS["VCUTPatchModel"]
     model = harness.tiny_svd()
     site = "input_blocks.1.1.transformer_blocks.0.attn2"

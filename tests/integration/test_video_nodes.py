@@ -6,6 +6,7 @@ Equalities are exact (torch.equal): the first k frames of each new segment are t
 frames; keyframes equal their anchors.
 """
 import itertools
+import logging
 
 import harness
 import pytest
@@ -24,9 +25,9 @@ def capture(value, key):
     return {"class_type": "VCUTTestCapture", "inputs": {"value": value, "key": key}}
 
 
-def chained_prompt(segments):
-    """TinySVD -> VCUT Patch Model -> Cut Step Scheduler -> KSampler, then (Video Extend -> KSampler) per further
-    segment; every segment decoded and joined by Join Video Segments."""
+def chained_prompt(segments, feature_cache=False):
+    """TinySVD -> VCUT Patch Model -> Cut Step Scheduler (-> UNet Feature Cache) -> KSampler, then (Video Extend ->
+    KSampler) per further segment; every segment decoded and joined by Join Video Segments."""
     prompt = {
         "src": {"class_type": "VCUTTestTinySVD", "inputs": {"frames": FRAMES, "seed": 0}},
         "ckpt": {"class_type": "VCUTTestCheckpoint", "inputs": {"ckpt_name": ""}},
@@ -37,6 +38,11 @@ def chained_prompt(segments):
         "s1": harness.ksampler_node(["cut", 0], ["src", 1], ["src", 2], ["src", 3], steps=3),
     }
     model = ["cut", 0]
+    if feature_cache:  # interval 2 over 3 steps: step 2 of every segment is a partial step
+        prompt["fc"] = {"class_type": "VCUTFeatureCache", "inputs": {
+            "model": model, "interval": 2, "branch": 0, "schedule": "uniform", "start_percent": 0.0,
+            "end_percent": 1.0}}
+        model = prompt["s1"]["inputs"]["model"] = ["fc", 0]
     for i in range(2, segments + 1):
         prompt[f"x{i}"] = extend(model, [f"s{i - 1}", 0], ["src", 1], ["src", 2])
         model = [f"x{i}", 0]  # chained through: each Video Extend replaces the previous one's anchoring
@@ -53,9 +59,13 @@ def chained_prompt(segments):
     return prompt
 
 
-@pytest.mark.parametrize("segments", [2, 3])
-def test_chained_segments_overlap_exactly_with_vcut_and_cut(comfy_nodes, segments):
-    out = harness.run_prompt(chained_prompt(segments))
+@pytest.mark.parametrize("segments, feature_cache", [(2, False), (3, False), (3, True)])
+def test_chained_segments_overlap_exactly_with_vcut_and_cut(comfy_nodes, segments, feature_cache, caplog):
+    with caplog.at_level(logging.INFO, logger="vcut"):
+        out = harness.run_prompt(chained_prompt(segments, feature_cache))
+    partial = [r for r in caplog.records if r.getMessage().startswith("UNet Feature Cache: ") and "1 partial" in
+               r.getMessage()]
+    assert len(partial) == (segments if feature_cache else 0)  # a partial step in every segment, anchoring kept
     latents = [out[f"seg{i}"]["samples"] for i in range(1, segments + 1)]
     for before, after in itertools.pairwise(latents):
         assert after.shape[0] == FRAMES

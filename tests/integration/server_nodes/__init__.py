@@ -7,7 +7,7 @@ import sys
 import nodes  # ComfyUI's, already imported by the server that loads this pack
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import harness  # noqa: E402
+import harness  # noqa: E402  (after the sys.path setup above)
 
 harness.use_running_comfyui(nodes)
 NODE_CLASS_MAPPINGS = {"VCUTTestCheckpoint": harness.TinyCheckpointLoader}
