@@ -334,7 +334,7 @@ class UNetCalls:
         if mode == "baseline":
             return dict(collections.Counter(type(s.module).__name__ for s in self.sites))
         removed = sum(s.kind == "temporal" for s in self.sites) if mode == "paper" else 0
-        counts = {"CachedCrossAttention": len(self.sites) - removed, "RemovedCrossAttention": removed}
+        counts = {"BroadcastCrossAttention": len(self.sites) - removed, "RemovedCrossAttention": removed}
         return {k: v for k, v in counts.items() if v}
 
     def take(self) -> dict:

@@ -1,1 +1,1 @@
-"""VCUT core: cached one-token cross-attention, the guidance cut schedule, MAC/parameter accounting."""
+"""VCUT core: the one-token cross-attention broadcast, the guidance cut schedule, MAC/parameter accounting."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .attention import CachedCrossAttention, unread_parameter_count
+from .attention import BroadcastCrossAttention, unread_parameter_count
 
 _ATTENTION_OPS = ("bmm", "baddbmm", "_scaled_dot_product")
 
@@ -43,11 +43,11 @@ def count_macs(run: Callable[[], object]) -> MacCount:
 
 
 def vector_macs(unet: nn.Module, contexts: int) -> int:
-    """MACs of computing `contexts` VCUT vectors, to_out(to_v(c)), in every cached cross-attention (both
+    """MACs of computing `contexts` VCUT vectors, to_out(to_v(c)), in every broadcast cross-attention (both
     conventions). A meta-device count holds one context per call; a CFG step has two distinct contexts."""
     total = 0
     for module in unet.modules():
-        if isinstance(module, CachedCrossAttention):
+        if isinstance(module, BroadcastCrossAttention):
             to_out = next(layer for layer in module.to_out if hasattr(layer, "out_features"))
             total += contexts * (module.to_v.in_features * module.to_v.out_features
                                  + to_out.in_features * to_out.out_features)

@@ -57,7 +57,7 @@ def find_cross_attentions(unet: nn.Module) -> list[CrossAttentionSite]:
 
 
 def unsupported_reason(module: nn.Module) -> str | None:
-    """Why `module` cannot be replaced by the cached form, or None when it can (a plain q/k/v/out attention)."""
+    """Why `module` cannot be replaced by the one-token broadcast, or None when it can (a plain q/k/v/out attention)."""
     missing = [n for n in ("to_q", "to_k", "to_v", "to_out") if not hasattr(module, n)]
     if missing:
         return f"{type(module).__name__} has no {', '.join(missing)} (replaced by another node pack?)"
@@ -133,7 +133,7 @@ class _StandIn(nn.Module):
         raise NotImplementedError
 
 
-class CachedCrossAttention(_StandIn):
+class BroadcastCrossAttention(_StandIn):
     """attn2 replaced by to_out(to_v(context)), computed once per distinct one-token context of a call and broadcast
     to every query (VCUT Eq. 4). to_q and to_k stay in the module (same keys) but never run.
 
@@ -141,8 +141,7 @@ class CachedCrossAttention(_StandIn):
     per distinct context (two in a CFG step; 0.1 G MACs, 1.6e-6 of an SVD-XT step), while a vector kept across
     calls could be stale whenever ComfyUI changes weights in place (hook keyframes, LoRA weight functions, lowvram
     casting). So the result always uses the weights in effect at the call. A context of more than one token (another
-    node
-    concatenated embeddings), an attention mask, or an unknown calling convention runs the original attention.
+    node concatenated embeddings), an attention mask, or an unknown calling convention runs the original attention.
     """
 
     def __init__(self, original: nn.Module):
@@ -198,7 +197,7 @@ class RemovedCrossAttention(_StandIn):
         return _writable(torch.zeros((), dtype=x.dtype, device=x.device).expand_as(x), transformer_options)
 
 
-VCUT_MODULES = (CachedCrossAttention, RemovedCrossAttention)
+VCUT_MODULES = (BroadcastCrossAttention, RemovedCrossAttention)
 
 
 def original_of(module: nn.Module | None) -> nn.Module | None:
@@ -235,8 +234,8 @@ def _parameter_count(modules: Iterator[nn.Module]) -> int:
 def plan_patch(unet: nn.Module, mode: str = "exact", resolve=None) -> PatchPlan:
     """Decide the VCUT replacement of every attn2 of an SVD UNet without changing the UNet.
 
-    exact: all 32 cross-attentions (16 spatial, 16 temporal) become CachedCrossAttention: same output.
-    paper: spatial ones become CachedCrossAttention, temporal ones are removed (the paper's VCUT model).
+    exact: all 32 cross-attentions (16 spatial, 16 temporal) become BroadcastCrossAttention: same output.
+    paper: spatial ones become BroadcastCrossAttention, temporal ones are removed (the paper's VCUT model).
     `resolve(name, live_module)` gives the module in effect at a site for the model being patched (ComfyUI: its own
     object patches, else the unpatched module), so the plan never depends on what another model left in the live
     module tree. A site that already holds the wanted VCUT module is counted as already patched (idempotent); a
@@ -251,7 +250,7 @@ def plan_patch(unet: nn.Module, mode: str = "exact", resolve=None) -> PatchPlan:
     replacements, skipped, already, unread = {}, [], 0, 0
     for site in sites:
         in_effect = resolve(site.name, site.module) if resolve else site.module
-        wanted = RemovedCrossAttention if (mode == "paper" and site.kind == TEMPORAL) else CachedCrossAttention
+        wanted = RemovedCrossAttention if (mode == "paper" and site.kind == TEMPORAL) else BroadcastCrossAttention
         if type(in_effect) is wanted:
             already += 1
             unread += in_effect.unread_parameters()

@@ -1,4 +1,4 @@
-"""VCUT's cached cross-attention on diffusers' UNetSpatioTemporalConditionModel (small config, random weights)."""
+"""VCUT's one-token cross-attention broadcast on diffusers' UNetSpatioTemporalConditionModel (small config, random weights)."""
 import copy
 
 import pytest
@@ -9,7 +9,7 @@ from svd_helpers import assert_close, cond_uncond, embedding, inputs, run, small
 from vcut.cut.accounting import parameter_count
 from vcut.cut.attention import (
     TEMPORAL,
-    CachedCrossAttention,
+    BroadcastCrossAttention,
     RemovedCrossAttention,
     find_cross_attentions,
     patch_unet_,
@@ -21,7 +21,7 @@ from vcut.cut.attention import (
 def count_to_v_rows(unet):
     rows = []
     for module in unet.modules():
-        if isinstance(module, CachedCrossAttention):
+        if isinstance(module, BroadcastCrossAttention):
             module.to_v.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
     return rows
 
@@ -61,7 +61,7 @@ def test_paper_mode_equals_unpatched_model_with_temporal_cross_attention_zeroed(
 def test_to_v_runs_once_per_distinct_context_of_a_call_and_to_q_never():
     unet = small_svd_unet()
     patch_unet_(unet, "exact")
-    modules = [m for m in unet.modules() if isinstance(m, CachedCrossAttention)]
+    modules = [m for m in unet.modules() if isinstance(m, BroadcastCrossAttention)]
     rows = count_to_v_rows(unet)
     to_q_calls = []
     for module in modules:
@@ -110,7 +110,7 @@ def test_multi_token_context_runs_real_attention():
     contexts = torch.randn(2, 4, 32, generator=g)  # another node concatenated embeddings: 4 tokens
     args = inputs(contexts)
     assert_close(run(patched, args), run(unet, args))
-    assert all(m.vectors_computed == 0 for m in patched.modules() if isinstance(m, CachedCrossAttention))
+    assert all(m.vectors_computed == 0 for m in patched.modules() if isinstance(m, BroadcastCrossAttention))
 
 
 def test_in_place_weight_change_under_inference_mode_is_used_at_once():

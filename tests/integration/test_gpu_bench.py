@@ -66,8 +66,8 @@ def test_gpu_bench_runs_every_check_through_comfyui_and_the_codec_part(tmp_path)
     assert [p["mode"] for p in switch["prompts"]] == ["baseline", "exact", "paper", "exact", "paper", "baseline"]
     assert all(p["live_as_mode"] for p in switch["prompts"])
     live = [p["live_attn2"] for p in switch["prompts"]]
-    assert live[1] == live[3] == {"CachedCrossAttention": 32}
-    assert live[2] == live[4] == {"CachedCrossAttention": 16, "RemovedCrossAttention": 16}
+    assert live[1] == live[3] == {"BroadcastCrossAttention": 32}
+    assert live[2] == live[4] == {"BroadcastCrossAttention": 16, "RemovedCrossAttention": 16}
     assert [p.get("vs_first") for p in switch["prompts"][3:]] == [0.0, 0.0, 0.0]  # the CPU is deterministic
     assert switch["repatched_fully"]
 
