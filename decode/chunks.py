@@ -166,3 +166,37 @@ def decode_chunked(latent: torch.Tensor, decode_fn: Callable[[torch.Tensor], tor
                 if progress is not None:
                     progress(done, total)
     return out
+
+
+class NoSmallerTile(Exception):
+    """Out of memory at the smallest tile that still has a centre inside its margins."""
+
+    def __init__(self, tile: int):
+        super().__init__(f"out of memory with tiles of {tile} latent pixels, the smallest that leave a centre")
+        self.tile = tile
+
+
+def smaller_tile(tile: int | None, height: int, width: int, margin: int) -> int | None:
+    """The tile (latent pixels) to retry with after an out-of-memory error: half the current tile, or half the larger
+    side when the decode was not tiled; None when half would leave no centre inside the margins."""
+    current = tile if tile and tile < max(height, width) else max(height, width)
+    return current // 2 if current // 2 > 2 * margin else None
+
+
+def decode_until_it_fits(decode: Callable[[int | None], torch.Tensor], tile: int | None, height: int, width: int,
+                         margin: int, is_out_of_memory: Callable[[BaseException], bool],
+                         before_retry: Callable[[int], None] = lambda tile: None) -> torch.Tensor:
+    """decode(tile), and after each out-of-memory error decode(smaller_tile(...)) again: before_retry(new tile) runs
+    after the except block has ended, so the failed call's tensors can be freed first. NoSmallerTile when no smaller
+    tile is left; any other error is raised as it is."""
+    while True:
+        try:
+            return decode(tile)
+        except Exception as error:  # the caller says which errors are out-of-memory
+            if not is_out_of_memory(error):
+                raise
+        smaller = smaller_tile(tile, height, width, margin)
+        if smaller is None:
+            raise NoSmallerTile(tile or max(height, width))
+        before_retry(smaller)
+        tile = smaller

@@ -166,7 +166,7 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
             part = part.to(vae.vae_dtype).to(vae.device)
             return vae.first_stage_model.decode(part).to(vae.output_device).to(dtype)
 
-        while True:
+        def decode_tiled(tile):
             plan = chunks.plan_spans(frames, chunk, context_frames)
             tiles = (len(chunks.plan_spans(height, tile, margin)) * len(chunks.plan_spans(width, tile, margin))
                      if tile and tile < max(height, width) else 1)
@@ -176,25 +176,22 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
             bar = comfy.utils.ProgressBar(len(plan) * tiles)
 
             def progress(done, total):
-                bar.update_absolute(done, total)  # noqa: B023  (called within this iteration only)
+                bar.update_absolute(done, total)
                 comfy.model_management.throw_exception_if_processing_interrupted()
+            return chunks.decode_chunked(latent, decode_part, chunk, context_frames, blend_frames, tile=tile,
+                                         tile_context=margin, scale=scale, progress=progress)
 
-            out_of_memory = False
-            try:
-                raw = chunks.decode_chunked(latent, decode_part, chunk, context_frames, blend_frames, tile=tile,
-                                            tile_context=margin, scale=scale, progress=progress)
-            except comfy.model_management.OOM_EXCEPTION:
-                out_of_memory = True  # retried outside the except block, so the failed call's tensors can be freed
-            if not out_of_memory:
-                break
-            smaller = max(tile_h, tile_w) // 2 if not tile or tile >= max(height, width) else tile // 2
-            if smaller <= 2 * margin:
-                raise RuntimeError(f"Seamless Video Decode ran out of memory with chunk_frames={chunk} and "
-                                   f"{(tile or max(height, width)) * scale}px tiles; lower context_frames or "
-                                   f"chunk_frames (auto_chunk off), or tile_overlap")
+        def before_retry(smaller):
             log.warning("Seamless Video Decode: out of memory, retrying with %dpx tiles", smaller * scale)
             comfy.model_management.soft_empty_cache()
-            tile = smaller
+        try:
+            raw = chunks.decode_until_it_fits(
+                decode_tiled, tile, height, width, margin, before_retry=before_retry,
+                is_out_of_memory=lambda error: isinstance(error, comfy.model_management.OOM_EXCEPTION))
+        except chunks.NoSmallerTile as failed:
+            raise RuntimeError(f"Seamless Video Decode ran out of memory with chunk_frames={chunk} and "
+                               f"{failed.tile * scale}px tiles; lower context_frames or chunk_frames (auto_chunk "
+                               f"off), or tile_overlap") from None
         images = vae.process_output(raw).movedim(1, -1)
         return io.NodeOutput(images)
 

@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from vcut.decode import Span, check_chunking, choose_chunking, decode_chunked, plan_spans, span_weights
+from vcut.decode import Span, check_chunking, choose_chunking, chunks, decode_chunked, plan_spans, span_weights
 
 PLANS = [(length, window, context) for length, window, context in itertools.product(range(1, 40), range(1, 24),
                                                                                      range(0, 9))
@@ -234,3 +234,31 @@ def test_input_is_not_modified():
     with torch.no_grad():
         decode_chunked(z, decoder, 5, 1, 1, tile=1, tile_context=0, scale=2)
     assert torch.equal(z, before)
+
+
+def test_out_of_memory_retries_with_halved_tiles_until_none_has_a_centre():
+    """Seamless Video Decode's retry policy: untiled -> half the larger side -> half again ..., a tile must keep a
+    centre inside its margins; the retry hook runs before every new try; other errors pass through."""
+    class OutOfMemory(Exception):
+        pass
+
+    tried, retried = [], []
+
+    def decode(tile, fits_at=None):
+        tried.append(tile)
+        if fits_at is None or tile is None or tile > fits_at:
+            raise OutOfMemory()
+        return torch.full((1,), float(tile))
+
+    out = chunks.decode_until_it_fits(lambda t: decode(t, fits_at=40), None, 72, 128, 8,
+                                      lambda e: isinstance(e, OutOfMemory), retried.append)
+    assert tried == [None, 64, 32] and retried == [64, 32] and float(out) == 32
+    tried.clear()
+    with pytest.raises(chunks.NoSmallerTile) as failed:
+        chunks.decode_until_it_fits(decode, 40, 72, 128, 8, lambda e: isinstance(e, OutOfMemory))
+    assert tried == [40, 20] and failed.value.tile == 20  # 10 would leave no centre inside 2 x 8 margins
+    with pytest.raises(ValueError, match="not memory"):
+        chunks.decode_until_it_fits(lambda t: (_ for _ in ()).throw(ValueError("not memory")), None, 72, 128, 8,
+                                    lambda e: isinstance(e, OutOfMemory))
+    assert chunks.smaller_tile(None, 72, 128, 8) == 64 and chunks.smaller_tile(200, 72, 128, 8) == 64
+    assert chunks.smaller_tile(64, 72, 128, 8) == 32 and chunks.smaller_tile(32, 72, 128, 8) is None  # 16 = 2 x 8

@@ -135,6 +135,30 @@ def test_spatial_tiles_on_the_svd_vae(nodes):
     assert (margin - full).abs().mean() < (tight - full).abs().mean()
 
 
+def test_out_of_memory_retries_with_smaller_tiles_then_says_what_to_lower(nodes, monkeypatch, caplog):
+    """ComfyUI's OOM_EXCEPTION from the VAE's decode: retried with half-size tiles (logged), and when no tile with a
+    centre is left, a message that names what to lower."""
+    import comfy.model_management
+    z = video_latent(2, size=8, seed=3)  # 64x64 pixels
+    vae = svd_vae()
+    decode = vae.first_stage_model.decode
+    limit = {"side": 6}  # latent pixels a call may have on a side before "out of memory"
+
+    def tight_memory(part, *args, **kwargs):
+        if max(part.shape[-2:]) > limit["side"]:
+            raise comfy.model_management.OOM_EXCEPTION("out of memory (test)")
+        return decode(part, *args, **kwargs)
+    monkeypatch.setattr(vae.first_stage_model, "decode", tight_memory)
+    with caplog.at_level(logging.INFO, logger="vcut"):
+        out = seamless(nodes, z, vae, auto_chunk=False, chunk_frames=2, tile_overlap=8)
+    assert out.shape == (2, 64, 64, 3) and torch.isfinite(out).all()
+    assert "out of memory, retrying with 32px tiles" in caplog.text  # 64 -> 32 px (4 latent + 1 margin a side)
+    limit["side"] = 2
+    with pytest.raises(RuntimeError, match=r"ran out of memory with chunk_frames=2 and 32px tiles; lower "
+                                           r"context_frames or chunk_frames \(auto_chunk off\), or tile_overlap"):
+        seamless(nodes, z, vae, auto_chunk=False, chunk_frames=2, tile_overlap=8)
+
+
 def test_progress_bar_over_chunks_and_the_input_is_not_modified(nodes):
     import comfy.utils
     updates = []
