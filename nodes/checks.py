@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import comfy.model_base
 import torch
 
 from ..loop.anchoring import center_resize, mask_to_latent
@@ -76,3 +77,12 @@ def fit_latent(z: torch.Tensor, like: torch.Tensor, name: str) -> torch.Tensor:
 def fit_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """An IMAGE batch resized (centre crop, bilinear) to height x width, as SVD_img2vid_Conditioning does."""
     return center_resize(images.movedim(-1, 1), height, width).movedim(1, -1)
+
+
+def require_svd(model, input_name: str = "model") -> None:
+    """Refuse a MODEL that is not Stable Video Diffusion, naming what it is."""
+    base = model.model
+    if not isinstance(base, comfy.model_base.SVD_img2vid):
+        unet = type(getattr(base, "diffusion_model", None)).__name__
+        raise ValueError(f"{input_name}: VCUT needs a Stable Video Diffusion model (SVD, SVD-XT, SVD-XT 1.1, loaded "
+                         f"with ImageOnlyCheckpointLoader), got {type(base).__name__} with a {unet} diffusion model")

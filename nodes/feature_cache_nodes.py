@@ -20,10 +20,10 @@ from comfy_api.latest import io
 
 from ..cut.feature_cache import SCHEDULES, RunStats, full_steps, schedule_summary, validate, validate_branch
 from ..cut.schedule import StepCounter
-from .checks import log
+from .checks import log, require_svd
 from .compat import schema_extras
 from .cost_report import RunCost, report
-from .vcut_nodes import STEP_END_SAMPLERS, require_svd
+from .cut_patch import STEP_END_SAMPLERS
 
 CACHE_KEY = "vcut_feature_cache"
 RUN_OPTION = "vcut_feature_cache_run"

@@ -183,7 +183,7 @@ def test_easycache_handoff_names_the_fields_this_easycache_lacks(comfy_nodes, ca
     """The handoff writes core EasyCache's private fields: where one is missing (a changed EasyCache) the log says
     which, instead of the cut silently leaving EasyCache on the branch that no longer runs."""
     from comfy_extras.nodes_easycache import EasyCacheHolder, LazyCacheHolder
-    follow = harness.pack_module().nodes.vcut_nodes.follow_positive_with_easycache
+    follow = harness.pack_module().nodes.cut_patch.follow_positive_with_easycache
     positive = [{"uuid": "positive-uuid"}]
 
     def holder(*absent):
