@@ -1,14 +1,14 @@
 """VCUT on the CPU, by the clock: whole 25-step videos, variants interleaved, repeated, with the spread reported.
 
 diffusers' UNetSpatioTemporalConditionModel (SVD's architecture narrowed from 320 to 32 channels, random weights,
-so that 18 whole videos fit a few minutes on 2 cores while per-pixel work still dominates a call, as at full size),
+so that 24 whole videos fit a few minutes on 2 cores while per-pixel work still dominates a call, as at full size),
 sampled by a plain Euler loop on Karras sigmas with SVD's v-prediction preconditioning and classifier-free
 guidance, as ComfyUI's KSampler does: a guided step runs the conditional and unconditional rows together (batch 2),
 a step after the cut (cut/schedule.py's CutSchedule) only the conditional row (batch 1). Variants: the unpatched UNet,
 VCUT exact and VCUT paper (cut/attention.py's patch_unet_), each without and with the cut, and the UNet Feature
 Cache (cut/feature_cache.py's step: DeepCache, interval 3, branch 0) on the baseline and on VCUT exact with the cut.
 
-Timing is noisy on a shared machine, so: every repetition runs all six variants back to back (in a rotated order),
+Timing is noisy on a shared machine, so: every repetition runs all eight variants back to back (in a rotated order),
 the ratio to the baseline is taken within each repetition, and a ratio is printed only when its min-max spread over
 the repetitions is small; otherwise the table says that the spread is too large for a conclusion.
 """
