@@ -31,7 +31,7 @@ PREVIEW_TOOLTIP = (f"The vector field per frame pair as a colour wheel: hue = di
                    f"(black = still). At most the first {codec.visualize.PREVIEW_MAX_FRAMES} frame pairs, at most "
                    f"{codec.visualize.PREVIEW_MAX_SIDE} px on the long side (larger frames shrunk).")
 METHOD_CHOICES = {"fast search": "fast", "exhaustive search": "exhaustive", "x264 medium": "x264:medium",
-           "x264 ultrafast": "x264:ultrafast"}
+                  "x264 ultrafast": "x264:ultrafast"}
 
 
 def _image_batch(images, name: str, min_frames: int = 1) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Cut Step Scheduler's sampler wrappers on a cloned ModelPatcher (beside anchor_patch.py, the anchoring ones):
-per sampling run a CutRunState in the run's transformer_options (OUTER_SAMPLE, StepTrackingWrapper), the step of
+per sampling run a CutRunState in the run's transformer_options (SAMPLER_SAMPLE, StepTrackingWrapper), the step of
 each model evaluation read off the sigma schedule (PREDICT_NOISE), the unconditional rows dropped from the cut step
 on (CALC_COND_BATCH, VCUT Eq. 4), core context windows and DualCFGGuider handled, core EasyCache pointed at the
 conditional branch at the cut."""

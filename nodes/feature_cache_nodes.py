@@ -160,7 +160,8 @@ def _plan(run: CacheRun, transformer_options: dict, control, x) -> tuple[int, to
 
 @torch.compiler.disable
 def _keep(run: CacheRun, transformer_options: dict, kept: dict, x) -> None:
-    """Keep a full call's feature per conditioning chunk (outside compiled graphs, as _plan)."""
+    """Keep a full call's feature per conditioning chunk (outside compiled graphs, as _plan; the chunk keys are found
+    again here rather than handed through the compiled code, where dynamo would guard on their values)."""
     keys = _chunk_keys(transformer_options, x.shape[0])
     if keys is not None and "h" in kept:
         rows = x.shape[0] // len(keys)
