@@ -1,7 +1,7 @@
 """Motion-vector codec core (decouple-content-motion / ED-VDM): a video as first frame + per-block motion vectors +
 residuals, reversibly (bit for bit, for 8-bit and for any float32 frames: codec.types), and saved to / loaded from
 .safetensors files. Plain torch/numpy/OpenCV, no ComfyUI."""
-from .codec import decode, encode, encode_pairs, motion_only_psnr, predict, psnr, residuals_for, search
+from .encode_decode import decode, encode, encode_pairs, motion_only_psnr, predict, psnr, residuals_for, search
 from .storage import FORMAT_VERSION, MEMORY_BUDGET, MotionFileError, load_motion_vectors, save_motion_vectors
 from .types import (
                     BLOCK_SIZES,

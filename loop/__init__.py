@@ -1,1 +1,2 @@
-"""Loop and frame conditioning core: ALSS, SDSLC, FGSM, frame anchoring, saliency, loop metrics."""
+"""Loop core (LoopAnimate), no ComfyUI import: ALSS, SDSLC and FGSM layouts with Loop Conditioning's plan,
+saliency, loop metrics. Frame anchoring itself is ../anchor."""

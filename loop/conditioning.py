@@ -2,14 +2,18 @@
 
 SVD's UNet input is [noisy latent (4 ch), concat latent (4 ch)] per frame; LoopAnimate's is [Z_t, Z_SD, Z_M]
 (Eq. 11). SVD has no mask channel, so the FGSM mask becomes a motion region: outside it the latent is anchored
-to the image (see anchoring.py). All tensors are [frames, C, h, w] (frames are SVD's batch dimension).
+to the image (see ../anchor/anchoring.py). All tensors are [frames, C, h, w] (frames are SVD's batch dimension).
 """
 from __future__ import annotations
 
 import torch
 
+from ..anchor.anchoring import blend, one_image_latent, repeat_layout
+from ..anchor.plans import AnchorPlan, check_latent_values
+
 CONCAT_LAYOUTS = ("sdslc", "repeat")
 MASK_LAYOUTS = ("still background", "paper eq. 10")
+INITS = ("inverted noise", "empty")
 
 
 def loop_frame_count(requested: int) -> int:
@@ -20,29 +24,16 @@ def loop_frame_count(requested: int) -> int:
     return requested if requested % 2 == 1 else requested + 1
 
 
-def _image_latent(image_latent: torch.Tensor) -> torch.Tensor:
-    if image_latent.ndim != 4 or image_latent.shape[0] != 1:
-        raise ValueError(f"image latent: expected one encoded image [1, C, h, w], "
-                         f"got shape {tuple(image_latent.shape)}")
-    return image_latent
-
-
 def sdslc_layout(image_latent: torch.Tensor, frames: int) -> torch.Tensor:
     """LoopAnimate Eq. 8 (SDSLC) at inference: Z_SD = [e(F0), ZeroPAD, e(F0)]; the last frame's latent is unknown at
     inference, so both ends carry the first image and every frame in between is zero."""
-    z = _image_latent(image_latent)
+    z = one_image_latent(image_latent)
     if frames < 2:
         raise ValueError(f"SDSLC needs at least 2 frames, got {frames}")
     out = torch.zeros((frames,) + tuple(z.shape[1:]), dtype=z.dtype, device=z.device)
     out[0] = z[0]
     out[-1] = z[0]
     return out
-
-
-def repeat_layout(image_latent: torch.Tensor, frames: int) -> torch.Tensor:
-    """SVD's own concat layout (what it was trained on): the image latent on every frame."""
-    z = _image_latent(image_latent)
-    return z.expand((frames,) + tuple(z.shape[1:])).clone()
 
 
 def concat_layout(image_latent: torch.Tensor, frames: int, layout: str) -> torch.Tensor:
@@ -103,3 +94,18 @@ def loop_keep_mask(frames: int, height: int, width: int, motion: torch.Tensor | 
     if close_loop:
         keep[-1] = 1.0
     return keep
+
+
+def loop_plan(image_latent: torch.Tensor, frames: int, layout: str, init: str,
+              motion: torch.Tensor | None = None, close_loop: bool = True, anchor_first: bool = True) -> AnchorPlan:
+    """LoopAnimate at inference on SVD: concat layout (SDSLC Eq. 8 or SVD's repeat), the inverted-noise init latent
+    (Eq. 5-6) or zeros, and the keep mask (outside the FGSM motion region, first frame, closing frame)."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got '{init}'")
+    check_latent_values(image_latent, "positive")
+    _, c, h, w = image_latent.shape
+    keep = loop_keep_mask(frames, h, w, motion, close_loop, anchor_first)
+    image_frames = inverted_noise_init(image_latent, frames)
+    base = image_frames.clone() if init == "inverted noise" else torch.zeros(frames, c, h, w)
+    return AnchorPlan(image_frames, keep, blend(base, image_frames, keep),
+                      concat_layout(image_latent, frames, layout))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .anchoring import center_resize
+from ..anchor.anchoring import center_resize
 
 PIXEL_EMBED_SIZE = 32
 

@@ -1,8 +1,8 @@
 """ComfyUI node classes of the pack, one module per feature. Each module lists its nodes in NODES."""
-from . import codec_nodes, decode_nodes, feature_cache_nodes, loop_analysis_nodes, loop_nodes, vcut_nodes, video_nodes
+from . import codec_nodes, cut_nodes, decode_nodes, feature_cache_nodes, loop_analysis_nodes, loop_nodes, video_nodes
 
 ALL_NODES = [
-    *vcut_nodes.NODES,
+    *cut_nodes.NODES,
     *loop_nodes.NODES,
     *codec_nodes.NODES,
     *loop_analysis_nodes.NODES,

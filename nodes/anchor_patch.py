@@ -1,7 +1,7 @@
 """Frame anchoring (STIV frame replacement, training-free) as wrappers on a cloned ModelPatcher.
 
 Used by STIV Frame Replace, Loop Conditioning and Video Extend; the plan (anchors, keep mask) comes from
-../loop/plans.py. Anchoring is a model patch, not a LATENT noise_mask, because a noise_mask is shared by both CFG
+../anchor/plans.py. Anchoring is a model patch, not a LATENT noise_mask, because a noise_mask is shared by both CFG
 branches and cannot give JIT-CFG's unconditional branch an un-anchored input. Two wrappers:
 - OUTER_SAMPLE: per sampling run, takes the sampler's noise and sigma schedule and stores them in the run's
   transformer_options (the guider's per-run copy of the model options; nothing is kept on this object, which every
@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import comfy.patcher_extension
 import torch
+from comfy.model_patcher import ModelPatcher
+from comfy.patcher_extension import WrapperExecutor, WrappersMP
 
-from ..loop import anchoring
-from ..loop.plans import AnchorPlan
+from ..anchor import anchoring
+from ..anchor.plans import AnchorPlan
+from .checks import Conditioning
+from .patch_layer import ModelPatch, Wrappers
+
+if TYPE_CHECKING:
+    from comfy.samplers import Sampler
 
 
 @dataclass(frozen=True)
@@ -42,16 +49,16 @@ class FrameAnchorPatch:
     CLIP embedding); their denoised output is still set to the anchor on anchored frames so the guided result there
     is exactly the anchor (guidance has nothing to do on a fixed frame)."""
 
-    def __init__(self, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str):
+    def __init__(self, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str) -> None:
         self.anchor, self.keep = plan.anchors, plan.keep
         self.fraction, self.jit_cfg, self.name = fraction, jit_cfg, name
         self.option = f"vcut_anchor_run_{uuid.uuid4().hex}"  # one name per patch: chained patches do not collide
 
-    def attach(self, model, key: str) -> None:
-        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, key, self.outer_sample)
-        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key, self.apply_model)
+    def wrappers(self) -> Wrappers:
+        return {WrappersMP.OUTER_SAMPLE: self.outer_sample, WrappersMP.APPLY_MODEL: self.apply_model}
 
-    def outer_sample(self, executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
+    def outer_sample(self, executor: WrapperExecutor, noise: torch.Tensor, latent_image: torch.Tensor,
+                     sampler: Sampler, sigmas: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         expected = tuple(self.anchor.shape)
         if tuple(noise.shape) != expected:
             raise ValueError(f"{self.name}: the sampler's latent is {tuple(noise.shape)} but the anchors were built "
@@ -72,8 +79,10 @@ class FrameAnchorPatch:
             out = anchoring.blend(out, self.anchor.to(out.device), self.keep.to(out.device))
         return out
 
-    def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
-                    **kwargs):
+    def apply_model(self, executor: WrapperExecutor, x: torch.Tensor, t: torch.Tensor,
+                    c_concat: torch.Tensor | None = None, c_crossattn: torch.Tensor | None = None,
+                    control: dict[str, Any] | None = None, transformer_options: dict[str, Any] | None = None,
+                    **kwargs: Any) -> torch.Tensor:
         transformer_options = {} if transformer_options is None else transformer_options
         run = transformer_options.get(self.option)
         if run is None:  # called outside a sampling run of this patch (nothing to anchor to)
@@ -102,7 +111,7 @@ class FrameAnchorPatch:
         return out
 
 
-def _zero_branches(tensor, conditional: list[bool]):
+def _zero_branches(tensor: torch.Tensor | None, conditional: list[bool]) -> torch.Tensor | None:
     """Copy of a batched cond tensor with the rows of every non-conditional branch set to zero."""
     if tensor is None or tensor.shape[0] % len(conditional):
         return tensor
@@ -114,25 +123,23 @@ def _zero_branches(tensor, conditional: list[bool]):
     return out
 
 
-def attach_plan(model, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str, key: str,
-                replace: bool = False):
+def attach_plan(model: ModelPatcher, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str, key: str,
+                replace: bool = False) -> ModelPatcher:
     """A clone of `model` with the plan's anchoring attached (the input model is unchanged). replace: first drop
     what an earlier node of the same kind attached under `key` (a chained Video Extend anchors to its own previous
     segment only); otherwise anchorings stack (two STIV Frame Replace nodes anchor both sets of frames)."""
-    patched = model.clone()
+    patched = ModelPatch(model)
     if replace:
-        for wrapper_type in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE,
-                             comfy.patcher_extension.WrappersMP.APPLY_MODEL):
-            patched.remove_wrappers_with_key(wrapper_type, key)
+        patched.remove_wrappers(key)
     if float(plan.keep.max()) > 0:
-        FrameAnchorPatch(plan, fraction, jit_cfg, name).attach(patched, key)
-    return patched
+        patched.add_wrappers(key, FrameAnchorPatch(plan, fraction, jit_cfg, name).wrappers())
+    return patched.model
 
 
-def with_concat(conditioning, concat: torch.Tensor | None, like: torch.Tensor, fit):
+def with_concat(conditioning: Conditioning, concat: torch.Tensor | None) -> list:
     """A copy of SVD conditioning whose concat_latent_image is the plan's `concat` layout (an all-zero image latent,
-    as SVD_img2vid_Conditioning's negative has, stays zeros); None keeps the conditioning as it is. `fit`
-    (nodes/checks.fit_latent) validates each latent it replaces against the video latent `like`."""
+    as SVD_img2vid_Conditioning's negative has, stays zeros); None keeps the conditioning as it is. The node has
+    checked the latents it replaces (checks.check_concat_latents)."""
     if concat is None:
         return conditioning
     out = []
@@ -140,14 +147,14 @@ def with_concat(conditioning, concat: torch.Tensor | None, like: torch.Tensor, f
         d = dict(entry[1])
         z = d.get("concat_latent_image")
         if z is not None:
-            fit(z[:1], like, "concat_latent_image")
             d["concat_latent_image"] = (torch.zeros_like(concat) if torch.count_nonzero(z) == 0 else concat).to(z.dtype)
         out.append([entry[0], d])
     return out
 
 
-def plan_outputs(patched, positive, negative, plan, like: torch.Tensor, dtype: torch.dtype, fit) -> tuple:
+def plan_outputs(patched: ModelPatcher, positive: Conditioning, negative: Conditioning, plan: AnchorPlan,
+                 dtype: torch.dtype) -> tuple:
     """What a node that attaches a plan returns: the patched model, positive and negative with the plan's concat
     layout, and the plan's init latent to sample."""
-    return (patched, with_concat(positive, plan.concat, like, fit), with_concat(negative, plan.concat, like, fit),
+    return (patched, with_concat(positive, plan.concat), with_concat(negative, plan.concat),
             {"samples": plan.init.to(dtype)})

@@ -1,22 +1,28 @@
 """Input checks shared by the pack's nodes (IMAGE, LATENT, MASK, SVD conditioning) and the one centre-crop resize.
 
 Every check raises ValueError with a message that names the input and says what would be valid. The resize is
-loop/anchoring.center_resize: what ComfyUI's common_upscale(..., crop="center") does for SVD_img2vid_Conditioning
+anchor/anchoring.center_resize: what ComfyUI's common_upscale(..., crop="center") does for SVD_img2vid_Conditioning
 (images) and SVD's extra_conds (latents), so anchors and segments land where SVD would put them.
 """
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import comfy.model_base
 import torch
+from comfy.model_patcher import ModelPatcher
 
-from ..loop.anchoring import center_resize, mask_to_latent
+from ..anchor.anchoring import center_resize, mask_to_latent
 
 log = logging.getLogger("vcut")
 
+# ComfyUI's socket types as the nodes receive them (for the type hints of node signatures)
+Latent = dict[str, Any]  # LATENT: {"samples": [frames, 4, h, w], optional "noise_mask", "batch_index", ...}
+Conditioning = list[list[Any]]  # CONDITIONING: [[embedding, {"concat_latent_image": ..., ...}], ...]
 
-def image_batch(images, name: str, min_frames: int = 1) -> torch.Tensor:
+
+def image_batch(images: torch.Tensor, name: str, min_frames: int = 1) -> torch.Tensor:
     """An IMAGE input [frames, H, W, C] with C in 1, 3, 4, finite values in 0..1 and at least `min_frames`."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -31,7 +37,7 @@ def image_batch(images, name: str, min_frames: int = 1) -> torch.Tensor:
     return images
 
 
-def latent_samples(latent, name: str, min_frames: int = 1) -> torch.Tensor:
+def latent_samples(latent: Latent, name: str, min_frames: int = 1) -> torch.Tensor:
     """The samples of an SVD video LATENT input, [frames, 4, h, w], finite, with at least `min_frames` frames."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4 or samples.shape[0] == 0:
@@ -45,7 +51,7 @@ def latent_samples(latent, name: str, min_frames: int = 1) -> torch.Tensor:
     return samples
 
 
-def latent_mask(mask, height: int, width: int, name: str, what_if_empty: str) -> torch.Tensor:
+def latent_mask(mask: torch.Tensor, height: int, width: int, name: str, what_if_empty: str) -> torch.Tensor:
     """A MASK input in latent space [B, 1, height, width] (centre crop, area), refused when all zeros."""
     m = mask_to_latent(mask, height, width, name)
     if float(m.max()) <= 0.0:
@@ -53,7 +59,7 @@ def latent_mask(mask, height: int, width: int, name: str, what_if_empty: str) ->
     return m
 
 
-def image_latent_from_conditioning(conditioning, name: str) -> torch.Tensor:
+def image_latent_from_conditioning(conditioning: Conditioning | None, name: str) -> torch.Tensor:
     """The image latent [1, 4, h, w] that SVD_img2vid_Conditioning put into `conditioning` (concat_latent_image)."""
     for entry in conditioning or []:
         z = entry[1].get("concat_latent_image") if len(entry) > 1 else None
@@ -65,13 +71,27 @@ def image_latent_from_conditioning(conditioning, name: str) -> torch.Tensor:
                      f"SVD_img2vid_Conditioning")
 
 
-def fit_latent(z: torch.Tensor, like: torch.Tensor, name: str) -> torch.Tensor:
-    """An anchor latent resized (centre crop, bilinear) to the video latent's size, as SVD's extra_conds does."""
+def check_latent_fits(z: torch.Tensor, like: torch.Tensor, name: str) -> None:
+    """A latent [B, C, h, w] with the video latent's channels and finite values (any size: it is resized)."""
     if z.ndim != 4 or z.shape[1] != like.shape[1]:
         raise ValueError(f"{name}: latent {tuple(z.shape)} does not have the video's {like.shape[1]} channels")
     if not torch.isfinite(z).all():
         raise ValueError(f"{name}: the latent contains NaN or infinite values")
+
+
+def fit_latent(z: torch.Tensor, like: torch.Tensor, name: str) -> torch.Tensor:
+    """An anchor latent resized (centre crop, bilinear) to the video latent's size, as SVD's extra_conds does."""
+    check_latent_fits(z, like, name)
     return center_resize(z.to(like.dtype), like.shape[-2], like.shape[-1])
+
+
+def check_concat_latents(conditioning: Conditioning | None, like: torch.Tensor, name: str) -> None:
+    """Every image latent (concat_latent_image) of an SVD conditioning fits the video latent `like`: a node that
+    gives the conditioning its own concat layout refuses, before it plans anything, one that could not be replaced."""
+    for entry in conditioning or []:
+        z = entry[1].get("concat_latent_image") if len(entry) > 1 else None
+        if z is not None:
+            check_latent_fits(z[:1], like, f"{name}: concat_latent_image")
 
 
 def fit_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -79,7 +99,7 @@ def fit_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return center_resize(images.movedim(-1, 1), height, width).movedim(1, -1)
 
 
-def require_svd(model, input_name: str = "model") -> None:
+def require_svd(model: ModelPatcher, input_name: str = "model") -> None:
     """Refuse a MODEL that is not Stable Video Diffusion, naming what it is."""
     base = model.model
     if not isinstance(base, comfy.model_base.SVD_img2vid):

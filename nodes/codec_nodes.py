@@ -15,6 +15,7 @@ import hashlib
 import os
 import pathlib
 import re
+from typing import Any
 
 import comfy.model_management
 import comfy.utils
@@ -34,7 +35,8 @@ METHOD_CHOICES = {"fast search": "fast", "exhaustive search": "exhaustive", "x26
                   "x264 ultrafast": "x264:ultrafast"}
 
 
-def _image_batch(images, name: str, min_frames: int = 1) -> torch.Tensor:
+def _image_batch(images: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...], name: str,
+                 min_frames: int = 1) -> torch.Tensor:
     """Validate an IMAGE input; its codec frames on the CPU (codec.codec_frames: uint8 when it is on the 8-bit grid,
     else float32)."""
     if isinstance(images, (list, tuple)):
@@ -53,7 +55,8 @@ def _image_batch(images, name: str, min_frames: int = 1) -> torch.Tensor:
     return codec.codec_frames(images.cpu())
 
 
-def _residual(residual, motion: codec.MotionVectors, name: str = "residual") -> torch.Tensor | None:
+def _residual(residual: torch.Tensor | None, motion: codec.MotionVectors,
+              name: str = "residual") -> torch.Tensor | None:
     """The codec residual of a residual IMAGE input for `motion`: None when unconnected or empty (0 frames: Load's
     output for a motion-only file), int16 from a float32 IMAGE (precision uint8), int32 from a float64 IMAGE
     (precision float32); a residual of the other precision is refused with both named."""
@@ -118,11 +121,11 @@ class VCUTMotionVectorEncode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, method, block_size, search_range) -> io.NodeOutput:
+    def execute(cls, images: torch.Tensor, method: str, block_size: str, search_range: int) -> io.NodeOutput:
         frames = _image_batch(images, "images", min_frames=2)
         block = int(block_size)
         t, h, w, c = frames.shape
-        codec.codec.check_params(h, w, block, search_range, "fast")
+        codec.encode_decode.check_params(h, w, block, search_range, "fast")
         if method not in METHOD_CHOICES:
             raise ValueError(f"method must be one of {list(METHOD_CHOICES)}, got {method!r}")
         mode = METHOD_CHOICES[method]
@@ -179,8 +182,8 @@ class VCUTMotionVectorDecode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, first_frame, motion_vectors, residual_scale, resize_first_frame,
-                residual=None) -> io.NodeOutput:
+    def execute(cls, first_frame: torch.Tensor, motion_vectors: codec.MotionVectors, residual_scale: float,
+                resize_first_frame: bool, residual: torch.Tensor | None = None) -> io.NodeOutput:
         if not isinstance(motion_vectors, codec.MotionVectors):
             raise ValueError("motion_vectors: expected MOTION_VECTORS from Motion Vector Encode")
         image = checks.image_batch(first_frame, "first_frame")[:1]
@@ -266,7 +269,8 @@ class VCUTSaveMotionVectors(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, motion_vectors, filename_prefix, residual=None) -> io.NodeOutput:
+    def execute(cls, motion_vectors: codec.MotionVectors, filename_prefix: str,
+                residual: torch.Tensor | None = None) -> io.NodeOutput:
         if not isinstance(motion_vectors, codec.MotionVectors):
             raise ValueError("motion_vectors: expected MOTION_VECTORS from Motion Vector Encode or Load Motion Vectors")
         if not isinstance(filename_prefix, str) or not filename_prefix.strip():
@@ -313,7 +317,7 @@ class VCUTLoadMotionVectors(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, file) -> io.NodeOutput:
+    def execute(cls, file: str) -> io.NodeOutput:
         path = motion_file_path(file)
         try:
             motion, residual, _ = codec.load_motion_vectors(path)
@@ -329,7 +333,7 @@ class VCUTLoadMotionVectors(io.ComfyNode):
         return io.NodeOutput(motion, image, preview, ui=ui.PreviewImage(preview, cls=cls))
 
     @classmethod
-    def fingerprint_inputs(cls, file):
+    def fingerprint_inputs(cls, file: str) -> Any:
         """The file's content hash (as LoadImage): a file replaced under the same name runs the node again."""
         digest = hashlib.sha256()
         with open(motion_file_path(file), "rb") as f:
@@ -338,7 +342,7 @@ class VCUTLoadMotionVectors(io.ComfyNode):
         return digest.hexdigest()
 
     @classmethod
-    def validate_inputs(cls, file):
+    def validate_inputs(cls, file: str) -> bool | str:
         try:
             codec.storage.read_header(motion_file_path(file))
         except ValueError as error:

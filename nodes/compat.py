@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from typing import Any
 
 
-def schema_fields(schema_class) -> set[str]:
+def schema_fields(schema_class: type) -> set[str]:
     """The keyword arguments that `schema_class` (ComfyUI's io.Schema) accepts."""
     if dataclasses.is_dataclass(schema_class):
         return {f.name for f in dataclasses.fields(schema_class) if f.init}
     return set(inspect.signature(schema_class).parameters)
 
 
-def schema_extras(schema_class, **fields) -> dict:
+def schema_extras(schema_class: type, **fields: Any) -> dict:
     """The `fields` that this ComfyUI's io.Schema has (older versions would refuse the others)."""
     known = schema_fields(schema_class)
     return {name: value for name, value in fields.items() if name in known}

@@ -5,6 +5,7 @@ on one call of each kind per run and scaled by rows (a UNet call's MACs are prop
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
@@ -15,12 +16,12 @@ from .checks import log
 class RunCost:
     """MACs per row of each kind of UNet call (measured on the first call of the kind), rows and seconds."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.started = time.perf_counter()
         self.per_row: dict[str, int] = {}
         self.rows: dict[str, int] = {}
 
-    def call(self, kind: str, rows: int, run):
+    def call(self, kind: str, rows: int, run: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Run one UNet call of `kind` (its MACs counted the first time) and add its rows. Only the counting and the
         bookkeeping are kept out of torch.compile's graphs; the call itself runs where it is, compiled or not."""
         if self._add(kind, rows):
@@ -34,7 +35,7 @@ class RunCost:
         return kind in self.per_row
 
     @torch.compiler.disable
-    def _count(self, kind: str, rows: int, run):
+    def _count(self, kind: str, rows: int, run: Callable[[], torch.Tensor]) -> torch.Tensor:
         result = []
         self.per_row[kind] = count_macs(lambda: result.append(run())).all_matmuls // max(rows, 1)
         return result[0]

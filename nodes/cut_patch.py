@@ -5,8 +5,17 @@ on (CALC_COND_BATCH, VCUT Eq. 4), core context windows and DualCFGGuider handled
 conditional branch at the cut."""
 from __future__ import annotations
 
-from ..cut.schedule import CutSchedule, StepCounter, cut_step_from_fraction, schedule_summary
+from typing import TYPE_CHECKING, Any
+
+import torch
+from comfy.patcher_extension import WrapperExecutor
+
+from ..cut.schedule import CutRun, CutSchedule, StepCounter, cut_step_from_fraction, schedule_summary
 from .checks import log
+
+if TYPE_CHECKING:
+    from comfy.model_base import BaseModel
+    from comfy.samplers import CFGGuider
 
 STEPS_OPTION = "vcut_step_counter"
 # ComfyUI samplers whose second model call of a step is at the step's end sigma (the next step's start).
@@ -21,19 +30,19 @@ class CutRunState:
     sampler gave its entries (they survive the copies core context windows make), and the step of the model
     evaluation in progress."""
 
-    def __init__(self, counter: StepCounter, run, positive):
+    def __init__(self, counter: StepCounter, run: CutRun, positive: list[dict[str, Any]]) -> None:
         self.counter, self.run, self.positive = counter, run, positive
         self.positive_uuids = cond_uuids(positive)
         self.step = None
         self.easycache_moved = False
 
 
-def cond_uuids(cond) -> frozenset:
+def cond_uuids(cond: list[dict[str, Any]]) -> frozenset:
     """The uuids of a conditioning's entries (comfy.sampler_helpers.convert_cond gives each entry one)."""
     return frozenset(c["uuid"] for c in cond if isinstance(c, dict) and c.get("uuid") is not None)
 
 
-def positive_slot(conds, state: CutRunState):
+def positive_slot(conds: list[list[dict[str, Any]] | None], state: CutRunState) -> int | None:
     """Index of the guider's positive conditioning in a calc_cond_batch call, else None. Core context windows
     (comfy/context_windows.py, ComfyUI 0.8.0 and later) call calc_cond_batch once per window with copies of the
     conditionings resized to the window; a copy keeps its entries' uuids (a subset of them with
@@ -47,13 +56,14 @@ def positive_slot(conds, state: CutRunState):
     return None
 
 
-def window_of(model_options: dict):
+def window_of(model_options: dict) -> tuple[int, ...] | None:
     """The core context window a calc_cond_batch call covers (its frame indices), None outside context windows."""
     window = model_options.get("transformer_options", {}).get("context_window")
     return tuple(window.index_list) if window is not None and hasattr(window, "index_list") else None
 
 
-def cut_step_predict_noise(executor, x, timestep, *args, **kwargs):
+def cut_step_predict_noise(executor: WrapperExecutor, x: torch.Tensor, timestep: torch.Tensor, *args: Any,
+                           **kwargs: Any) -> torch.Tensor:
     """PREDICT_NOISE wrapper: the step of this model evaluation, counted once per evaluation (with core context
     windows calc_cond_batch runs once per window, and Heun's visit counting must see each evaluation once)."""
     model_options = args[0] if args else kwargs.get("model_options", {})
@@ -63,7 +73,8 @@ def cut_step_predict_noise(executor, x, timestep, *args, **kwargs):
     return executor(x, timestep, *args, **kwargs)
 
 
-def cut_step_calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
+def cut_step_calc_cond_batch(executor: WrapperExecutor, model: BaseModel, conds: list[list[dict[str, Any]] | None],
+                             x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict) -> list[torch.Tensor]:
     """CALC_COND_BATCH wrapper: guided steps run every conditioning; from the cut step on, the positive one only."""
     state = model_options.get("transformer_options", {}).get(STEPS_OPTION)
     positive = None if state is None else positive_slot(conds, state)
@@ -115,11 +126,12 @@ class StepTrackingWrapper:
     """SAMPLER_SAMPLE wrapper: one step counter and cut state per sampling run, kept in the run's
     transformer_options (never on this wrapper, which every clone of the model shares)."""
 
-    def __init__(self, schedule: CutSchedule, cut_fraction: float):
+    def __init__(self, schedule: CutSchedule, cut_fraction: float) -> None:
         self.schedule = schedule
         self.cut_fraction = cut_fraction
 
-    def __call__(self, executor, guider, sigmas, extra_args, *args, **kwargs):
+    def __call__(self, executor: WrapperExecutor, guider: CFGGuider, sigmas: torch.Tensor, extra_args: dict[str, Any],
+                 *args: Any, **kwargs: Any) -> torch.Tensor:
         sampler_function = getattr(getattr(executor, "class_obj", None), "sampler_function", None)
         counter = StepCounter(sigmas, getattr(sampler_function, "__name__", "") in STEP_END_SAMPLERS)
         schedule = self.schedule

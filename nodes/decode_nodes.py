@@ -12,19 +12,20 @@ import comfy.model_management
 import comfy.utils
 import torch
 from comfy.ldm.modules.temporal_ae import VideoDecoder
+from comfy.sd import VAE
 from comfy_api.latest import io
 
 from ..decode import chunks
-from .checks import log
+from .checks import Latent, log
 
 
-def is_svd_video_vae(vae) -> bool:
+def is_svd_video_vae(vae: VAE) -> bool:
     """True for SVD's video VAE: ComfyUI builds it with a temporal_ae.VideoDecoder (comfy.sd.VAE, key
     decoder.mid.block_1.mix_factor)."""
     return isinstance(getattr(getattr(vae, "first_stage_model", None), "decoder", None), VideoDecoder)
 
 
-def free_memory(vae) -> float:
+def free_memory(vae: VAE) -> float:
     """Free memory for the VAE's batches as core VAE.decode counts it: the patcher's get_free_memory where it exists
     (ComfyUI 0.30.0 and later; it adds what dynamic VRAM can reclaim), else model_management's (0.8.0)."""
     patcher_free = getattr(vae.patcher, "get_free_memory", None)
@@ -33,14 +34,14 @@ def free_memory(vae) -> float:
     return comfy.model_management.get_free_memory(vae.device)
 
 
-def output_dtype(vae) -> torch.dtype:
+def output_dtype(vae: VAE) -> torch.dtype:
     """The dtype core VAE.decode returns: vae_output_dtype() (= model_management.intermediate_dtype(), float16 under
     --fp16-intermediates) where it exists (0.30.0 to 0.38.1), else float32 (0.8.0's decode ends with .float())."""
     dtype = getattr(vae, "vae_output_dtype", None)
     return dtype() if dtype is not None else torch.float32
 
 
-def _latent_tensor(samples) -> torch.Tensor:
+def _latent_tensor(samples: Latent) -> torch.Tensor:
     """The LATENT's tensor as VAEDecode reads it (a nested latent: its first part), checked for NaN/inf."""
     if not isinstance(samples, dict) or not isinstance(samples.get("samples"), torch.Tensor):
         raise ValueError("samples: expected a LATENT (a dict with a 'samples' tensor)")
@@ -59,7 +60,7 @@ def _latent_tensor(samples) -> torch.Tensor:
     return latent
 
 
-def _video_latent(latent: torch.Tensor, vae) -> torch.Tensor:
+def _video_latent(latent: torch.Tensor, vae: VAE) -> torch.Tensor:
     """The latent as SVD frames [frames, 4, h, w]; the 5-D [frames, 4, 1, h, w] form is squeezed as VAE.decode does."""
     if latent.ndim == 5:
         if latent.shape[2] != 1:
@@ -116,8 +117,8 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, samples, vae, auto_chunk, chunk_frames, context_frames, blend_frames, tile_size,
-                tile_overlap) -> io.NodeOutput:
+    def execute(cls, samples: Latent, vae: VAE, auto_chunk: bool, chunk_frames: int, context_frames: int,
+                blend_frames: int, tile_size: int, tile_overlap: int) -> io.NodeOutput:
         if vae is None or not hasattr(vae, "decode"):
             raise ValueError("vae: expected a VAE")
         vae.throw_exception_if_invalid()
@@ -144,7 +145,7 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
             raise ValueError(f"tile_overlap={tile_overlap} on each side of a tile of tile_size={tile_size} leaves "
                              f"no centre; use tile_size > {2 * tile_overlap}")
 
-        def bytes_per_frame(h, w):  # ComfyUI's own estimate, as VAE.decode uses it
+        def bytes_per_frame(h: int, w: int) -> float:  # ComfyUI's own estimate, as VAE.decode uses it
             return vae.memory_used_decode((1, channels, h, w), vae.vae_dtype)
 
         tile_h, tile_w = (min(height, tile), min(width, tile)) if tile else (height, width)
@@ -162,11 +163,11 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
 
         dtype = output_dtype(vae)
 
-        def decode_part(part):
+        def decode_part(part: torch.Tensor) -> torch.Tensor:
             part = part.to(vae.vae_dtype).to(vae.device)
             return vae.first_stage_model.decode(part).to(vae.output_device).to(dtype)
 
-        def decode_tiled(tile):
+        def decode_tiled(tile: int | None) -> torch.Tensor:
             plan = chunks.plan_spans(frames, chunk, context_frames)
             tiles = (len(chunks.plan_spans(height, tile, margin)) * len(chunks.plan_spans(width, tile, margin))
                      if tile and tile < max(height, width) else 1)
@@ -175,13 +176,13 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
                      f", {tiles} tiles of {tile * scale}px" if tiles > 1 else "")
             bar = comfy.utils.ProgressBar(len(plan) * tiles)
 
-            def progress(done, total):
+            def progress(done: int, total: int) -> None:
                 bar.update_absolute(done, total)
                 comfy.model_management.throw_exception_if_processing_interrupted()
             return chunks.decode_chunked(latent, decode_part, chunk, context_frames, blend_frames, tile=tile,
                                          tile_context=margin, scale=scale, progress=progress)
 
-        def before_retry(smaller):
+        def before_retry(smaller: int) -> None:
             log.warning("Seamless Video Decode: out of memory, retrying with %dpx tiles", smaller * scale)
             comfy.model_management.soft_empty_cache()
         try:

@@ -11,11 +11,13 @@ Three wrappers on a cloned ModelPatcher, no monkey-patching (all exist in ComfyU
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
 import comfy.model_patcher
-import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.diffusionmodules import openaimodel
+from comfy.model_patcher import ModelPatcher
+from comfy.patcher_extension import WrapperExecutor, WrappersMP
 from comfy_api.latest import io
 
 from ..cut.feature_cache import SCHEDULES, RunStats, full_steps, schedule_summary, validate, validate_branch
@@ -24,8 +26,11 @@ from .checks import log, require_svd
 from .compat import schema_extras
 from .cost_report import RunCost, report
 from .cut_patch import STEP_END_SAMPLERS
+from .patch_layer import FEATURE_CACHE, ModelPatch
 
-CACHE_KEY = "vcut_feature_cache"
+if TYPE_CHECKING:
+    from comfy.model_base import BaseModel
+
 RUN_OPTION = "vcut_feature_cache_run"
 NAME = "UNet Feature Cache"
 # Model-level patches that a partial step cannot honour: they act on the blocks' outputs or skips in an order the
@@ -37,7 +42,7 @@ _REPLACED_BLOCK = re.compile(r"^diffusion_model(\.(input_blocks|middle_block|out
 class CacheRun:
     """One sampling run: which steps are full, the step being evaluated, the kept features, what was done."""
 
-    def __init__(self, settings: dict, sigmas, evaluates_step_end: bool):
+    def __init__(self, settings: dict, sigmas: torch.Tensor, evaluates_step_end: bool) -> None:
         self.settings = settings
         self.counter = StepCounter(sigmas, evaluates_step_end)
         self.full = set(full_steps(self.counter.total_steps, settings["interval"], settings["schedule"],
@@ -52,10 +57,10 @@ class CacheSampleWrapper:
     """OUTER_SAMPLE wrapper: a fresh CacheRun in a copy of the guider's model_options for this run (as core
     EasyCache does), the run's report at the end."""
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: dict) -> None:
         self.settings = settings
 
-    def __call__(self, executor, *args, **kwargs):
+    def __call__(self, executor: WrapperExecutor, *args: Any, **kwargs: Any) -> torch.Tensor:
         guider = executor.class_obj
         sampler, sigmas = args[2], args[3]  # outer_sample(noise, latent_image, sampler, sigmas, ...)
         step_end = getattr(getattr(sampler, "sampler_function", None), "__name__", "") in STEP_END_SAMPLERS
@@ -73,7 +78,8 @@ class CacheSampleWrapper:
             report(NAME, run.stats.summary(), run.cost)
 
 
-def cache_calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
+def cache_calc_cond_batch(executor: WrapperExecutor, model: BaseModel, conds: list[list[dict[str, Any]] | None],
+                          x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict) -> list[torch.Tensor]:
     """CALC_COND_BATCH wrapper: the step of this model evaluation (once per evaluation, so a Heun step's two
     calls at one sigma are told apart as the cut tells them)."""
     run = model_options.get("transformer_options", {}).get(RUN_OPTION)
@@ -90,7 +96,9 @@ def _chunk_keys(transformer_options: dict, rows: int) -> list | None:
     return list(keys)
 
 
-def _partial_forward(unet, x, timesteps, context, y, transformer_options, kwargs, branch, feature, index):
+def _partial_forward(unet: openaimodel.UNetModel, x: torch.Tensor, timesteps: torch.Tensor,
+                     context: torch.Tensor | None, y: torch.Tensor | None, transformer_options: dict,
+                     kwargs: dict[str, Any], branch: int, feature: torch.Tensor, index: int) -> torch.Tensor:
     """UNetModel._forward (ComfyUI 0.8.0 - 0.38.1) for the shallow path only: input blocks 0..branch, then the
     output blocks from L-1-branch on, with `feature` as the h that enters that output block (DeepCache Eq. 5)."""
     transformer_options["original_shape"] = list(x.shape)
@@ -123,7 +131,8 @@ def _partial_forward(unet, x, timesteps, context, y, transformer_options, kwargs
     return unet.out(h.type(x.dtype))
 
 
-def _why_full(run: CacheRun, transformer_options: dict, control, keys, x) -> str | None:
+def _why_full(run: CacheRun, transformer_options: dict, control: dict[str, Any] | None, keys: list | None,
+              x: torch.Tensor) -> str | None:
     """Why this partial step must run fully, or None with every chunk's feature at hand."""
     patches = transformer_options.get("patches", {})
     named = [name for name in UNHONOURED_PATCHES if patches.get(name)]
@@ -140,7 +149,8 @@ def _why_full(run: CacheRun, transformer_options: dict, control, keys, x) -> str
 
 
 @torch.compiler.disable
-def _plan(run: CacheRun, transformer_options: dict, control, x) -> tuple[int, torch.Tensor | None, int]:
+def _plan(run: CacheRun, transformer_options: dict, control: dict[str, Any] | None,
+          x: torch.Tensor) -> tuple[int, torch.Tensor | None, int]:
     """(branch, the kept feature for a partial call or None for a full one, its transformer_index), with the run's
     bookkeeping. Kept out of torch.compile's graphs (core TorchCompileModel compiles the UNet, this wrapper included):
     it reads and writes the run's Python state, which a graph would bake in or recompile for at every step."""
@@ -159,7 +169,7 @@ def _plan(run: CacheRun, transformer_options: dict, control, x) -> tuple[int, to
 
 
 @torch.compiler.disable
-def _keep(run: CacheRun, transformer_options: dict, kept: dict, x) -> None:
+def _keep(run: CacheRun, transformer_options: dict, kept: dict, x: torch.Tensor) -> None:
     """Keep a full call's feature per conditioning chunk (outside compiled graphs, as _plan; the chunk keys are found
     again here rather than handed through the compiled code, where dynamo would guard on their values)."""
     keys = _chunk_keys(transformer_options, x.shape[0])
@@ -169,7 +179,7 @@ def _keep(run: CacheRun, transformer_options: dict, kept: dict, x) -> None:
             run.features[key] = ((rows, *x.shape[1:]), chunk, kept["index"])
 
 
-def cache_diffusion_model(executor, *args, **kwargs):
+def cache_diffusion_model(executor: WrapperExecutor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """DIFFUSION_MODEL wrapper: the full or the partial UNet call of this step."""
     x, timesteps, context, y, control, transformer_options = args[:6]  # UNetModel.forward's positional call
     run = transformer_options.get(RUN_OPTION) if isinstance(transformer_options, dict) else None
@@ -183,7 +193,7 @@ def cache_diffusion_model(executor, *args, **kwargs):
     first = len(unet.output_blocks) - 1 - branch
     kept = {}
 
-    def keep(h, hsp, options):
+    def keep(h: torch.Tensor, hsp: torch.Tensor, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if options.get("block") == ("output", first):
             kept["h"], kept["index"] = h, options.get("transformer_index", 0)
         return h, hsp
@@ -196,7 +206,7 @@ def cache_diffusion_model(executor, *args, **kwargs):
     return out
 
 
-def replaced_blocks(model) -> list[str]:
+def replaced_blocks(model: ModelPatcher) -> list[str]:
     """Object patches that replace the UNet or one of its blocks as a whole (another node's own forward)."""
     return sorted(k for k in model.object_patches if _REPLACED_BLOCK.match(k))
 
@@ -246,7 +256,7 @@ class VCUTFeatureCache(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, interval: int, branch: int, schedule: str, start_percent: float,
+    def execute(cls, model: ModelPatcher, interval: int, branch: int, schedule: str, start_percent: float,
                 end_percent: float) -> io.NodeOutput:
         validate(interval, schedule, start_percent, end_percent)
         require_svd(model)
@@ -261,13 +271,11 @@ class VCUTFeatureCache(io.ComfyNode):
             return io.NodeOutput(model)
         settings = {"interval": interval, "branch": branch, "schedule": schedule, "start_percent": start_percent,
                     "end_percent": end_percent}
-        patched = model.clone()
-        for wrapper_type, wrapper in ((comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, CacheSampleWrapper(settings)),
-                                      (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, cache_calc_cond_batch),
-                                      (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, cache_diffusion_model)):
-            patched.remove_wrappers_with_key(wrapper_type, CACHE_KEY)
-            patched.add_wrapper_with_key(wrapper_type, CACHE_KEY, wrapper)
-        return io.NodeOutput(patched)
+        patched = ModelPatch(model)
+        patched.set_wrappers(FEATURE_CACHE, {WrappersMP.OUTER_SAMPLE: CacheSampleWrapper(settings),
+                                             WrappersMP.CALC_COND_BATCH: cache_calc_cond_batch,
+                                             WrappersMP.DIFFUSION_MODEL: cache_diffusion_model})
+        return io.NodeOutput(patched.model)
 
 
 NODES = [VCUTFeatureCache]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import comfy.utils
 import torch
+from comfy.clip_vision import ClipVisionModel
 from comfy_api.latest import io, ui
 
 from ..loop.metrics import format_metrics, loop_metrics, render_plot
@@ -56,8 +57,8 @@ class VCUTSalientMask(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, threshold, refine, min_area, dilate, feather, temporal_smoothing,
-                motion=1.0) -> io.NodeOutput:
+    def execute(cls, images: torch.Tensor, threshold: float, refine: bool, min_area: float, dilate: int,
+                feather: float, temporal_smoothing: float, motion: float = 1.0) -> io.NodeOutput:
         if image_batch(images, "images").shape[-1] == 1:
             raise ValueError("images: expected RGB images [B,H,W,3], got one channel")
         bar = comfy.utils.ProgressBar(3 * images.shape[0])  # maps, motion cues, masks (total set by the core)
@@ -103,12 +104,13 @@ class VCUTVideoLoopMetrics(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, frames, image, clip_vision=None) -> io.NodeOutput:
+    def execute(cls, frames: torch.Tensor, image: torch.Tensor,
+                clip_vision: ClipVisionModel | None = None) -> io.NodeOutput:
         image_batch(frames, "frames", min_frames=2)
         image_batch(image, "image")
         embed = None
         if clip_vision is not None:
-            def embed(batch):
+            def embed(batch: torch.Tensor) -> torch.Tensor:
                 return clip_vision.encode_image(batch)["image_embeds"].float().cpu()
         m = loop_metrics(frames, image, embed)
         for note in m["notes"]:

@@ -1,23 +1,27 @@
 """ComfyUI glue for frame anchoring and loops: STIV Frame Replace, Loop Conditioning, ALSS Loop Clip, Drop Closing
 Frame.
 
-The recipes are plans built in ../loop/plans.py (anchors, keep mask, init latent, concat layout); the nodes validate
-their inputs (checks.py), clone the model and attach the plan's anchoring (anchor_patch.py).
+The recipes are plans (anchors, keep mask, init latent, concat layout) built in ../anchor/plans.py and
+../loop/conditioning.py; the nodes validate their inputs (checks.py), clone the model and attach the plan's
+anchoring (anchor_patch.py).
 """
 from __future__ import annotations
 
 import torch
+from comfy.model_patcher import ModelPatcher
+from comfy.sd import VAE
 from comfy_api.latest import io
 
-from ..loop import alss, anchoring, plans
+from ..anchor import anchoring, plans
+from ..loop import alss
 from ..loop import conditioning as loop_cond
-from . import checks
+from . import checks, shared_inputs
 from .anchor_patch import attach_plan, plan_outputs
+from .checks import Conditioning, Latent
 from .compat import schema_extras
+from .patch_layer import FRAME_REPLACE, LOOP_ANCHOR
 
 log = checks.log
-FRAME_REPLACE_KEY = "vcut_frame_replace"
-LOOP_ANCHOR_KEY = "vcut_loop_anchor"
 
 
 class VCUTFrameReplace(io.ComfyNode):
@@ -35,21 +39,15 @@ class VCUTFrameReplace(io.ComfyNode):
                          "anchored frames equal the anchor exactly. JIT-CFG keeps anchors and image out of the "
                          "unconditional branch. Connect the LATENT output to the sampler."),
             inputs=[
-                io.Model.Input("model", tooltip="The SVD model to patch (it is cloned, the input is unchanged)."),
+                io.Model.Input("model", tooltip=shared_inputs.ANCHORED_MODEL),
                 io.Latent.Input("latent", tooltip="The video latent to sample ([frames, 4, h, w], e.g. from "
                                 "SVD_img2vid_Conditioning). Sets the frame count and size; the anchors are written "
                                 "into the output latent."),
                 io.String.Input("frames", default="0", tooltip="Frames to anchor, comma-separated: '0' (first), "
                                 "'0,-1' (first and last), '0,12,24'. Negative counts from the end. Out-of-range or "
                                 "repeated frames are an error."),
-                io.Float.Input("anchor_steps", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of the "
-                               "sampling steps that are anchored, from the first. 1.0: all steps, and the anchored "
-                               "frames of the result equal the anchor exactly; less lets them drift at the end; 0 only "
-                               "writes the anchors into the output latent."),
-                io.Boolean.Input("jit_cfg", default=True, tooltip="STIV's joint image-text CFG: only the "
-                                 "conditional branch sees the anchors; the unconditional branch sees neither anchors "
-                                 "(it gets the sampler's own latent on anchored frames) nor the image (concat latent "
-                                 "and CLIP embedding zeroed). Off: both branches are anchored."),
+                shared_inputs.anchor_steps(),
+                shared_inputs.jit_cfg(),
                 io.Conditioning.Input("positive", optional=True, tooltip="SVD positive conditioning; its image "
                                       "latent (concat_latent_image) is the anchor when no anchor_latent or "
                                       "anchor_image is given."),
@@ -70,12 +68,14 @@ class VCUTFrameReplace(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, latent, frames, anchor_steps, jit_cfg, positive=None, anchor_latent=None,
-                anchor_image=None, vae=None, mask=None) -> io.NodeOutput:
+    def execute(cls, model: ModelPatcher, latent: Latent, frames: str, anchor_steps: float, jit_cfg: bool,
+                positive: Conditioning | None = None, anchor_latent: Latent | None = None,
+                anchor_image: torch.Tensor | None = None, vae: VAE | None = None,
+                mask: torch.Tensor | None = None) -> io.NodeOutput:
         samples = checks.latent_samples(latent, "latent", min_frames=2)
         n, _, h, w = samples.shape
         frame_list = anchoring.parse_frame_list(frames, n, "frames")
-        anchoring.anchored_step_count(anchor_steps, 1)  # validates the fraction
+        anchoring.check_anchor_steps(anchor_steps)
         if anchor_latent is not None:
             anchors = checks.fit_latent(checks.latent_samples(anchor_latent, "anchor_latent"), samples,
                                         "anchor_latent")
@@ -102,7 +102,7 @@ class VCUTFrameReplace(io.ComfyNode):
                 raise ValueError(f"mask: {spatial.shape[0]} masks; give 1, one per listed frame "
                                  f"({len(frame_list)}) or one per video frame ({n})")
         plan = plans.frame_replace_plan(samples, frame_list, anchors, spatial)
-        patched = attach_plan(model, plan, anchor_steps, jit_cfg, "STIV Frame Replace", FRAME_REPLACE_KEY)
+        patched = attach_plan(model, plan, anchor_steps, jit_cfg, "STIV Frame Replace", FRAME_REPLACE)
         log.info("STIV Frame Replace: anchoring frames %s of %d (jit_cfg=%s, anchor_steps=%.2f)",
                  frame_list, n, jit_cfg, anchor_steps)
         return io.NodeOutput(patched, {**latent, "samples": plan.init})
@@ -122,10 +122,10 @@ class VCUTLoopConditioning(io.ComfyNode):
                          "(Eq. 9-10) outside which every frame stays the image. Takes what SVD_img2vid_Conditioning "
                          "outputs."),
             inputs=[
-                io.Model.Input("model", tooltip="The SVD model (cloned and patched for the anchoring)."),
+                io.Model.Input("model", tooltip=shared_inputs.ANCHORED_MODEL),
                 io.Conditioning.Input("positive", tooltip="Positive conditioning from SVD_img2vid_Conditioning "
                                       "(its concat_latent_image is e(F0), the first image's latent)."),
-                io.Conditioning.Input("negative", tooltip="Negative conditioning from SVD_img2vid_Conditioning."),
+                io.Conditioning.Input("negative", tooltip=shared_inputs.SVD_NEGATIVE),
                 io.Latent.Input("latent", tooltip="The empty video latent. An even frame count is rounded UP to the "
                                 "next odd one (14 -> 15 = 2f-1 with f = 8), as ALSS clips are 2f-1 frames; the extra "
                                 "frame is the closing frame. 1 frame is an error."),
@@ -141,8 +141,7 @@ class VCUTLoopConditioning(io.ComfyNode):
                                  "the video returns to its start (loop closure)."),
                 io.Boolean.Input("anchor_first", default=True, tooltip="Also anchor the first frame to the image "
                                  "(it then equals the input image's latent exactly)."),
-                io.Float.Input("anchor_steps", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of the "
-                               "sampling steps that are anchored. 1.0 makes anchored regions exact."),
+                shared_inputs.anchor_steps(),
                 io.Combo.Input("mask_layout", options=list(loop_cond.MASK_LAYOUTS), default="still background",
                                tooltip="How motion_mask is laid over the frames. still background: the mask holds "
                                "on every frame. paper eq. 10: Z_M = [M0, ones..., M0], the mask only on the first "
@@ -161,13 +160,16 @@ class VCUTLoopConditioning(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, latent, concat_layout, init, close_loop, anchor_first,
-                anchor_steps, mask_layout, motion_mask=None) -> io.NodeOutput:
+    def execute(cls, model: ModelPatcher, positive: Conditioning, negative: Conditioning, latent: Latent,
+                concat_layout: str, init: str, close_loop: bool, anchor_first: bool, anchor_steps: float,
+                mask_layout: str, motion_mask: torch.Tensor | None = None) -> io.NodeOutput:
         samples = checks.latent_samples(latent, "latent")
         frames = loop_cond.loop_frame_count(samples.shape[0])
         _, c, h, w = samples.shape
-        anchoring.anchored_step_count(anchor_steps, 1)
+        anchoring.check_anchor_steps(anchor_steps)
         like = torch.zeros(1, c, h, w)
+        checks.check_concat_latents(positive, like, "positive")
+        checks.check_concat_latents(negative, like, "negative")
         image = checks.fit_latent(checks.image_latent_from_conditioning(positive, "positive"), like,
                                   "positive").float()
         motion = None
@@ -177,13 +179,13 @@ class VCUTLoopConditioning(io.ComfyNode):
             if m.shape[0] not in (1, frames):
                 raise ValueError(f"motion_mask: {m.shape[0]} masks; give 1 or one per output frame ({frames})")
             motion = loop_cond.motion_masks(m, frames, mask_layout)
-        plan = plans.loop_plan(image, frames, concat_layout, init, motion, close_loop, anchor_first)
-        patched = attach_plan(model, plan, anchor_steps, False, "Loop Conditioning", LOOP_ANCHOR_KEY, replace=True)
+        plan = loop_cond.loop_plan(image, frames, concat_layout, init, motion, close_loop, anchor_first)
+        patched = attach_plan(model, plan, anchor_steps, False, "Loop Conditioning", LOOP_ANCHOR, replace=True)
         if frames != samples.shape[0]:
             log.info("Loop Conditioning: %d frames requested, using %d (2f-1 must be odd)", samples.shape[0], frames)
         log.info("Loop Conditioning: %d frames, anchored (wholly or outside the motion mask): %s", frames,
                  plan.anchored_frames())
-        return io.NodeOutput(*plan_outputs(patched, positive, negative, plan, like, samples.dtype, checks.fit_latent))
+        return io.NodeOutput(*plan_outputs(patched, positive, negative, plan, samples.dtype))
 
 
 class VCUTALSSLoopClip(io.ComfyNode):
@@ -218,7 +220,8 @@ class VCUTALSSLoopClip(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, forward_frames, stride, seed, start, if_too_short="error") -> io.NodeOutput:
+    def execute(cls, images: torch.Tensor, forward_frames: int, stride: int, seed: int, start: int,
+                if_too_short: str = "error") -> io.NodeOutput:
         checks.image_batch(images, "images", min_frames=2)
         if not 0 <= start < images.shape[0]:
             raise ValueError(f"start: {start} is outside the batch (0..{images.shape[0] - 1})")
@@ -263,7 +266,7 @@ class VCUTDropClosingFrame(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, drop_closing_frame=True) -> io.NodeOutput:
+    def execute(cls, images: torch.Tensor, drop_closing_frame: bool = True) -> io.NodeOutput:
         checks.image_batch(images, "images", min_frames=3)
         if not drop_closing_frame:
             return io.NodeOutput(images)

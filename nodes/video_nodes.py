@@ -1,20 +1,23 @@
 """Long SVD videos: Video Extend (STIV frame replacement used for video prediction) and Join Video Segments.
 
-The continuation recipe is loop/plans.continuation_plan, the join is loop/segments.py; the nodes validate, clone
+The continuation recipe is anchor/plans.continuation_plan, the join is anchor/segments.py; the nodes validate, clone
 and attach (anchor_patch.py), as the loop nodes do.
 """
 from __future__ import annotations
 
 import comfy.utils
+import torch
+from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
-from ..loop import anchoring, plans, segments
-from . import checks
+from ..anchor import anchoring, plans, segments
+from . import checks, shared_inputs
 from .anchor_patch import attach_plan, plan_outputs
+from .checks import Conditioning, Latent
 from .compat import schema_extras
+from .patch_layer import VIDEO_EXTEND
 
 log = checks.log
-EXTEND_KEY = "vcut_video_extend"
 MAX_SEGMENTS = 8
 
 
@@ -32,28 +35,24 @@ class VCUTVideoExtend(io.ComfyNode):
                          "video prediction, with JIT-CFG), so the overlap is exact and the new frames continue its "
                          "motion. SVD conditions on the previous segment's last frame (its latent, no VAE round "
                          "trip). Chain it: KSampler -> Video Extend -> KSampler -> Video Extend ...; decode each "
-                         "segment and join them with Join Video Segments (same overlap). Composes with VCUT Patch "
-                         "Model, Cut Step Scheduler and Loop Conditioning."),
+                         "segment and join them with Join Video Segments, its overlap connected to this node's "
+                         "overlap output. Composes with VCUT Patch Model, Cut Step Scheduler and Loop Conditioning."),
             inputs=[
-                io.Model.Input("model", tooltip="The SVD model (cloned and patched; the input is unchanged)."),
+                io.Model.Input("model", tooltip=shared_inputs.ANCHORED_MODEL),
                 io.Latent.Input("previous", tooltip="The previous segment's sampled LATENT (the KSampler output, "
                                 "[frames, 4, h, w]). Sets the new segment's size."),
                 io.Conditioning.Input("positive", tooltip="SVD positive conditioning (from SVD_img2vid_Conditioning: "
                                       "the first segment's, or one made from the previous segment's last frame). Its "
                                       "CLIP image embedding, fps and motion bucket are kept."),
-                io.Conditioning.Input("negative", tooltip="SVD negative conditioning from the same node."),
-                io.Int.Input("overlap", default=2, min=1, max=24, tooltip="k: frames the new segment shares with the "
-                             "previous one (1..3 is typical). More carries more of the previous motion across the "
-                             "joint (smoother, less drift) but leaves fewer new frames per segment (frames - k); 1 "
-                             "passes on only the last image, so the motion may restart at the joint."),
+                io.Conditioning.Input("negative", tooltip=shared_inputs.SVD_NEGATIVE),
+                shared_inputs.overlap(1, " 1..3 is typical: more carries more of the previous motion across the "
+                                         "joint (smoother, less drift) but leaves fewer new frames per segment "
+                                         "(frames - k); 1 passes on only the last image, so the motion may restart "
+                                         "at the joint."),
                 io.Int.Input("frames", default=25, min=2, max=256, tooltip="Frames of the new segment, overlap "
                              "included (SVD-XT: 25, SVD: 14). It adds frames - overlap new frames."),
-                io.Float.Input("anchor_steps", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Fraction of the "
-                               "sampling steps that are anchored. 1.0 makes the overlap exact; less lets it drift at "
-                               "the end."),
-                io.Boolean.Input("jit_cfg", default=True, tooltip="STIV's joint image-text CFG: only the "
-                                 "conditional branch sees the anchors and the image; the unconditional branch sees "
-                                 "neither. Off: both branches are anchored."),
+                shared_inputs.anchor_steps(),
+                shared_inputs.jit_cfg(),
                 io.Boolean.Input("image_from_previous", default=True, tooltip="On: the image SVD conditions on "
                                  "(concat_latent_image) is the previous segment's last latent frame. Off: keep the "
                                  "conditioning's own image latent (e.g. when it was made from the last frame, or to "
@@ -65,21 +64,27 @@ class VCUTVideoExtend(io.ComfyNode):
                 io.Conditioning.Output(display_name="negative", tooltip="Negative conditioning for the new segment."),
                 io.Latent.Output(display_name="latent", tooltip="The new segment's latent with the overlap written "
                                  "in; sample this."),
+                io.Int.Output(display_name="overlap", tooltip="This node's overlap k: connect it to Join Video "
+                              "Segments' overlap (and to the next Video Extend's), so they cannot disagree."),
             ],
         )
 
     @classmethod
-    def execute(cls, model, previous, positive, negative, overlap, frames, anchor_steps, jit_cfg,
-                image_from_previous=True) -> io.NodeOutput:
+    def execute(cls, model: ModelPatcher, previous: Latent, positive: Conditioning, negative: Conditioning,
+                overlap: int, frames: int, anchor_steps: float, jit_cfg: bool,
+                image_from_previous: bool = True) -> io.NodeOutput:
         samples = checks.latent_samples(previous, "previous")
-        anchoring.anchored_step_count(anchor_steps, 1)
+        plans.check_overlap(overlap, samples.shape[0], frames)
+        anchoring.check_anchor_steps(anchor_steps)
         checks.image_latent_from_conditioning(positive, "positive")
+        if image_from_previous:
+            checks.check_concat_latents(positive, samples, "positive")
+            checks.check_concat_latents(negative, samples, "negative")
         plan = plans.continuation_plan(samples, overlap, frames, image_from_previous)
-        patched = attach_plan(model, plan, anchor_steps, jit_cfg, "Video Extend", EXTEND_KEY, replace=True)
-        like = samples[:1]
+        patched = attach_plan(model, plan, anchor_steps, jit_cfg, "Video Extend", VIDEO_EXTEND, replace=True)
         log.info("Video Extend: %d new frames after %d overlapping ones (segment of %d, previous %d)",
                  frames - overlap, overlap, frames, samples.shape[0])
-        return io.NodeOutput(*plan_outputs(patched, positive, negative, plan, like, samples.dtype, checks.fit_latent))
+        return io.NodeOutput(*plan_outputs(patched, positive, negative, plan, samples.dtype), overlap)
 
 
 class VCUTJoinVideoSegments(io.ComfyNode):
@@ -103,8 +108,7 @@ class VCUTJoinVideoSegments(io.ComfyNode):
                          "of another size are resized (centre crop) to the first one's."),
             inputs=[
                 *segment_inputs,
-                io.Int.Input("overlap", default=2, min=0, max=24, tooltip="Frames each segment shares with the one "
-                             "before (Video Extend's overlap). 0 = plain concatenation."),
+                shared_inputs.overlap(0, " 0 = plain concatenation."),
                 io.Combo.Input("colour_match", options=list(segments.COLOUR_MATCH), default="off", tooltip="Colour "
                                "transfer (CIELAB mean/std, Reinhard et al. 2001) of every later segment. overlap: its "
                                "overlap frames onto the same frames of the segment before (removes a colour jump at "
@@ -122,7 +126,8 @@ class VCUTJoinVideoSegments(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, segment_1, overlap, colour_match, crossfade, **optional) -> io.NodeOutput:
+    def execute(cls, segment_1: torch.Tensor, overlap: int, colour_match: str, crossfade: bool,
+                **optional: torch.Tensor | None) -> io.NodeOutput:
         given = {i: optional.get(f"segment_{i}") for i in range(2, MAX_SEGMENTS + 1)}
         last = max([i for i, s in given.items() if s is not None], default=1)
         if last == 1:

@@ -17,8 +17,13 @@ import os
 import pathlib
 import shutil
 import sys
+from typing import TYPE_CHECKING, Any
 
 from .common import RunnerError, apply_overrides, free_path, inside, log, matching_nodes, safe_name
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Mapping
 
 MANIFEST = "manifest.jsonl"
 
@@ -78,7 +83,7 @@ def list_items(folder: pathlib.Path) -> list[Item]:
     return [Item(p, safe_name(p.stem if stems.count(p.stem) == 1 else p.name), i + 1) for i, p in enumerate(files)]
 
 
-def batch_targets(prompt: dict, batch: BatchInput, node_classes) -> list[str]:
+def batch_targets(prompt: dict, batch: BatchInput, node_classes: Mapping[str, Any]) -> list[str]:
     """Node ids whose `batch.input` takes the file name; refuses inputs that do not take a file name (COMBO/STRING)."""
     # the same matching (id, else title or type) and messages as --set
     apply_overrides(copy.deepcopy(prompt), [f"{batch.node}.{batch.input}=x"], node_classes)
@@ -105,7 +110,7 @@ class Manifest:
     """OUT/manifest.jsonl: appended one line per item run (flushed at once, so an interrupted batch keeps what it
     finished); read back to skip finished items."""
 
-    def __init__(self, path: pathlib.Path):
+    def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self.done: dict[str, dict] = {}
         if path.is_dir():
@@ -178,7 +183,8 @@ def summary(results: list[Result], manifest: pathlib.Path, elapsed: float) -> in
     return 1 if counts["failed"] else 0
 
 
-def plan(options, output_dir: pathlib.Path, prompt: dict, node_classes):
+def plan(options: argparse.Namespace, output_dir: pathlib.Path, prompt: dict,
+         node_classes: Mapping[str, Any]) -> tuple[list[Item], list[str], BatchInput | None, Manifest, list[Result]]:
     """(items, targets, batch input, manifest, skipped results) of a batch; a run without --batch-input is one item
     whose outputs go straight into the output folder."""
     batch = BatchInput.parse(options.batch_input) if options.batch_input else None

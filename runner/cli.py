@@ -9,7 +9,7 @@ import traceback
 from .common import RunnerError, load_workflow, output_folder
 
 
-def run(options) -> int:
+def run(options: argparse.Namespace) -> int:
     workflow = load_workflow(options.workflow)
     if options.output_dir:  # checked before ComfyUI starts or a server is asked
         output_folder(options.output_dir)
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     try:
         return run(options)

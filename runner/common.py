@@ -11,8 +11,13 @@ import re
 import shutil
 import sys
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from .convert import WorkflowError, find_cycle, input_specs, is_api_prompt, takes_value, ui_to_api
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Mapping
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -20,7 +25,7 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 class RunnerError(Exception):
     """A user-facing failure: printed without a traceback, exit status `code`."""
 
-    def __init__(self, message: str, code: int = 2):
+    def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
 
@@ -56,7 +61,7 @@ def output_folder(path: str) -> pathlib.Path:
     return folder
 
 
-def parse_override(text: str):
+def parse_override(text: str) -> tuple[str, str, Any, str]:
     """'NODE.INPUT=VALUE' -> (NODE, INPUT, value, raw text); the value is parsed as JSON when it is JSON, else it is
     the text itself."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
@@ -72,7 +77,7 @@ def parse_override(text: str):
     return node, name, value, raw
 
 
-def coerce(spec, value, raw):
+def coerce(spec: tuple | list | str, value: Any, raw: str) -> Any:
     """A STRING input, or a COMBO whose choices are text, takes the text as typed (so '8' stays the string '8')."""
     typ = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
     opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
@@ -90,7 +95,7 @@ def matching_nodes(prompt: dict, node: str) -> list[str]:
     return [k for k, v in prompt.items() if v.get("_meta", {}).get("title") == node or v["class_type"] == node]
 
 
-def apply_overrides(prompt: dict, overrides: list[str], node_classes) -> list[str]:
+def apply_overrides(prompt: dict, overrides: list[str], node_classes: Mapping[str, Any]) -> list[str]:
     """Set inputs by node id, title or class type (every matching node); returns what was set, for the log.
     An input of a DynamicCombo's option is named with its dots, e.g. --set SaveVideo.format.codec=h264."""
     done = []
@@ -125,7 +130,7 @@ def apply_overrides(prompt: dict, overrides: list[str], node_classes) -> list[st
     return done
 
 
-def _id_key(key: str):
+def _id_key(key: str) -> tuple[int, int | str]:
     return (0, int(key)) if key.isdigit() else (1, key)
 
 
@@ -142,7 +147,8 @@ def format_validation(error: dict, node_errors: dict, prompt: dict) -> str:
     return "\n".join(lines)
 
 
-def prepare_prompt(options, workflow, node_classes, display_names=None) -> dict:
+def prepare_prompt(options: argparse.Namespace, workflow: dict, node_classes: Mapping[str, Any],
+                   display_names: Mapping[str, str] | None = None) -> dict:
     """The workflow as an API prompt with the --set overrides applied."""
     notes = []
     try:
@@ -171,7 +177,7 @@ def output_entries(history: dict) -> list[tuple[str, dict]]:
     written to the output folder: a PromptExecutor's history_result or a server's /history entry alike."""
     found = []
 
-    def walk(node_id, value):
+    def walk(node_id: str, value: Any) -> None:
         if isinstance(value, dict):
             if "filename" in value and value.get("type", "output") == "output":
                 found.append((node_id, value))
@@ -193,7 +199,7 @@ def written_files(history: dict, output_dir: str) -> list[tuple[str, pathlib.Pat
             for node_id, entry in output_entries(history)]
 
 
-def describe_node(prompt: dict, node_id, kind: str | None = None) -> str:
+def describe_node(prompt: dict, node_id: str | None, kind: str | None = None) -> str:
     """'node 7 (KSampler)' or 'node 7 (KSampler, 'my title')', for progress lines and errors."""
     entry = prompt.get(str(node_id), {})
     title = entry.get("_meta", {}).get("title")
@@ -219,7 +225,7 @@ def safe_name(name: str) -> str:
     return CONTROL_CHARACTERS.sub("_", name)
 
 
-def inside(folder: pathlib.Path, subfolder, filename) -> pathlib.Path:
+def inside(folder: pathlib.Path, subfolder: object, filename: object) -> pathlib.Path:
     """folder/subfolder/filename for a file that a server (or ComfyUI's history) names, its names made safe;
     ValueError naming the path unless it stays inside `folder`: an absolute subfolder, a `..` part, a file name
     that is absolute or holds a separator, and a path that a link inside `folder` leads out of are refused."""

@@ -22,6 +22,11 @@ Pure Python: no ComfyUI import. Node definitions come from the caller (ComfyUI's
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
 MUTED, BYPASSED = 2, 4
 VIRTUAL_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "MARKDOWN"}
@@ -35,23 +40,23 @@ class WorkflowError(ValueError):
     """The workflow cannot be converted (unknown node type, broken link, subgraph...)."""
 
 
-def is_api_prompt(data) -> bool:
+def is_api_prompt(data: object) -> bool:
     """True for an API-format prompt: {id: {"class_type": ..., "inputs": {...}}}."""
     return (isinstance(data, dict) and "nodes" not in data and len(data) > 0
             and all(isinstance(v, dict) and "class_type" in v for v in data.values()))
 
 
-def _type_and_options(spec):
+def _type_and_options(spec: tuple | list | str) -> tuple[str | list | tuple, dict[str, Any]]:
     typ = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
     opts = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
     return typ, opts
 
 
-def _is_combo(typ) -> bool:
+def _is_combo(typ: str | list | tuple) -> bool:
     return isinstance(typ, (list, tuple)) or typ == "COMBO"
 
 
-def _is_widget(typ, opts) -> bool:
+def _is_widget(typ: str | list | tuple, opts: dict[str, Any]) -> bool:
     """An input the frontend shows as a widget (its value is in widgets_values), not only as a socket."""
     if opts.get("forceInput"):
         return False
@@ -60,7 +65,7 @@ def _is_widget(typ, opts) -> bool:
             or bool(opts.get("socketless")))
 
 
-def takes_value(spec) -> bool:
+def takes_value(spec: tuple | list | str) -> bool:
     """True for an input that takes a value (a widget), False for one that takes another node's output (a link)."""
     return _is_widget(*_type_and_options(spec)) or bool(_type_and_options(spec)[1].get("forceInput"))
 
@@ -70,7 +75,7 @@ def find_cycle(prompt: dict) -> list[str] | None:
     validation only says "Prompt outputs failed validation" for one."""
     state = {}  # node id -> 1 while on the current path, 2 when done
 
-    def visit(node, path):
+    def visit(node: str, path: list[str]) -> list[str] | None:
         state[node] = 1
         path.append(node)
         for value in (prompt[node].get("inputs") or {}).values():
@@ -95,7 +100,7 @@ def find_cycle(prompt: dict) -> list[str] | None:
     return None
 
 
-def _default(typ, opts):
+def _default(typ: str | list | tuple, opts: dict[str, Any]) -> tuple[bool, Any]:
     """(True, value) for the value the frontend gives a new widget, (False, None) when it has none."""
     if "default" in opts:
         return True, opts["default"]
@@ -108,7 +113,7 @@ def _default(typ, opts):
     return False, None
 
 
-def _control_slots(typ, opts, key) -> int:
+def _control_slots(typ: str | list | tuple, opts: dict[str, Any], key: str) -> int:
     """How many unsent widgets the frontend adds after this one."""
     if typ == "INT" and opts.get("control_after_generate", key in ("seed", "noise_seed")):
         return 1  # frontend useIntWidget: control_after_generate ?? name in [seed, noise_seed]
@@ -119,12 +124,12 @@ def _control_slots(typ, opts, key) -> int:
     return 0
 
 
-def dynamic_options(opts) -> list:
+def dynamic_options(opts: dict[str, Any]) -> list:
     """The option keys of a DynamicCombo input."""
     return [option.get("key") for option in opts.get("options") or []]
 
 
-def _option_inputs(opts, key):
+def _option_inputs(opts: dict[str, Any], key: object) -> dict[str, Any] | None:
     """The inputs ({"required": ..., "optional": ...}) that a DynamicCombo's option `key` reveals (None: no such
     option)."""
     for option in opts.get("options") or []:
@@ -133,7 +138,8 @@ def _option_inputs(opts, key):
     return None
 
 
-def read_widgets(input_types: dict, values=(), prefix: str = "", top_level: bool = True, pos: int = 0):
+def read_widgets(input_types: dict, values: Sequence[Any] = (), prefix: str = "", top_level: bool = True,
+                 pos: int = 0) -> tuple[list[tuple[str | None, Any, tuple | list | str | None]], int]:
     """The widgets of a node in the order the frontend creates them, given the node's `widgets_values`.
 
     Returns (widgets, pos): widgets is a list of (name, value, spec) for sent widgets and (CONTROL, value, None) for
@@ -170,7 +176,7 @@ def read_widgets(input_types: dict, values=(), prefix: str = "", top_level: bool
     return widgets, pos
 
 
-def widget_slots(input_types: dict, values=()) -> list:
+def widget_slots(input_types: dict, values: Iterable[Any] = ()) -> list:
     """Names of a node's widgets in the order the frontend creates them; CONTROL marks unsent extra widgets.
     DynamicCombo widgets expand the option chosen in `values` (by default their default option)."""
     return [name for name, _, _ in read_widgets(input_types, list(values))[0]]
@@ -192,7 +198,7 @@ def input_specs(input_types: dict, inputs: dict) -> dict:
     DynamicCombo, the inputs of the chosen option (default option when unset) under "<combo>.<input>" names."""
     specs = {}
 
-    def walk(types, prefix):
+    def walk(types: dict, prefix: str) -> None:
         for section in ("required", "optional"):
             for key, spec in (types.get(section) or {}).items():
                 name = prefix + key
@@ -207,7 +213,8 @@ def input_specs(input_types: dict, inputs: dict) -> dict:
     return specs
 
 
-def _node_widget_inputs(node, input_types, notes, strict=True):
+def _node_widget_inputs(node: dict[str, Any], input_types: dict, notes: list[str],
+                        strict: bool = True) -> dict[str, Any]:
     """The prompt inputs that a UI node's widgets_values give, by the frontend's widget order (see read_widgets)."""
     values = list(node.get("widgets_values") or [])
     label = _describe(node)
@@ -244,12 +251,12 @@ def _node_widget_inputs(node, input_types, notes, strict=True):
     return inputs
 
 
-def _describe(node) -> str:
+def _describe(node: dict[str, Any]) -> str:
     title = node.get("title")
     return f"node {node['id']} ({node['type']}{', ' + repr(title) if title and title != node['type'] else ''})"
 
 
-def _type_match(a, b) -> bool:
+def _type_match(a: str | None, b: str | None) -> bool:
     """LiteGraph.isValidConnection: equal, a wildcard, or overlapping comma-separated type lists."""
     a, b = str(a or "*").upper(), str(b or "*").upper()
     if a == b or a == "*" or b == "*":
@@ -269,7 +276,8 @@ def _links(workflow: dict) -> dict:
     return out
 
 
-def ui_to_api(workflow: dict, node_classes, display_names=None, notes=None, strict=True) -> dict:
+def ui_to_api(workflow: dict, node_classes: Mapping[str, Any], display_names: Mapping[str, str] | None = None,
+              notes: list[str] | None = None, strict: bool = True) -> dict:
     """Convert a UI workflow (or pass an API prompt through) into an API prompt.
 
     node_classes: mapping class_type -> node class with INPUT_TYPES() (ComfyUI's nodes.NODE_CLASS_MAPPINGS);
@@ -297,7 +305,7 @@ def ui_to_api(workflow: dict, node_classes, display_names=None, notes=None, stri
         listed = ", ".join(f"{t} (node {i})" for t, i in unknown)
         raise WorkflowError(f"unknown node type(s): {listed}; install the custom node pack that provides them")
 
-    def resolve(node, index, seen=()):
+    def resolve(node: dict[str, Any], index: int, seen: tuple[int | str, ...] = ()) -> tuple[Any, ...] | None:
         """What node.inputs[index] receives: ("link", id, slot), ("value", v) or None (unconnected)."""
         link_id = node["inputs"][index].get("link")
         if link_id is None:
@@ -351,16 +359,16 @@ def ui_to_api(workflow: dict, node_classes, display_names=None, notes=None, stri
     return prompt
 
 
-def _wrap(value):
+def _wrap(value: Any) -> Any:
     """The frontend sends a list-valued widget as {"__value__": list}, so it is not read as a link."""
     return {"__value__": value} if isinstance(value, list) else value
 
 
-def _is_link(value) -> bool:
+def _is_link(value: object) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
-def _bypass_slot(node, slot, link_type) -> int:
+def _bypass_slot(node: dict[str, Any], slot: int, link_type: str | None) -> int:
     """The input a bypassed node passes through to its output `slot` (frontend ExecutableNodeDTO rule):
     the input with the same index if its type fits, else the first input of the same type, else the first that fits."""
     inputs = node.get("inputs") or []

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .batch import Result, item_line, place, plan, summary, with_input
 from .common import (
@@ -33,6 +34,12 @@ from .common import (
     safe_name,
     written_files,
 )
+
+if TYPE_CHECKING:
+    import argparse
+    import types
+
+    from .batch import BatchInput, Item
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEMP = "vcut-run-temp-"  # the run's temporary folder (previews): vcut-run-temp-<pid>-<id> in the system's temp
@@ -50,7 +57,7 @@ def find_comfyui(explicit: str | None) -> pathlib.Path:
     raise RunnerError(f"no ComfyUI found at {where}: pass --comfyui PATH (the folder holding main.py)")
 
 
-def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
+def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = "") -> types.ModuleType:
     """Import ComfyUI from `root` and load its nodes and custom nodes like main.py; returns ComfyUI's `nodes`.
     comfy_args: ComfyUI's own command-line options (e.g. "--lowvram --fp16-vae"), parsed by ComfyUI's parser.
     Works with ComfyUI 0.8.0 (run by the tests) and with the interfaces of newer ones (checked against 0.38.1's
@@ -103,7 +110,7 @@ def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = ""):
     return nodes
 
 
-def setup_logging(args) -> None:
+def setup_logging(args: argparse.Namespace) -> None:
     """ComfyUI's logging set-up, as main.py: INFO lines (the pack's own among them) on stderr."""
     import comfy.cli_args
     try:
@@ -123,7 +130,7 @@ def setup_logging(args) -> None:
     setup_logger(log_level=level, use_stdout=False, **kwargs)
 
 
-def load_extra_paths(root: pathlib.Path, args, extra_config) -> None:
+def load_extra_paths(root: pathlib.Path, args: argparse.Namespace, extra_config: types.ModuleType) -> None:
     """Extra model folders, as main.py reads them."""
     extra_paths = root / "extra_paths.yaml"  # newer ComfyUI (0.38.1): primary config, extra_model_paths.yaml's superset
     legacy = root / "extra_model_paths.yaml"
@@ -138,7 +145,7 @@ def load_extra_paths(root: pathlib.Path, args, extra_config) -> None:
         extra_config.load_extra_path_config(config)
 
 
-def apply_folder_args(args) -> None:
+def apply_folder_args(args: argparse.Namespace) -> None:
     """ComfyUI's --output-directory / --input-directory / --user-directory, applied as main.py does (folder_paths
     reads --base-directory itself; temporary files go to the runner's own temporary folder), so that `--comfy-args`
     can keep every folder ComfyUI writes outside a read-only ComfyUI checkout."""
@@ -151,7 +158,8 @@ def apply_folder_args(args) -> None:
         folder_paths.set_user_directory(os.path.abspath(args.user_directory))
 
 
-def new_prompt_server(server_module, loop, args):
+def new_prompt_server(server_module: types.ModuleType, loop: asyncio.AbstractEventLoop,
+                      args: argparse.Namespace) -> Any:
     """server.PromptServer as main.py creates it. ComfyUI 0.8.0: PromptServer(loop); newer ones (0.38.1):
     PromptServer(loop, asset_manager), where a headless run takes app.assets.manager.NoAssets (assets off)."""
     parameters = inspect.signature(server_module.PromptServer.__init__).parameters
@@ -161,7 +169,7 @@ def new_prompt_server(server_module, loop, args):
     return server_module.PromptServer(loop)
 
 
-def new_executor(execution, server, cache_type):
+def new_executor(execution: types.ModuleType, server: Any, cache_type: Any) -> Any:
     """execution.PromptExecutor with no node cache kept between runs. ComfyUI 0.8.0 reads cache_args["lru"] and
     ["ram"]; newer ones (0.38.1's execute_async) also read cache_args["ram_inactive"] (a KeyError without it), and
     older ones ignore keys they do not read."""
@@ -169,7 +177,7 @@ def new_executor(execution, server, cache_type):
                                     cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
 
 
-def run_prestartup_scripts(args) -> None:
+def run_prestartup_scripts(args: argparse.Namespace) -> None:
     """Custom node packs' prestartup_script.py, run before ComfyUI's nodes are imported, as main.py runs them."""
     if args.disable_all_custom_nodes and not args.whitelist_custom_nodes:
         return
@@ -196,7 +204,7 @@ def run_prestartup_scripts(args) -> None:
 class HeadlessServer:
     """What PromptExecutor needs of ComfyUI's server; its messages become progress lines on stderr."""
 
-    def __init__(self, prompt: dict):
+    def __init__(self, prompt: dict) -> None:
         self.client_id = "vcut-runner"
         self.last_node_id = None
         self.last_prompt_id = None
@@ -205,10 +213,10 @@ class HeadlessServer:
         self.errors = []
         self.started = {}
 
-    def describe(self, node_id) -> str:
+    def describe(self, node_id: str | None) -> str:
         return describe_node(self.prompt, node_id)
 
-    def send_sync(self, event, data, sid=None):
+    def send_sync(self, event: str, data: object, sid: str | None = None) -> None:
         if not isinstance(data, dict):
             return
         if event == "executing" and data.get("node") is not None:
@@ -233,7 +241,8 @@ def hook_progress(server: HeadlessServer) -> None:
     from comfy_execution.progress import get_progress_state
     from comfy_execution.utils import get_executing_context
 
-    def hook(value, total, preview_image, prompt_id=None, node_id=None):
+    def hook(value: int, total: int, preview_image: Any, prompt_id: str | None = None,
+             node_id: str | None = None) -> None:
         context = get_executing_context()
         if node_id is None:
             node_id = context.node_id if context is not None else server.last_node_id
@@ -249,12 +258,13 @@ def hook_progress(server: HeadlessServer) -> None:
 class ExecutionFailed(Exception):
     """A prompt that ComfyUI refused (validation: exit status 3) or that failed in a node (exit status 1)."""
 
-    def __init__(self, message: str, code: int):
+    def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
 
 
-def execute_prompt(prompt: dict, execution, executor, server: HeadlessServer, verbose: bool = False) -> dict:
+def execute_prompt(prompt: dict, execution: types.ModuleType, executor: Any, server: HeadlessServer,
+                   verbose: bool = False) -> dict:
     """ComfyUI's validation and PromptExecutor on one prompt, the only execute path of the runner in this process
     (a single run and every batch item); returns the execution's history_result, else raises ExecutionFailed."""
     server.prompt, server.errors = prompt, []
@@ -271,7 +281,7 @@ def execute_prompt(prompt: dict, execution, executor, server: HeadlessServer, ve
     return executor.history_result
 
 
-def execute(options, prompt: dict, execution, output_dir) -> int:
+def execute(options: argparse.Namespace, prompt: dict, execution: types.ModuleType, output_dir: pathlib.Path) -> int:
     """One run: execute the prompt; print the written files."""
     server = HeadlessServer(prompt)
     hook_progress(server)
@@ -295,11 +305,12 @@ def execute(options, prompt: dict, execution, output_dir) -> int:
     return 0
 
 
-def stop(signum, frame):
+def stop(signum: int, frame: types.FrameType | None) -> NoReturn:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_in_process(options, prompt: dict, nodes, execution, output_dir: pathlib.Path) -> int:
+def run_in_process(options: argparse.Namespace, prompt: dict, nodes: types.ModuleType, execution: types.ModuleType,
+                   output_dir: pathlib.Path) -> int:
     """The batch in this process: one PromptExecutor for every item (models stay loaded between items, as in a
     server); ComfyUI writes into a staging folder, and each item's files are then moved into OUT/<item>/."""
     import folder_paths
@@ -349,7 +360,9 @@ def stage_input(source: pathlib.Path, inbox: pathlib.Path) -> pathlib.Path:
     return staged
 
 
-def run_item(item, prompt, targets, batch, inbox, staging, output_dir, execution, executor, server) -> Result:
+def run_item(item: Item, prompt: dict, targets: list[str], batch: BatchInput | None, inbox: pathlib.Path | None,
+             staging: pathlib.Path, output_dir: pathlib.Path, execution: types.ModuleType, executor: Any,
+             server: HeadlessServer) -> Result:
     began = time.perf_counter()
     staged = None
     try:
@@ -368,7 +381,9 @@ def run_item(item, prompt, targets, batch, inbox, staging, output_dir, execution
     return result
 
 
-def execute_item(item, prompt, targets, batch, staged, staging, output_dir, execution, executor, server) -> Result:
+def execute_item(item: Item, prompt: dict, targets: list[str], batch: BatchInput | None,
+                 staged: pathlib.Path | None, staging: pathlib.Path, output_dir: pathlib.Path,
+                 execution: types.ModuleType, executor: Any, server: HeadlessServer) -> Result:
     """Validate and execute one item's prompt (seconds: set by run_item); its files into OUT/<item>/."""
     item_prompt = with_input(prompt, targets, batch.input, f"{staged.parent.name}/{staged.name}") if batch else prompt
     staging.mkdir(parents=True, exist_ok=True)
@@ -382,7 +397,7 @@ def execute_item(item, prompt, targets, batch, staged, staging, output_dir, exec
     return Result(item, "ok", outputs)
 
 
-def run_local(options, workflow: dict) -> int:
+def run_local(options: argparse.Namespace, workflow: dict) -> int:
     """The workflow (or its folder batch) in this process."""
     root = find_comfyui(options.comfyui)
     log(f"ComfyUI at {root}")

@@ -28,6 +28,7 @@ import json
 import pathlib
 import time
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from .batch import Item, Result, item_line, plan, summary, with_input
 from .common import (
@@ -41,6 +42,13 @@ from .common import (
     prepare_prompt,
     safe_name,
 )
+
+if TYPE_CHECKING:
+    import argparse
+
+    import aiohttp
+
+    from .batch import BatchInput, Manifest
 
 POLL_S = 2.0  # how often /history is asked while the WebSocket is quiet
 
@@ -56,7 +64,7 @@ class Deadlines:
     progress: float = 600.0
 
     @classmethod
-    def of(cls, options) -> Deadlines:
+    def of(cls, options: argparse.Namespace) -> Deadlines:
         deadlines = cls(options.connect_timeout, options.read_timeout, options.request_timeout,
                         options.download_timeout, options.progress_timeout)
         for field in dataclasses.fields(deadlines):
@@ -64,12 +72,12 @@ class Deadlines:
                 raise RunnerError(f"--{field.name}-timeout {getattr(deadlines, field.name)}: give seconds above 0")
         return deadlines
 
-    def control(self):
+    def control(self) -> aiohttp.ClientTimeout:
         import aiohttp
         return aiohttp.ClientTimeout(total=self.request, connect=self.connect, sock_connect=self.connect,
                                      sock_read=self.read)
 
-    def transfer(self):
+    def transfer(self) -> aiohttp.ClientTimeout:
         import aiohttp
         return aiohttp.ClientTimeout(total=self.download, connect=self.connect, sock_connect=self.connect,
                                      sock_read=self.read)
@@ -86,22 +94,22 @@ class JobFailed(Exception):
 class RemoteNode:
     """A node definition from /object_info, shaped as the converter and --set expect (INPUT_TYPES())."""
 
-    def __init__(self, info: dict):
+    def __init__(self, info: dict) -> None:
         self.info = info
 
-    def INPUT_TYPES(self):  # noqa: N802 (ComfyUI's name)
+    def INPUT_TYPES(self) -> dict[str, dict]:  # noqa: N802 (ComfyUI's name)
         return self.info.get("input") or {}
 
 
 class Server:
-    def __init__(self, url: str, session, deadlines: Deadlines):
+    def __init__(self, url: str, session: aiohttp.ClientSession, deadlines: Deadlines) -> None:
         self.url = url.rstrip("/")
         self.session = session
         self.deadlines = deadlines
         self.client_id = f"vcut-runner-{uuid.uuid4().hex[:8]}"
         self.ws = None
 
-    async def _json(self, method: str, path: str, **kwargs):
+    async def _json(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         import aiohttp
         try:
             async with self.session.request(method, self.url + path, **kwargs) as response:
@@ -282,8 +290,8 @@ class Server:
 class Scheduler:
     """Items handed to one worker per server; an item whose server failed goes back to the front of the queue."""
 
-    def __init__(self, items: list[Item], prompt: dict, targets: list[str], batch, output_dir: pathlib.Path,
-                 manifest, total: int):
+    def __init__(self, items: list[Item], prompt: dict, targets: list[str], batch: BatchInput | None,
+                 output_dir: pathlib.Path, manifest: Manifest, total: int) -> None:
         self.pending = collections.deque(items)
         self.running = 0
         self.prompt, self.targets, self.batch = prompt, targets, batch
@@ -335,7 +343,7 @@ class Scheduler:
         log(item_line(result, self.total))
 
 
-async def run_batch(options, workflow: dict) -> int:
+async def run_batch(options: argparse.Namespace, workflow: dict) -> int:
     import aiohttp
     deadlines = Deadlines.of(options)
     async with aiohttp.ClientSession(timeout=deadlines.control()) as session:
@@ -372,7 +380,7 @@ async def run_batch(options, workflow: dict) -> int:
         return summary(skipped + scheduler.results, manifest.path, time.perf_counter() - start)
 
 
-def run_on_servers(options, workflow: dict) -> int:
+def run_on_servers(options: argparse.Namespace, workflow: dict) -> int:
     if not options.output_dir:
         raise RunnerError("--server: give --output-dir, the local folder the servers' outputs are downloaded into")
     try:

@@ -8,7 +8,7 @@ import torch
 from clips import read_frames
 from conftest import TEST_DATA
 
-from vcut.loop.anchoring import center_resize
+from vcut.anchor.anchoring import center_resize
 from vcut.loop.metrics import (
     cosine,
     format_metrics,

@@ -70,3 +70,22 @@ def test_loop_frame_count_rejects_single_frame():
         cond.loop_frame_count(1)
     with pytest.raises(ValueError):
         cond.sdslc_layout(torch.zeros(2, 4, 3, 3), 5)  # two images: which one is F0?
+
+
+def test_loop_plan_layout_init_and_closure():
+    image = torch.randn(1, 4, 3, 5, generator=torch.Generator().manual_seed(6))
+    plan = cond.loop_plan(image, 5, "sdslc", "inverted noise")
+    assert all(torch.equal(plan.anchors[i], image[0]) for i in range(5))
+    assert all(torch.equal(plan.init[i], image[0]) for i in range(5))  # Eq. 5: e(F0) on every frame
+    assert torch.equal(plan.concat[0], image[0]) and torch.equal(plan.concat[4], image[0])  # Eq. 8
+    assert torch.count_nonzero(plan.concat[1:4]) == 0
+    assert plan.anchored_frames() == [0, 4]  # first frame and loop closure
+    empty = cond.loop_plan(image, 5, "repeat", "empty", anchor_first=False)
+    assert torch.count_nonzero(empty.init[:4]) == 0 and torch.equal(empty.init[4], image[0])
+    assert empty.anchored_frames() == [4] and all(torch.equal(empty.concat[i], image[0]) for i in range(5))
+    motion = torch.zeros(5, 1, 3, 5)
+    motion[:, :, 1:, 1:4] = 1
+    still = cond.loop_plan(image, 5, "sdslc", "empty", motion, close_loop=False, anchor_first=False)
+    assert torch.equal(still.keep, 1 - motion)  # outside the motion region every frame is anchored
+    with pytest.raises(ValueError, match="init"):
+        cond.loop_plan(image, 5, "sdslc", "noise")

@@ -8,7 +8,7 @@ import pytest
 
 
 def compat_module():
-    spec = importlib.util.spec_from_file_location("vcut_nodes_compat", harness.PACK_ROOT / "nodes" / "compat.py")
+    spec = importlib.util.spec_from_file_location("vcut_compat", harness.PACK_ROOT / "nodes" / "compat.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

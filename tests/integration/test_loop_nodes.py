@@ -256,7 +256,7 @@ def test_alss_loop_clip(loop_nodes):
 # ---- one graph with every loop node and the VCUT nodes through ComfyUI's executor (the example workflows are run
 # by test_workflows.py) ----
 
-def test_all_loop_nodes_and_vcut_nodes_in_one_graph(comfy_nodes):
+def test_all_loop_nodes_and_cut_nodes_in_one_graph(comfy_nodes):
     """Loop Conditioning -> STIV Frame Replace -> VCUT Patch Model -> Cut Step Scheduler -> KSampler, plus ALSS."""
     prompt = {
         "1": {"class_type": "VCUTTestTinySVD", "inputs": {"frames": FRAMES, "seed": 0}},

@@ -43,11 +43,12 @@ def chained_prompt(segments, feature_cache=False):
             "model": model, "interval": 2, "branch": 0, "schedule": "uniform", "start_percent": 0.0,
             "end_percent": 1.0}}
         model = prompt["s1"]["inputs"]["model"] = ["fc", 0]
+    overlap = K  # set once: each Video Extend's overlap output feeds the next one's and Join Video Segments'
     for i in range(2, segments + 1):
-        prompt[f"x{i}"] = extend(model, [f"s{i - 1}", 0], ["src", 1], ["src", 2])
-        model = [f"x{i}", 0]  # chained through: each Video Extend replaces the previous one's anchoring
+        prompt[f"x{i}"] = extend(model, [f"s{i - 1}", 0], ["src", 1], ["src", 2], overlap=overlap)
+        model, overlap = [f"x{i}", 0], [f"x{i}", 4]  # chained: each Video Extend replaces the previous anchoring
         prompt[f"s{i}"] = harness.ksampler_node(model, [f"x{i}", 1], [f"x{i}", 2], [f"x{i}", 3], steps=3)
-    join = {"overlap": K, "colour_match": "off", "crossfade": False}
+    join = {"overlap": overlap, "colour_match": "off", "crossfade": False}
     for i in range(1, segments + 1):
         prompt[f"d{i}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"s{i}", 0], "vae": ["ckpt", 2]}}
         prompt[f"c{i}"] = capture([f"s{i}", 0], f"seg{i}")
@@ -84,14 +85,15 @@ def test_video_extend_conditions_on_the_previous_last_frame_and_keeps_inputs(com
     pos, neg, _ = harness.svd_conds(frames=4)
     previous = {"samples": torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(1))}
     before = previous["samples"].clone()
-    patched, p2, n2, latent = node.execute(model, previous, pos, neg, 3, 7, 1.0, True).result
+    patched, p2, n2, latent, overlap = node.execute(model, previous, pos, neg, 3, 7, 1.0, True).result
+    assert overlap == 3  # for Join Video Segments' overlap
     assert latent["samples"].shape == (7, 4, 8, 8) and torch.equal(latent["samples"][:3], before[3:])
     assert torch.count_nonzero(latent["samples"][3:]) == 0
     assert torch.equal(p2[0][1]["concat_latent_image"], before[-1:].expand(7, -1, -1, -1))
     assert torch.count_nonzero(n2[0][1]["concat_latent_image"]) == 0
     assert torch.equal(p2[0][0], pos[0][0])  # the CLIP image embedding is kept
     assert pos[0][1]["concat_latent_image"].shape[0] == 1 and torch.equal(previous["samples"], before)
-    _, p3, _, _ = node.execute(model, previous, pos, neg, 3, 7, 1.0, True, image_from_previous=False).result
+    _, p3, _, _, _ = node.execute(model, previous, pos, neg, 3, 7, 1.0, True, image_from_previous=False).result
     assert p3 is pos  # the conditioning as it was given
     out = harness.sample(patched, p2, n2, latent, steps=3)
     assert torch.equal(out[:3], before[3:])
@@ -107,7 +109,7 @@ def test_video_extend_then_loop_conditioning_returns_to_the_start_image(comfy_no
     pos, neg, _ = harness.svd_conds(frames=5)
     image = pos[0][1]["concat_latent_image"][0]
     previous = {"samples": torch.randn(5, 4, 8, 8, generator=torch.Generator().manual_seed(2))}
-    m, p, n, lat = extend_node.execute(model, previous, pos, neg, 2, 5, 1.0, True, image_from_previous=False).result
+    m, p, n, lat, _ = extend_node.execute(model, previous, pos, neg, 2, 5, 1.0, True, image_from_previous=False).result
     m2, p2, n2, lat2 = loop_node.execute(m, p, n, lat, "repeat", "empty", True, False, 1.0,
                                          "still background").result
     out = harness.sample(m2, p2, n2, lat2, steps=3)
@@ -145,12 +147,15 @@ def test_bad_inputs_are_refused_with_clear_messages(comfy_nodes):
     prev = {"samples": torch.zeros(4, 4, 8, 8)}
     nan = {"samples": torch.full((4, 4, 8, 8), float("nan"))}
     seg = harness.real_frames(5)
+    three_channels = [[neg[0][0], {**neg[0][1], "concat_latent_image": torch.zeros(1, 3, 8, 8)}]]
     cases = [
         (lambda: extend_node.execute(model, prev, pos, neg, 4, 4, 1.0, True), "overlap: .*no new frame"),
         (lambda: extend_node.execute(model, prev, pos, neg, 5, 9, 1.0, True), "overlap: .*only 4"),
         (lambda: extend_node.execute(model, nan, pos, neg, 1, 4, 1.0, True), "previous: .*NaN"),
         (lambda: extend_node.execute(model, {"samples": torch.zeros(4, 8)}, pos, neg, 1, 4, 1.0, True), "previous"),
         (lambda: extend_node.execute(model, prev, neg[:0], neg, 1, 4, 1.0, True), "positive: no concat_latent"),
+        (lambda: extend_node.execute(model, prev, pos, three_channels, 1, 4, 1.0, True),
+         "negative: concat_latent_image: .*3.*4 channels"),
         (lambda: join.execute(seg, 1, "off", False), "segment_2: connect at least two"),
         (lambda: join.execute(seg, 1, "off", False, segment_3=seg), "segment_2: not connected"),
         (lambda: join.execute(seg, 2, "off", False, segment_2=seg[:2]), "segment_2: 2 frame"),

@@ -29,7 +29,7 @@ export function pyRound(x) {
 }
 
 /**
- * The guidance split the Python side applies (nodes/vcut_nodes.py, cut/schedule.py):
+ * The guidance split the Python side applies (nodes/cut_nodes.py, cut/schedule.py):
  * cut_fraction > 0 overrides cut_step with c = round(fraction * N) + 1; steps 1..c-1 are guided, c..N are not;
  * c past the last step means every step is guided; auto_threshold > 0 may cut earlier at run time ("auto").
  */

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vcut.loop import anchoring as A
+from vcut.anchor import anchoring as A
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "data"  # tests/data
 

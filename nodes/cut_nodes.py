@@ -2,8 +2,11 @@
 cut_patch.py)."""
 from __future__ import annotations
 
-import comfy.model_base
-import comfy.patcher_extension
+from typing import Any
+
+import torch
+from comfy.model_patcher import ModelPatcher
+from comfy.patcher_extension import WrapperExecutor, WrappersMP
 from comfy_api.latest import io
 
 from ..cut.attention import MODES, original_of, plan_patch
@@ -11,9 +14,7 @@ from ..cut.schedule import AFTER_CUT, CutSchedule
 from .checks import log, require_svd
 from .compat import schema_extras
 from .cut_patch import StepTrackingWrapper, cut_step_calc_cond_batch, cut_step_predict_noise
-
-WRAPPER_KEY = "vcut"
-CUT_KEY = "vcut_cut_step"
+from .patch_layer import ATTENTION_REPORT, CUT_STEP, ModelPatch
 
 
 def attn2_replaced_blocks(model_options: dict) -> list:
@@ -26,7 +27,7 @@ class AttentionReport:
     """OUTER_SAMPLE wrapper: says in the log, once per sampling run, which blocks run the real cross-attention
     because another node patched them (VCUT's output there equals the unpatched model plus that patch)."""
 
-    def __call__(self, executor, *args, **kwargs):
+    def __call__(self, executor: WrapperExecutor, *args: Any, **kwargs: Any) -> torch.Tensor:
         guider = getattr(executor, "class_obj", None)
         blocks = attn2_replaced_blocks(getattr(guider, "model_options", {}) or {})
         if blocks:
@@ -62,28 +63,27 @@ class VCUTPatchModel(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, mode: str) -> io.NodeOutput:
+    def execute(cls, model: ModelPatcher, mode: str) -> io.NodeOutput:
         require_svd(model)
-        patched = model.clone()
+        patched = ModelPatch(model)
 
-        def in_effect(name, live_module):
+        def in_effect(name: str, live_module: Any) -> Any:
             """The attn2 in effect for THIS model: its own object patch, else the unpatched module. The live
             module tree can hold another clone's VCUT modules (ComfyUI keeps the last sampled model patched)."""
             key = f"diffusion_model.{name}"
-            if key in patched.object_patches:
-                return patched.object_patches[key]
-            return original_of(patched.get_model_object(key))
-        plan = plan_patch(patched.model.diffusion_model, mode, resolve=in_effect)
+            if key in model.object_patches:
+                return model.object_patches[key]
+            return original_of(model.get_model_object(key))
+        plan = plan_patch(model.model.diffusion_model, mode, resolve=in_effect)
         for name, module in plan.replacements.items():
-            patched.add_object_patch(f"diffusion_model.{name}", module)
-        patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, AttentionReport())
+            patched.set_object_patch(f"diffusion_model.{name}", module)
+        patched.set_wrappers(ATTENTION_REPORT, {WrappersMP.OUTER_SAMPLE: AttentionReport()})
         log.info("VCUT Patch Model (%s): %s", mode, plan.summary())
-        blocks = attn2_replaced_blocks(patched.model_options)
+        blocks = attn2_replaced_blocks(model.model_options)
         if blocks:
             log.info("VCUT Patch Model: blocks with another node's attn2 replace patch run the real cross-attention: "
                      "%s", ", ".join(map(str, blocks)))
-        return io.NodeOutput(patched)
+        return io.NodeOutput(patched.model)
 
 
 class VCUTCutStepScheduler(io.ComfyNode):
@@ -123,19 +123,16 @@ class VCUTCutStepScheduler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, cut_step: int, cut_fraction: float, after_cut: str,
+    def execute(cls, model: ModelPatcher, cut_step: int, cut_fraction: float, after_cut: str,
                 auto_threshold: float) -> io.NodeOutput:
         if cut_fraction != 0.0 and not (0.0 < cut_fraction <= 1.0):
             raise ValueError(f"cut_fraction must be 0 (use cut_step) or in (0, 1], got {cut_fraction}")
         schedule = CutSchedule(cut_step, auto_threshold, after_cut)
-        patched = model.clone()
-        for wrapper_type, wrapper in ((comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE,
-                                       StepTrackingWrapper(schedule, cut_fraction)),
-                                      (comfy.patcher_extension.WrappersMP.PREDICT_NOISE, cut_step_predict_noise),
-                                      (comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, cut_step_calc_cond_batch)):
-            patched.remove_wrappers_with_key(wrapper_type, CUT_KEY)
-            patched.add_wrapper_with_key(wrapper_type, CUT_KEY, wrapper)
-        return io.NodeOutput(patched)
+        patched = ModelPatch(model)
+        patched.set_wrappers(CUT_STEP, {WrappersMP.SAMPLER_SAMPLE: StepTrackingWrapper(schedule, cut_fraction),
+                                        WrappersMP.PREDICT_NOISE: cut_step_predict_noise,
+                                        WrappersMP.CALC_COND_BATCH: cut_step_calc_cond_batch})
+        return io.NodeOutput(patched.model)
 
 
 NODES = [VCUTPatchModel, VCUTCutStepScheduler]

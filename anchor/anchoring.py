@@ -132,10 +132,15 @@ def blend(x: torch.Tensor, anchor: torch.Tensor, keep: torch.Tensor) -> torch.Te
     return torch.where(keep >= 1.0, anchor, torch.where(keep <= 0.0, x, mixed))
 
 
-def anchored_step_count(fraction: float, total_steps: int) -> int:
-    """How many of the schedule's first steps are anchored: round(fraction * steps), at least 1 when fraction > 0."""
+def check_anchor_steps(fraction: float) -> None:
+    """anchor_steps: the fraction of the sampling steps that are anchored, in [0, 1]."""
     if math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
         raise ValueError(f"anchor_steps must be a fraction in [0, 1], got {fraction}")
+
+
+def anchored_step_count(fraction: float, total_steps: int) -> int:
+    """How many of the schedule's first steps are anchored: round(fraction * steps), at least 1 when fraction > 0."""
+    check_anchor_steps(fraction)
     if total_steps < 1 or fraction == 0.0:
         return 0
     return max(1, min(total_steps, int(round(fraction * total_steps))))
@@ -160,3 +165,17 @@ class AnchorSchedule:
         if self.whole_schedule:
             return True
         return sigma > self.threshold * (1.0 + 1e-5)
+
+
+def one_image_latent(image_latent: torch.Tensor) -> torch.Tensor:
+    """One encoded image [1, C, h, w] (what SVD_img2vid_Conditioning puts in concat_latent_image), else an error."""
+    if image_latent.ndim != 4 or image_latent.shape[0] != 1:
+        raise ValueError(f"image latent: expected one encoded image [1, C, h, w], "
+                         f"got shape {tuple(image_latent.shape)}")
+    return image_latent
+
+
+def repeat_layout(image_latent: torch.Tensor, frames: int) -> torch.Tensor:
+    """SVD's own concat layout (what it was trained on): the image latent on every frame."""
+    z = one_image_latent(image_latent)
+    return z.expand((frames,) + tuple(z.shape[1:])).clone()

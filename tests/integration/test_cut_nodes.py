@@ -139,10 +139,36 @@ def test_graph_runs_in_comfyui_executor():
     assert not torch.equal(out["latent"]["samples"], out["plain"]["samples"])  # the cut changes steps 3-4
 
 
-def test_vcut_workflow_chains_the_vcut_nodes():
+def test_vcut_workflow_chains_the_cut_nodes():
     """The example workflow puts the VCUT nodes between SVD's conditioning and the sampler (its UI-format checks and
     its run through the executor are in test_workflows.py)."""
     workflow = json.loads((harness.PACK_ROOT / "workflows" / "svd_vcut_img2vid.json").read_text())
     types = {node["type"] for node in workflow["nodes"]}
     assert {"ImageOnlyCheckpointLoader", "SVD_img2vid_Conditioning", "VideoLinearCFGGuidance", "VCUTPatchModel",
             "VCUTCutStepScheduler", "KSampler", "VCUTSeamlessVideoDecode"} <= types
+
+
+def test_patch_layer_replaces_its_own_key_only_and_never_the_input_model(comfy_nodes):
+    """nodes/patch_layer.ModelPatch on ComfyUI's own ModelPatcher: set_wrappers replaces what the same feature
+    attached (a second Cut Step Scheduler), add_wrappers stacks, other keys (core EasyCache's, another feature's)
+    stay, the input model keeps no wrapper, and a key the pack does not own is refused."""
+    import comfy.patcher_extension
+
+    layer = harness.pack_module().nodes.patch_layer
+    outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    model = harness.tiny_svd()
+    model.add_wrapper_with_key(outer, "easycache", lambda executor, *a, **k: executor(*a, **k))
+    first = layer.ModelPatch(model)
+    first.set_wrappers(layer.CUT_STEP, {outer: "a"})
+    first.add_wrappers(layer.FRAME_REPLACE, {outer: "b"})
+    second = layer.ModelPatch(first.model)
+    second.set_wrappers(layer.CUT_STEP, {outer: "c"})
+    second.add_wrappers(layer.FRAME_REPLACE, {outer: "d"})
+    assert second.model.wrappers[outer][layer.CUT_STEP] == ["c"]
+    assert second.model.wrappers[outer][layer.FRAME_REPLACE] == ["b", "d"]
+    assert first.model.wrappers[outer][layer.CUT_STEP] == ["a"]  # the earlier clone is unchanged
+    assert list(model.wrappers[outer]) == ["easycache"] and len(second.model.wrappers[outer]["easycache"]) == 1
+    second.remove_wrappers(layer.FRAME_REPLACE)
+    assert not second.model.wrappers[outer].get(layer.FRAME_REPLACE)
+    with pytest.raises(ValueError, match="not one of the pack's wrapper keys"):
+        second.set_wrappers("easycache", {outer: "e"})

@@ -1,10 +1,10 @@
-"""Anchoring plans (loop/plans.py) against hand-built expectations: continuation (Video Extend), keyframes and
-interpolation (STIV Frame Replace), loops (Loop Conditioning). No ComfyUI."""
+"""Anchoring plans (anchor/plans.py) against hand-built expectations: continuation (Video Extend), keyframes and
+interpolation (STIV Frame Replace). No ComfyUI."""
 import pytest
 import torch
 
-from vcut.loop import plans
-from vcut.loop.anchoring import parse_frame_list
+from vcut.anchor import plans
+from vcut.anchor.anchoring import parse_frame_list
 
 
 def _latent(frames, seed=0, h=3, w=5):
@@ -84,22 +84,3 @@ def test_keyframe_plan_0_12_24_with_a_region():
         parse_frame_list("0,12,25", 25)
     with pytest.raises(ValueError, match="twice"):
         parse_frame_list("0,12,-13", 25)
-
-
-def test_loop_plan_layout_init_and_closure():
-    image = _latent(1, seed=6)
-    plan = plans.loop_plan(image, 5, "sdslc", "inverted noise")
-    assert all(torch.equal(plan.anchors[i], image[0]) for i in range(5))
-    assert all(torch.equal(plan.init[i], image[0]) for i in range(5))  # Eq. 5: e(F0) on every frame
-    assert torch.equal(plan.concat[0], image[0]) and torch.equal(plan.concat[4], image[0])  # Eq. 8
-    assert torch.count_nonzero(plan.concat[1:4]) == 0
-    assert plan.anchored_frames() == [0, 4]  # first frame and loop closure
-    empty = plans.loop_plan(image, 5, "repeat", "empty", anchor_first=False)
-    assert torch.count_nonzero(empty.init[:4]) == 0 and torch.equal(empty.init[4], image[0])
-    assert empty.anchored_frames() == [4] and all(torch.equal(empty.concat[i], image[0]) for i in range(5))
-    motion = torch.zeros(5, 1, 3, 5)
-    motion[:, :, 1:, 1:4] = 1
-    still = plans.loop_plan(image, 5, "sdslc", "empty", motion, close_loop=False, anchor_first=False)
-    assert torch.equal(still.keep, 1 - motion)  # outside the motion region every frame is anchored
-    with pytest.raises(ValueError, match="init"):
-        plans.loop_plan(image, 5, "sdslc", "noise")

@@ -7,8 +7,8 @@ A plan holds, in LATENT space ([frames, C, h, w], frames = SVD's batch dimension
 - concat: the concat_latent_image layout for the conditioning, or None to leave the conditioning as it is.
 
 frame_replace_plan: STIV Frame Replace (first frame, first + last = interpolation, keyframes such as 0,12,24).
-loop_plan: LoopAnimate's inference recipe (Loop Conditioning).
 continuation_plan: Video Extend, the first k frames of a new segment anchored to the previous segment's last k.
+Loop Conditioning's plan (LoopAnimate's inference recipe) is ../loop/conditioning.loop_plan.
 """
 from __future__ import annotations
 
@@ -17,9 +17,6 @@ from dataclasses import dataclass
 import torch
 
 from . import anchoring
-from . import conditioning as loop_cond
-
-INITS = ("inverted noise", "empty")
 
 
 @dataclass(frozen=True)
@@ -56,21 +53,6 @@ def frame_replace_plan(samples: torch.Tensor, frames: list[int], anchors: torch.
     return AnchorPlan(placed, keep, init)
 
 
-def loop_plan(image_latent: torch.Tensor, frames: int, concat_layout: str, init: str,
-              motion: torch.Tensor | None = None, close_loop: bool = True, anchor_first: bool = True) -> AnchorPlan:
-    """LoopAnimate at inference on SVD: concat layout (SDSLC Eq. 8 or SVD's repeat), the inverted-noise init latent
-    (Eq. 5-6) or zeros, and the keep mask (outside the FGSM motion region, first frame, closing frame)."""
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got '{init}'")
-    check_latent_values(image_latent, "positive")
-    _, c, h, w = image_latent.shape
-    keep = loop_cond.loop_keep_mask(frames, h, w, motion, close_loop, anchor_first)
-    image_frames = loop_cond.inverted_noise_init(image_latent, frames)
-    base = image_frames.clone() if init == "inverted noise" else torch.zeros(frames, c, h, w)
-    return AnchorPlan(image_frames, keep, anchoring.blend(base, image_frames, keep),
-                      loop_cond.concat_layout(image_latent, frames, concat_layout))
-
-
 def check_overlap(overlap: int, previous_frames: int, frames: int) -> None:
     """Overlap k of a continuation: 1 <= k <= previous frames and k < new frames (a new segment needs new frames)."""
     if overlap < 1:
@@ -99,5 +81,5 @@ def continuation_plan(previous: torch.Tensor, overlap: int, frames: int, fresh_c
     keep = torch.zeros(frames, 1, h, w)
     keep[:overlap] = 1.0
     init = anchoring.blend(torch.zeros(frames, c, h, w, dtype=previous.dtype), anchors.to(previous.dtype), keep)
-    concat = loop_cond.repeat_layout(previous[-1:].float(), frames) if fresh_concat else None
+    concat = anchoring.repeat_layout(previous[-1:].float(), frames) if fresh_concat else None
     return AnchorPlan(anchors, keep, init, concat)

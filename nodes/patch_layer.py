@@ -1,0 +1,68 @@
+"""The pack's one patch layer: every key under which the pack attaches wrappers to a ModelPatcher, and the only code
+in nodes/ that attaches or removes them or sets object patches (as AnimateDiff-Evolved's ModelPatcherHelper owns its
+keys). It always works on a clone, so the node's input model, and every other clone of the session, is unchanged.
+
+    patched = ModelPatch(model)                      # model.clone()
+    patched.set_wrappers(CUT_STEP, {WrappersMP.CALC_COND_BATCH: calc_cond_batch, ...})
+    return io.NodeOutput(patched.model)
+
+The wrappers keep no per-run state themselves (every clone shares them): each run's state lives in that run's
+transformer_options, created in an OUTER_SAMPLE or SAMPLER_SAMPLE wrapper and removed in its `finally`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from comfy.patcher_extension import WrappersMP
+
+# One key per feature. A node replaces what an earlier node of the same feature attached under its key (set_wrappers)
+# or stacks another set beside it (add_wrappers); other nodes' and ComfyUI's own wrappers are never touched.
+ATTENTION_REPORT = "vcut"  # VCUT Patch Model: says which blocks run another node's attn2 replace patch
+CUT_STEP = "vcut_cut_step"  # Cut Step Scheduler
+FEATURE_CACHE = "vcut_feature_cache"  # UNet Feature Cache
+FRAME_REPLACE = "vcut_frame_replace"  # STIV Frame Replace (stacks: two nodes anchor both sets of frames)
+LOOP_ANCHOR = "vcut_loop_anchor"  # Loop Conditioning
+VIDEO_EXTEND = "vcut_video_extend"  # Video Extend (a chained one anchors to its own previous segment only)
+KEYS = (ATTENTION_REPORT, CUT_STEP, FEATURE_CACHE, FRAME_REPLACE, LOOP_ANCHOR, VIDEO_EXTEND)
+
+# The wrapper types the pack uses (all in ComfyUI 0.8.0 and later, patcher_extension.WrappersMP).
+WRAPPER_TYPES = (WrappersMP.OUTER_SAMPLE, WrappersMP.SAMPLER_SAMPLE, WrappersMP.PREDICT_NOISE,
+                 WrappersMP.CALC_COND_BATCH, WrappersMP.APPLY_MODEL, WrappersMP.DIFFUSION_MODEL)
+
+Wrappers = dict[str, Callable[..., Any]]  # wrapper type (WrappersMP.*) -> wrapper
+
+
+class ModelPatch:
+    """A clone of a ModelPatcher (`.model`) and the pack's patches on it."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model.clone()
+
+    def set_wrappers(self, key: str, wrappers: Wrappers) -> None:
+        """The feature `key`'s wrappers become exactly these (what an earlier node of that feature attached goes)."""
+        self.remove_wrappers(key)
+        self.add_wrappers(key, wrappers)
+
+    def add_wrappers(self, key: str, wrappers: Wrappers) -> None:
+        """Attach these beside whatever `key` already has (they run nested, the last added outermost)."""
+        _check_key(key)
+        for wrapper_type, wrapper in wrappers.items():
+            if wrapper_type not in WRAPPER_TYPES:
+                raise ValueError(f"the pack does not use the wrapper type {wrapper_type!r} (add it to WRAPPER_TYPES)")
+            self.model.add_wrapper_with_key(wrapper_type, key, wrapper)
+
+    def remove_wrappers(self, key: str) -> None:
+        """Drop every wrapper the feature `key` attached to this clone, of every type the pack uses."""
+        _check_key(key)
+        for wrapper_type in WRAPPER_TYPES:
+            self.model.remove_wrappers_with_key(wrapper_type, key)
+
+    def set_object_patch(self, name: str, module: Any) -> None:
+        """Swap the module at `name` ("diffusion_model.<path>") for `module` while this clone is sampled; ComfyUI
+        puts the original back when the model is unpatched, so the module tree keeps its parameter keys."""
+        self.model.add_object_patch(name, module)
+
+
+def _check_key(key: str) -> None:
+    if key not in KEYS:
+        raise ValueError(f"{key!r} is not one of the pack's wrapper keys {KEYS}")
