@@ -241,6 +241,8 @@ def test_web_extension_in_chromium(comfy_server, web_setup, tmp_path):
     assert not [u for u in report["failedRequests"] if "/extensions/vcut/" in u], report["failedRequests"]
     workflows = sorted(p.name for p in (PACK_ROOT / "workflows").glob("*.json"))
     assert sorted(report["workflows"]) == workflows
+    # Video Extend's overlap output feeds the next Video Extend's and Join Video Segments' overlap widgets
+    assert report["workflows"]["video_extend_3_segments.json"]["linkedWidgets"] == 2, report["workflows"]
     assert report["fractionCases"] == len(fractions)
     # the split, and the cells as drawn on screen: [guided cells, unguided cells] read from screenshot pixels
     assert [s["guided"] for s in report["stepBar"]] == [16, 16, 30, 0, 12, 16, 16, 16]

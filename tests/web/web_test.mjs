@@ -166,8 +166,17 @@ async function main() {
                 await window.app.loadGraphData(graph);
                 const nodes = window.app.graph._nodes;
                 const registered = window.LiteGraph.registered_node_types;
+                // a widget input that the workflow links (Video Extend's overlap output -> Join Video Segments'
+                // overlap) must reach the prompt as a link, not as the widget's value
+                const links = window.app.graph.links;
+                const { output } = await window.app.graphToPrompt();
+                const linkedWidgets = graph.nodes.flatMap((n) => (n.inputs ?? [])
+                    .filter((inp) => inp.widget && inp.link != null && output[String(n.id)])
+                    .map((inp) => ({ node: n.id, name: inp.name, sent: output[String(n.id)].inputs[inp.name] })));
                 return {
                     count: nodes.length,
+                    links: links instanceof Map ? links.size : Object.keys(links ?? {}).length,
+                    linkedWidgets,
                     missing: [...new Set([...graph.nodes.map((n) => n.type), ...nodes.map((n) => n.type)])]
                         .filter((t) => !registered[t]),
                     pack: nodes.filter((n) => n.type.startsWith("VCUT"))
@@ -177,12 +186,18 @@ async function main() {
             await page.evaluate(() => document.querySelectorAll(".p-dialog-mask").forEach((d) => d.remove()));
             check(result.missing.length === 0, `${file}: missing node types ${result.missing}`);
             check(result.count === json.nodes.length, `${file}: ${result.count} nodes loaded of ${json.nodes.length}`);
+            check(result.links === json.links.length, `${file}: ${result.links} links loaded of ${json.links.length}`);
+            for (const w of result.linkedWidgets) {
+                check(Array.isArray(w.sent), `${file}: node ${w.node}'s ${w.name} is linked, but the frontend sends `
+                      + `${JSON.stringify(w.sent)}`);
+            }
             for (const n of result.pack) {
                 check(n.color === colours.color && n.bgcolor === colours.bgcolor,
                       `${file}: ${n.type} colour ${n.color}/${n.bgcolor}, `
                       + `expected ${colours.color}/${colours.bgcolor}`);
             }
-            report.workflows[file] = { nodes: result.count, packNodes: result.pack.length };
+            report.workflows[file] = { nodes: result.count, packNodes: result.pack.length,
+                                       linkedWidgets: result.linkedWidgets.length };
         }
 
         // 3. step bar on Cut Step Scheduler in the VCUT workflow, with the connected KSampler's steps.
