@@ -132,7 +132,7 @@ class VCUTLoopConditioning(io.ComfyNode):
                 io.Combo.Input("concat_layout", options=list(loop_cond.CONCAT_LAYOUTS), default="sdslc",
                                tooltip="sdslc: LoopAnimate Eq. 8, concat latent [e(F0), zeros..., e(F0)]. repeat: "
                                "SVD's own layout, e(F0) on every frame (what SVD was trained on)."),
-                io.Combo.Input("init", options=["inverted noise", "empty"], default="inverted noise",
+                io.Combo.Input("init", options=list(loop_cond.INITS), default="inverted noise",
                                tooltip="inverted noise: the init latent holds e(F0) on every frame (Eq. 5-6), so the "
                                "sampler starts from the degraded image. It matters with denoise < 1; at denoise 1 "
                                "SVD's sigma_max (700) drowns the image. empty: zeros (SVD's default) except on "
