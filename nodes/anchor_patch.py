@@ -133,10 +133,10 @@ def attach_plan(model: ModelPatcher, plan: AnchorPlan, fraction: float, jit_cfg:
         patched.remove_wrappers(key)
     if float(plan.keep.max()) > 0:
         patched.add_wrappers(key, FrameAnchorPatch(plan, fraction, jit_cfg, name).wrappers())
-    return patched.model
+    return patched.patcher
 
 
-def with_concat(conditioning: Conditioning, concat: torch.Tensor | None) -> list:
+def with_concat(conditioning: Conditioning, concat: torch.Tensor | None) -> Conditioning:
     """A copy of SVD conditioning whose concat_latent_image is the plan's `concat` layout (an all-zero image latent,
     as SVD_img2vid_Conditioning's negative has, stays zeros); None keeps the conditioning as it is. The node has
     checked the latents it replaces (checks.check_concat_latents)."""

@@ -91,6 +91,9 @@ def check_concat_latents(conditioning: Conditioning | None, like: torch.Tensor, 
     for entry in conditioning or []:
         z = entry[1].get("concat_latent_image") if len(entry) > 1 else None
         if z is not None:
+            if not isinstance(z, torch.Tensor) or z.ndim != 4:
+                shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+                raise ValueError(f"{name}: concat_latent_image has shape {shape}, expected [1, 4, h, w]")
             check_latent_fits(z[:1], like, f"{name}: concat_latent_image")
 
 

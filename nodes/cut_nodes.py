@@ -83,7 +83,7 @@ class VCUTPatchModel(io.ComfyNode):
         if blocks:
             log.info("VCUT Patch Model: blocks with another node's attn2 replace patch run the real cross-attention: "
                      "%s", ", ".join(map(str, blocks)))
-        return io.NodeOutput(patched.model)
+        return io.NodeOutput(patched.patcher)
 
 
 class VCUTCutStepScheduler(io.ComfyNode):
@@ -132,7 +132,7 @@ class VCUTCutStepScheduler(io.ComfyNode):
         patched.set_wrappers(CUT_STEP, {WrappersMP.SAMPLER_SAMPLE: StepTrackingWrapper(schedule, cut_fraction),
                                         WrappersMP.PREDICT_NOISE: cut_step_predict_noise,
                                         WrappersMP.CALC_COND_BATCH: cut_step_calc_cond_batch})
-        return io.NodeOutput(patched.model)
+        return io.NodeOutput(patched.patcher)
 
 
 NODES = [VCUTPatchModel, VCUTCutStepScheduler]

@@ -275,7 +275,7 @@ class VCUTFeatureCache(io.ComfyNode):
         patched.set_wrappers(FEATURE_CACHE, {WrappersMP.OUTER_SAMPLE: CacheSampleWrapper(settings),
                                              WrappersMP.CALC_COND_BATCH: cache_calc_cond_batch,
                                              WrappersMP.DIFFUSION_MODEL: cache_diffusion_model})
-        return io.NodeOutput(patched.model)
+        return io.NodeOutput(patched.patcher)
 
 
 NODES = [VCUTFeatureCache]

@@ -168,10 +168,10 @@ class VCUTLoopConditioning(io.ComfyNode):
         _, c, h, w = samples.shape
         anchoring.check_anchor_steps(anchor_steps)
         like = torch.zeros(1, c, h, w)
+        image_latent = checks.image_latent_from_conditioning(positive, "positive")
         checks.check_concat_latents(positive, like, "positive")
         checks.check_concat_latents(negative, like, "negative")
-        image = checks.fit_latent(checks.image_latent_from_conditioning(positive, "positive"), like,
-                                  "positive").float()
+        image = checks.fit_latent(image_latent, like, "positive").float()
         motion = None
         if motion_mask is not None:
             m = checks.latent_mask(motion_mask, h, w, "motion_mask",

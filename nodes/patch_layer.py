@@ -4,7 +4,7 @@ keys). It always works on a clone, so the node's input model, and every other cl
 
     patched = ModelPatch(model)                      # model.clone()
     patched.set_wrappers(CUT_STEP, {WrappersMP.CALC_COND_BATCH: calc_cond_batch, ...})
-    return io.NodeOutput(patched.model)
+    return io.NodeOutput(patched.patcher)
 
 The wrappers keep no per-run state themselves (every clone shares them): each run's state lives in that run's
 transformer_options, created in an OUTER_SAMPLE or SAMPLER_SAMPLE wrapper and removed in its `finally`.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from comfy.model_patcher import ModelPatcher
 from comfy.patcher_extension import WrappersMP
 
 # One key per feature. A node replaces what an earlier node of the same feature attached under its key (set_wrappers)
@@ -33,10 +34,10 @@ Wrappers = dict[str, Callable[..., Any]]  # wrapper type (WrappersMP.*) -> wrapp
 
 
 class ModelPatch:
-    """A clone of a ModelPatcher (`.model`) and the pack's patches on it."""
+    """A clone of a ModelPatcher (`.patcher`) and the pack's patches on it."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model.clone()
+    def __init__(self, model: ModelPatcher) -> None:
+        self.patcher = model.clone()
 
     def set_wrappers(self, key: str, wrappers: Wrappers) -> None:
         """The feature `key`'s wrappers become exactly these (what an earlier node of that feature attached goes)."""
@@ -49,18 +50,18 @@ class ModelPatch:
         for wrapper_type, wrapper in wrappers.items():
             if wrapper_type not in WRAPPER_TYPES:
                 raise ValueError(f"the pack does not use the wrapper type {wrapper_type!r} (add it to WRAPPER_TYPES)")
-            self.model.add_wrapper_with_key(wrapper_type, key, wrapper)
+            self.patcher.add_wrapper_with_key(wrapper_type, key, wrapper)
 
     def remove_wrappers(self, key: str) -> None:
         """Drop every wrapper the feature `key` attached to this clone, of every type the pack uses."""
         _check_key(key)
         for wrapper_type in WRAPPER_TYPES:
-            self.model.remove_wrappers_with_key(wrapper_type, key)
+            self.patcher.remove_wrappers_with_key(wrapper_type, key)
 
     def set_object_patch(self, name: str, module: Any) -> None:
         """Swap the module at `name` ("diffusion_model.<path>") for `module` while this clone is sampled; ComfyUI
         puts the original back when the model is unpatched, so the module tree keeps its parameter keys."""
-        self.model.add_object_patch(name, module)
+        self.patcher.add_object_patch(name, module)
 
 
 def _check_key(key: str) -> None:

@@ -10,7 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CORES = ("anchor", "codec", "cut", "decode", "loop")
 PACKAGES = (*CORES, "nodes", "runner")
 COMFY_MODULES = ("comfy", "comfy_api", "comfy_execution", "comfy_extras", "comfyui_version", "execution",
-                 "folder_paths", "latent_preview", "node_helpers", "nodes", "server")
+                 "folder_paths", "latent_preview", "node_helpers", "nodes", "server", "utils")
 PATCHER_CALLS = ("add_wrapper_with_key", "remove_wrappers_with_key", "add_object_patch", "set_model_patch",
                  "set_model_attn2_replace", "set_model_unet_function_wrapper",
                  "set_model_sampler_calc_cond_batch_function")

@@ -161,14 +161,14 @@ def test_patch_layer_replaces_its_own_key_only_and_never_the_input_model(comfy_n
     first = layer.ModelPatch(model)
     first.set_wrappers(layer.CUT_STEP, {outer: "a"})
     first.add_wrappers(layer.FRAME_REPLACE, {outer: "b"})
-    second = layer.ModelPatch(first.model)
+    second = layer.ModelPatch(first.patcher)
     second.set_wrappers(layer.CUT_STEP, {outer: "c"})
     second.add_wrappers(layer.FRAME_REPLACE, {outer: "d"})
-    assert second.model.wrappers[outer][layer.CUT_STEP] == ["c"]
-    assert second.model.wrappers[outer][layer.FRAME_REPLACE] == ["b", "d"]
-    assert first.model.wrappers[outer][layer.CUT_STEP] == ["a"]  # the earlier clone is unchanged
-    assert list(model.wrappers[outer]) == ["easycache"] and len(second.model.wrappers[outer]["easycache"]) == 1
+    assert second.patcher.wrappers[outer][layer.CUT_STEP] == ["c"]
+    assert second.patcher.wrappers[outer][layer.FRAME_REPLACE] == ["b", "d"]
+    assert first.patcher.wrappers[outer][layer.CUT_STEP] == ["a"]  # the earlier clone is unchanged
+    assert list(model.wrappers[outer]) == ["easycache"] and len(second.patcher.wrappers[outer]["easycache"]) == 1
     second.remove_wrappers(layer.FRAME_REPLACE)
-    assert not second.model.wrappers[outer].get(layer.FRAME_REPLACE)
+    assert not second.patcher.wrappers[outer].get(layer.FRAME_REPLACE)
     with pytest.raises(ValueError, match="not one of the pack's wrapper keys"):
         second.set_wrappers("easycache", {outer: "e"})

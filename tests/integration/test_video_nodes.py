@@ -148,6 +148,7 @@ def test_bad_inputs_are_refused_with_clear_messages(comfy_nodes):
     nan = {"samples": torch.full((4, 4, 8, 8), float("nan"))}
     seg = harness.real_frames(5)
     three_channels = [[neg[0][0], {**neg[0][1], "concat_latent_image": torch.zeros(1, 3, 8, 8)}]]
+    three_d = [[neg[0][0], {**neg[0][1], "concat_latent_image": torch.zeros(4, 8, 8)}]]
     cases = [
         (lambda: extend_node.execute(model, prev, pos, neg, 4, 4, 1.0, True), "overlap: .*no new frame"),
         (lambda: extend_node.execute(model, prev, pos, neg, 5, 9, 1.0, True), "overlap: .*only 4"),
@@ -156,6 +157,8 @@ def test_bad_inputs_are_refused_with_clear_messages(comfy_nodes):
         (lambda: extend_node.execute(model, prev, neg[:0], neg, 1, 4, 1.0, True), "positive: no concat_latent"),
         (lambda: extend_node.execute(model, prev, pos, three_channels, 1, 4, 1.0, True),
          "negative: concat_latent_image: .*3.*4 channels"),
+        (lambda: extend_node.execute(model, prev, pos, three_d, 1, 4, 1.0, True),
+         r"negative: concat_latent_image has shape \(4, 8, 8\), expected \[1, 4, h, w\]"),
         (lambda: join.execute(seg, 1, "off", False), "segment_2: connect at least two"),
         (lambda: join.execute(seg, 1, "off", False, segment_3=seg), "segment_2: not connected"),
         (lambda: join.execute(seg, 2, "off", False, segment_2=seg[:2]), "segment_2: 2 frame"),
