@@ -59,13 +59,20 @@ def latent_mask(mask: torch.Tensor, height: int, width: int, name: str, what_if_
     return m
 
 
+def _concat_latent(entry: list[Any], name: str) -> torch.Tensor | None:
+    """One conditioning entry's image latent (concat_latent_image), a 4-D tensor, or None when it has none."""
+    z = entry[1].get("concat_latent_image") if len(entry) > 1 else None
+    if z is not None and (not isinstance(z, torch.Tensor) or z.ndim != 4):
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"{name}: concat_latent_image has shape {shape}, expected [1, 4, h, w]")
+    return z
+
+
 def image_latent_from_conditioning(conditioning: Conditioning | None, name: str) -> torch.Tensor:
     """The image latent [1, 4, h, w] that SVD_img2vid_Conditioning put into `conditioning` (concat_latent_image)."""
     for entry in conditioning or []:
-        z = entry[1].get("concat_latent_image") if len(entry) > 1 else None
+        z = _concat_latent(entry, name)
         if z is not None:
-            if z.ndim != 4:
-                raise ValueError(f"{name}: concat_latent_image has shape {tuple(z.shape)}, expected [1, 4, h, w]")
             return z[:1]
     raise ValueError(f"{name}: no concat_latent_image in this conditioning; connect the positive output of "
                      f"SVD_img2vid_Conditioning")
@@ -89,11 +96,8 @@ def check_concat_latents(conditioning: Conditioning | None, like: torch.Tensor, 
     """Every image latent (concat_latent_image) of an SVD conditioning fits the video latent `like`: a node that
     gives the conditioning its own concat layout refuses, before it plans anything, one that could not be replaced."""
     for entry in conditioning or []:
-        z = entry[1].get("concat_latent_image") if len(entry) > 1 else None
+        z = _concat_latent(entry, name)
         if z is not None:
-            if not isinstance(z, torch.Tensor) or z.ndim != 4:
-                shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-                raise ValueError(f"{name}: concat_latent_image has shape {shape}, expected [1, 4, h, w]")
             check_latent_fits(z[:1], like, f"{name}: concat_latent_image")
 
 
