@@ -223,3 +223,23 @@ def test_one_executor_across_edited_prompts_equals_fresh_runs(comfy_nodes):
     image = harness.svd_conds(frames=5)[0][0][1]["concat_latent_image"][0]
     last = harness.run_prompt(session_prompt("0,-1", 0, 2.5, "z"))["z"]["samples"]
     assert torch.equal(last[-1], image)  # loop closure holds through both patches
+
+
+def test_overlap_edited_on_the_first_video_extend_reaches_the_join_in_one_executor(comfy_nodes):
+    """As a server: one PromptExecutor, the first Video Extend's overlap edited between prompts (2 -> 1 -> 2). The
+    linked overlap outputs carry each value to the second Video Extend and to Join Video Segments, so the joined
+    length follows it, and every result equals a fresh executor's."""
+    session = harness.Session()
+    for overlap in (K, 1, K):
+        prompt = chained_prompt(3)
+        prompt["x2"]["inputs"]["overlap"] = overlap
+        kept, fresh = session.run(prompt), harness.run_prompt(prompt)
+        assert "joined" in kept  # the join re-ran in the kept executor (its overlap input changed)
+        assert kept["joined"].shape[0] == FRAMES + 2 * (FRAMES - overlap)
+        for name in kept:  # a cached node does not re-run its Capture: compare what re-ran
+            value = kept[name]["samples"] if isinstance(kept[name], dict) else kept[name]
+            expected = fresh[name]["samples"] if isinstance(fresh[name], dict) else fresh[name]
+            assert value == expected if isinstance(value, str) else torch.equal(value, expected), name
+        latents = [fresh[f"seg{i}"]["samples"] for i in (1, 2, 3)]
+        for before, after in itertools.pairwise(latents):
+            assert torch.equal(after[:overlap], before[-overlap:])
