@@ -60,6 +60,7 @@ def center_resize(t: torch.Tensor, height: int, width: int, mode: str = "bilinea
         x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
     elif old_aspect < new_aspect:
         y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+    x, y = min(x, (old_w - 1) // 2), min(y, (old_h - 1) // 2)  # an extreme aspect ratio keeps >= 1 px, never 0
     cropped = t.narrow(-2, y, old_h - 2 * y).narrow(-1, x, old_w - 2 * x)
     if mode in ("bilinear", "bicubic"):
         return F.interpolate(cropped, size=(height, width), mode=mode, align_corners=False)

@@ -26,14 +26,29 @@ import torch.nn.functional as F
 from ..anchor.anchoring import center_resize
 
 PIXEL_EMBED_SIZE = 32
+EMBED_BATCH = 8  # frames per embedding call (CLIP or pixel): bounds its memory
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Normalised 2-D Gaussian window [size, size] (SSIM's standard 11x11, sigma 1.5)."""
+    g = _gaussian_1d(size, sigma)
+    return torch.outer(g, g)
+
+
+def _gaussian_1d(size: int, sigma: float) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
     g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
+
+
+def _rgb(images: torch.Tensor) -> torch.Tensor:
+    """[B,H,W,C] -> [B,H,W,3] as a view (alpha dropped, one channel repeated); dtype and device unchanged."""
+    return images[..., :3] if images.shape[-1] >= 3 else images.expand(-1, -1, -1, 3)
+
+
+def _frame(images: torch.Tensor, i: int) -> torch.Tensor:
+    """Frame i of an IMAGE batch as float32 on the CPU [H,W,C]: one frame is converted at a time, never the video."""
+    return images[i].float().cpu()
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window_size: int = 11,
@@ -42,25 +57,46 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window_size:
 
     Gaussian-weighted local statistics (valid region only, as the reference implementation), K1=0.01, K2=0.03,
     C1=(K1 L)^2, C2=(K2 L)^2, computed per channel and averaged over channels and pixels. Images smaller than the
-    window use a window of their smaller side.
+    window use a window of their smaller side. One pair at a time in float32 (`ssim_pair`), so memory stays a fixed
+    multiple of one frame whatever the number of frames.
     """
     if x.shape != y.shape or x.ndim != 4:
         raise ValueError(f"ssim needs two [B,H,W,C] batches of one shape; got {tuple(x.shape)} and {tuple(y.shape)}")
-    size = min(window_size, x.shape[1], x.shape[2])
-    win = gaussian_window(size, sigma).to(torch.float64)
-    c = x.shape[-1]
-    kernel = win.expand(c, 1, size, size).contiguous()
-    a = x.permute(0, 3, 1, 2).to(torch.float64)
-    b = y.permute(0, 3, 1, 2).to(torch.float64)
-    mu_a = F.conv2d(a, kernel, groups=c)
-    mu_b = F.conv2d(b, kernel, groups=c)
-    s_aa = F.conv2d(a * a, kernel, groups=c) - mu_a ** 2
-    s_bb = F.conv2d(b * b, kernel, groups=c) - mu_b ** 2
-    s_ab = F.conv2d(a * b, kernel, groups=c) - mu_a * mu_b
+    return torch.tensor([ssim_pair(_frame(x, i), _frame(y, i), data_range, window_size, sigma)
+                         for i in range(x.shape[0])], dtype=torch.float32)
+
+
+def ssim_pair(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window_size: int = 11,
+              sigma: float = 1.5) -> float:
+    """Mean SSIM of two float32 images [H,W,C]; the working memory is about 20 float32 copies of one image
+    (about 140 MB for a 1024x576 RGB frame).
+
+    The Gaussian window is separable: a vertical then a horizontal 1-D pass give the 2-D weighted means. Both images
+    are shifted by the first one's mean before the second moments are taken (variances and covariance do not change
+    under a shift), which keeps float32's cancellation in E[a^2] - E[a]^2 far below SSIM's C2.
+    """
+    size = min(window_size, a.shape[0], a.shape[1])
+    c = a.shape[-1]
+    shift = float(a.mean())
+    a = a.permute(2, 0, 1) - shift  # [C,H,W], a new tensor
+    b = b.permute(2, 0, 1) - shift
+    g = _gaussian_1d(size, sigma).float()
+    n = 5 * c
+    stats = torch.cat([a, b, a * a, b * b, a * b])[None]  # [1, 5C, H, W]
+    del a, b
+    stats = F.conv2d(stats, g.view(1, 1, size, 1).expand(n, 1, size, 1), groups=n)
+    stats = F.conv2d(stats, g.view(1, 1, 1, size).expand(n, 1, 1, size), groups=n)[0]
+    mu_a, mu_b, e_aa, e_bb, e_ab = stats.split(c)
+    s_aa = e_aa - mu_a * mu_a
+    s_bb = e_bb - mu_b * mu_b
+    s_ab = e_ab - mu_a * mu_b
+    mu_a = mu_a + shift
+    mu_b = mu_b + shift
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    smap = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2))
-    return smap.mean(dim=(1, 2, 3)).float()
+    num = (2 * mu_a * mu_b + c1) * (2 * s_ab + c2)
+    den = (mu_a * mu_a + mu_b * mu_b + c1) * (s_aa + s_bb + c2)
+    return float((num / den).mean(dtype=torch.float64))
 
 
 def pixel_embedding(images: torch.Tensor) -> torch.Tensor:
@@ -82,15 +118,16 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def frame_steps(frames: torch.Tensor) -> torch.Tensor:
-    """Mean absolute pixel difference of each frame to the next, [T-1] (0..1 scale)."""
-    return (frames[1:] - frames[:-1]).abs().flatten(1).mean(1)
+    """Mean absolute pixel difference of each frame to the next, [T-1] (0..1 scale), one pair at a time."""
+    return torch.tensor([float((_frame(frames, i + 1) - _frame(frames, i)).abs().mean())
+                         for i in range(frames.shape[0] - 1)], dtype=torch.float32)
 
 
 def seam_step(frames: torch.Tensor) -> dict:
     """The step a looping player shows from the last frame back to the first, next to the median step between
     consecutive frames: ratio ~1 = the seam is as smooth as the video, >> 1 = a jump, ~0 = the last frame repeats
     the first (the player shows it twice: a stutter; drop the closing frame)."""
-    seam = float((frames[-1] - frames[0]).abs().mean())
+    seam = float((_frame(frames, -1) - _frame(frames, 0)).abs().mean())
     median = float(frame_steps(frames).median())
     ratio = seam / median if median > 0 else (0.0 if seam == 0 else float("inf"))
     if ratio < 0.2:
@@ -110,8 +147,18 @@ def _check_image_batch(name: str, t: torch.Tensor, min_frames: int) -> None:
         raise ValueError(f"{name} has {t.shape[0]} frame(s); it needs at least {min_frames}")
     if t.shape[1] < 1 or t.shape[2] < 1:
         raise ValueError(f"{name} has an empty spatial size {tuple(t.shape[1:3])}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or infinite values; give finite pixel values in [0, 1]")
+    for i in range(t.shape[0]):  # frame by frame: no mask the size of the whole video
+        if not torch.isfinite(t[i]).all():
+            raise ValueError(f"{name} contains NaN or infinite values (frame {i}); give finite pixel values in "
+                             f"[0, 1]")
+
+
+def _embed_all(fn: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Embeddings [T+1, D] of the frames then the image, EMBED_BATCH frames per call (never the whole video)."""
+    with torch.no_grad():
+        parts = [fn(frames[i:i + EMBED_BATCH].float().cpu()) for i in range(0, frames.shape[0], EMBED_BATCH)]
+        parts.append(fn(image))
+    return torch.cat([p.detach().double().cpu().reshape(p.shape[0], -1) for p in parts])
 
 
 def loop_metrics(frames: torch.Tensor, image: torch.Tensor,
@@ -121,30 +168,32 @@ def loop_metrics(frames: torch.Tensor, image: torch.Tensor,
     Returns a dict with loop_c, fc, clip_i, mse_f0 (0..255 scale), mse_f0_unit (0..1 scale), motion, mean_ssim,
     embedding ('clip' or 'pixel'), per-frame lists sim_to_first, sim_to_input, sim_consecutive, ssim_consecutive,
     and notes (what was adjusted, e.g. the input image resized to the frames' size).
+    Memory: the frames are read one at a time (or EMBED_BATCH at a time for the embedding) and converted to float32
+    on the CPU as they are read; SSIM works on one pair of frames (`ssim_pair`). So the working memory is a fixed
+    multiple of one frame, whatever the video's length (about 0.2 GB at 1024x576).
     """
     _check_image_batch("frames", frames, 2)
     _check_image_batch("image", image, 1)
-    frames = frames[..., :3].float().cpu() if frames.shape[-1] >= 3 else frames.float().cpu().expand(-1, -1, -1, 3)
-    image = image[..., :3].float().cpu() if image.shape[-1] >= 3 else image.float().cpu().expand(-1, -1, -1, 3)
+    frames = _rgb(frames)  # a view: the video is never copied whole
     notes = []
     if image.shape[0] > 1:
         notes.append(f"image has {image.shape[0]} images; the first one is the input image")
-        image = image[:1]
+    image = _rgb(image[:1]).float().cpu()
     t, h, w, _ = frames.shape
     if image.shape[1:3] != frames.shape[1:3]:
         notes.append(f"input image {image.shape[2]}x{image.shape[1]} resized (centre crop + bilinear) to the "
                      f"frames' {w}x{h}")
         image = center_resize(image.movedim(-1, 1), h, w).movedim(1, -1).clamp(0, 1)
     kind = "pixel" if embed is None else "clip"
-    fn = embed if embed is not None else pixel_embedding
-    with torch.no_grad():
-        emb = fn(torch.cat([frames, image], 0)).detach().reshape(t + 1, -1).double().cpu()
+    emb = _embed_all(embed if embed is not None else pixel_embedding, frames, image)
+    if emb.shape[0] != t + 1:
+        raise ValueError(f"the embedding gave {emb.shape[0]} rows for {t + 1} images (frames + input image)")
     fe, ie = emb[:t], emb[t:]
     sim_first = cosine(fe, fe[:1])
     sim_input = cosine(fe, ie)
     sim_consec = cosine(fe[:-1], fe[1:])
     ssim_consec = ssim(frames[:-1], frames[1:])
-    mse_unit = float(((frames[0] - image[0]) ** 2).mean())
+    mse_unit = float(((_frame(frames, 0) - image[0]) ** 2).mean())
     return {
         "embedding": kind,
         "loop_c": float(sim_first[-1]),                 # LoopAnimate Loop-C
@@ -238,5 +287,5 @@ def render_plot(m: dict, width: int = 768, height: int = 384) -> np.ndarray:
     return img.astype(np.float32) / 255.0
 
 
-__all__ = ["ssim", "gaussian_window", "pixel_embedding", "cosine", "frame_steps", "seam_step", "loop_metrics",
-           "format_metrics", "render_plot"]
+__all__ = ["ssim", "ssim_pair", "gaussian_window", "pixel_embedding", "cosine", "frame_steps", "seam_step",
+           "loop_metrics", "format_metrics", "render_plot"]

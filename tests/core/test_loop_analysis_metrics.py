@@ -10,6 +10,7 @@ from conftest import TEST_DATA
 
 from vcut.anchor.anchoring import center_resize
 from vcut.loop.metrics import (
+    EMBED_BATCH,
     cosine,
     format_metrics,
     gaussian_window,
@@ -18,6 +19,7 @@ from vcut.loop.metrics import (
     render_plot,
     seam_step,
     ssim,
+    ssim_pair,
 )
 
 
@@ -37,6 +39,77 @@ def _reference_ssim(a, b, size=11, sigma=1.5, L=1.0):
                 cov = (w * (pa - ma) * (pb - mb)).sum()
                 vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
     return float(np.mean(vals))
+
+
+def _float64_ssim_all_pairs(x, y, size=11, sigma=1.5):
+    """The straightforward computation: every pair at once, float64, a 2-D Gaussian window (the node's code before
+    it worked pair by pair in float32)."""
+    size = min(size, x.shape[1], x.shape[2])
+    k = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-k ** 2 / (2 * sigma ** 2))
+    win = torch.outer(g, g) / torch.outer(g, g).sum()
+    c = x.shape[-1]
+    kernel = win.expand(c, 1, size, size).contiguous()
+    a, b = x.permute(0, 3, 1, 2).double(), y.permute(0, 3, 1, 2).double()
+    conv = lambda t: torch.nn.functional.conv2d(t, kernel, groups=c)  # noqa: E731  (a one-line helper)
+    mu_a, mu_b = conv(a), conv(b)
+    s_aa, s_bb, s_ab = conv(a * a) - mu_a ** 2, conv(b * b) - mu_b ** 2, conv(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    smap = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2))
+    return smap.mean(dim=(1, 2, 3))
+
+
+def _real_clip(name, count, start, size):
+    frames = torch.from_numpy(read_frames(TEST_DATA / "video" / name, count, start)).float() / 255.0
+    return torch.nn.functional.interpolate(frames.movedim(-1, 1), size=size, mode="area").movedim(1, -1)
+
+
+@pytest.mark.parametrize("name, start, size", [("vid_h264.mp4", 150, (144, 256)), ("car-detection.mp4", 40, (108, 192))])
+def test_pair_by_pair_float32_ssim_equals_the_float64_all_pairs_computation_on_real_clips(name, start, size):
+    frames = _real_clip(name, 6, start, size)
+    ours = ssim(frames[:-1], frames[1:])
+    reference = _float64_ssim_all_pairs(frames[:-1], frames[1:])
+    assert ours.dtype == torch.float32 and ours.shape == (5,)
+    assert torch.allclose(ours.double(), reference, atol=1e-6, rtol=0), (ours, reference)
+    assert float((reference - 1).abs().min()) > 1e-3  # real motion: SSIM clearly below 1
+    # a dark, low-contrast pair (small variances next to E[a^2]): float32 still agrees
+    dark = frames[:2] * 0.05 + 0.9
+    assert float(ssim(dark[:1], dark[1:])[0]) == pytest.approx(float(_float64_ssim_all_pairs(dark[:1], dark[1:])[0]),
+                                                                abs=2e-6)
+    # the node's metrics on the same clip: motion from the same SSIMs
+    m = loop_metrics(frames, frames[:1])
+    assert m["motion"] == pytest.approx(1.0 - float(reference.mean()), abs=2e-6)
+    assert m["ssim_consecutive"] == pytest.approx(reference.tolist(), abs=2e-6)
+
+
+def test_half_precision_frames_give_the_float32_results():
+    frames = _real_clip("vid_h264.mp4", 4, 150, (72, 128))
+    half = loop_metrics(frames.half(), frames[:1])
+    full = loop_metrics(frames.half().float(), frames[:1])
+    for key in ("loop_c", "fc", "clip_i", "mse_f0", "motion", "seam_step"):
+        assert half[key] == pytest.approx(full[key], abs=1e-9), key
+
+
+def test_a_long_video_is_embedded_in_batches_with_the_same_result():
+    frames = _real_clip("vid_h264.mp4", 2 * EMBED_BATCH + 3, 150, (36, 64))
+    calls = []
+
+    def embed(batch):
+        calls.append(batch.shape[0])
+        return pixel_embedding(batch)
+
+    m = loop_metrics(frames, frames[:1], embed)
+    assert calls == [EMBED_BATCH, EMBED_BATCH, 3, 1] and max(calls) <= EMBED_BATCH
+    e = pixel_embedding(frames)
+    assert m["fc"] == pytest.approx(float(cosine(e[:-1], e[1:]).mean()), abs=1e-12)
+    assert m["loop_c"] == pytest.approx(float(cosine(e[:1], e[-1:])[0]), abs=1e-12)
+
+
+def test_ssim_pair_does_not_change_its_inputs():
+    a, b = torch.rand(20, 30, 3), torch.rand(20, 30, 3)
+    a0, b0 = a.clone(), b.clone()
+    ssim_pair(a, b)
+    assert torch.equal(a, a0) and torch.equal(b, b0)
 
 
 def test_ssim_of_identical_images_is_one():
@@ -113,7 +186,7 @@ def test_a_given_embedding_is_used_and_labelled():
         return batch.reshape(batch.shape[0], -1) @ proj
 
     m = loop_metrics(frames, image, embed)
-    assert m["embedding"] == "clip" and calls == [(4, 64, 96, 3)]
+    assert m["embedding"] == "clip" and calls == [(3, 64, 96, 3), (1, 64, 96, 3)]  # the frames, then the image
     e = embed(frames)
     assert m["loop_c"] == pytest.approx(float(cosine(e[:1], e[2:])[0]), abs=1e-6)
     assert "Loop-C (clip)" in format_metrics(m)
@@ -181,3 +254,42 @@ def test_seam_step_tells_a_repeated_closing_frame_a_seamless_loop_and_a_jump():
     jump = seam_step(frames)  # a clip that walks on: last -> first jumps
     assert jump["seam_ratio"] > 1.5 and "jump" in jump["seam_verdict"]
     assert "seam step (last -> first)" in format_metrics(loop_metrics(loop, loop[:1]))
+
+
+@pytest.mark.parametrize("frames_shape, image_shape", [
+    ((3, 1, 1000, 3), (1, 64, 96, 3)),    # a 1 px tall video: the image's centre crop would round to 0 px
+    ((3, 1000, 1, 3), (1, 1, 1000, 3)),   # a 1 px wide video, an image of the opposite extreme
+    ((3, 64, 96, 3), (1, 1, 1000, 3)),    # an extreme image for an ordinary video
+    ((3, 1, 1000, 1), (1, 1, 1000, 1)),   # one channel, 1 x 1000, no resize
+    ((2, 1, 1, 3), (1, 5, 5, 3)),         # 1 x 1 frames: a 1 x 1 SSIM window
+])
+def test_extreme_aspect_ratios_give_finite_metrics(frames_shape, image_shape):
+    g = torch.Generator().manual_seed(0)
+    frames, image = torch.rand(frames_shape, generator=g), torch.rand(image_shape, generator=g)
+    m = loop_metrics(frames, image)
+    for key in ("loop_c", "fc", "clip_i", "mse_f0", "motion", "seam_step"):
+        assert math.isfinite(m[key]), (key, m[key])
+    assert len(m["ssim_consecutive"]) == frames_shape[0] - 1
+    assert (image_shape[1:3] != frames_shape[1:3]) == any("resized" in n for n in m["notes"])
+    same = loop_metrics(frames[:1].expand(3, -1, -1, -1), frames[:1])  # a still video of the same shape
+    assert same["motion"] == pytest.approx(0.0, abs=1e-6) and same["loop_c"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_centre_crop_of_an_extreme_aspect_ratio_keeps_a_pixel():
+    out = center_resize(torch.rand(1, 3, 64, 96), 1, 1000)  # the aspect 1000:1 crop of 64 rows is 0.1 px
+    assert out.shape == (1, 3, 1, 1000) and torch.isfinite(out).all()
+    assert center_resize(torch.rand(1, 3, 96, 64), 1000, 1).shape == (1, 3, 1000, 1)
+
+
+def test_nan_in_the_input_image_and_a_one_frame_video_are_refused_by_name():
+    frames, image = _frames_from_photo([(0, 0), (1, 0), (2, 0)])
+    bad = image.clone()
+    bad[0, 3, 3, 1] = float("inf")
+    with pytest.raises(ValueError, match="image contains NaN or infinite values"):
+        loop_metrics(frames, bad)
+    late = frames.clone()
+    late[2, 5, 5, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"frames contains NaN or infinite values \(frame 2\)"):
+        loop_metrics(late, image)
+    with pytest.raises(ValueError, match="frames has 1 frame.*at least 2"):
+        loop_metrics(frames[:1], image)
