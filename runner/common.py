@@ -9,7 +9,10 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import sys
+import threading
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -248,34 +251,124 @@ def inside(folder: pathlib.Path, subfolder: object, filename: object) -> pathlib
 def free_path(path: pathlib.Path) -> pathlib.Path:
     """`path`, or `stem-2.ext`, `stem-3.ext` ... where a file of that name exists: nothing is overwritten."""
     candidate, n = path, 1
-    while candidate.exists():
+    while candidate.exists() or candidate.is_symlink():
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
 
 
+def move_new(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    """Move `source` to `target`, or to the next free name (free_path), never over a file: the new name is made by
+    link(2) or O_CREAT|O_EXCL, which fail where a name exists, so another program writing the same folder at the same
+    moment cannot be overwritten. Returns where the file went."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        candidate = free_path(target)
+        try:
+            os.link(source, candidate)
+        except FileExistsError:
+            continue  # taken between the check and the link: the next name
+        except OSError:  # another file system, or one without hard links: a new file, then copy
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
+                shutil.copyfileobj(data, out)
+        source.unlink()
+        return candidate
+
+
+# A run owns what it leaves on disk (staging folders, temporary folders, item claims) by a lease that any host sharing
+# the folder can read: a small JSON record (run id, host, boot id, PID namespace, pid) in a file whose modification
+# time a heartbeat thread renews every HEARTBEAT_S. Another run takes it as stale only when it has not been renewed
+# for LEASE_S, or when it names a process of the same host, boot and PID namespace that is gone (a killed run on this
+# machine: no need to wait). A pid alone is never enough: a runner in another container or on another machine sharing
+# a network folder has pids this one cannot see.
+LEASE_S = 120.0
+HEARTBEAT_S = 10.0
+LEASE_FILE = ".vcut-lease"  # the lease inside an owned folder
+
+
+def namespace() -> str:
+    """Where this process's pids mean something: host name, boot id and PID namespace."""
+    try:
+        boot = pathlib.Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "?"
+    try:
+        pids = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        pids = "?"
+    return f"{socket.gethostname()}/{boot}/{pids}"
+
+
+def read_lease(path: pathlib.Path) -> dict:
+    """The owner record of a lease file ({} when unreadable or cut short)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def lease_stale(path: pathlib.Path, lease_s: float = LEASE_S) -> bool:
+    """A lease file (or, without one, a folder or link) is stale when not renewed for lease_s, or when its owner is a
+    process of this host, boot and PID namespace that is gone. A missing file is stale."""
+    try:
+        age = time.time() - path.lstat().st_mtime
+    except FileNotFoundError:
+        return True
+    if age > lease_s:
+        return True
+    owner = read_lease(path) if path.is_file() and not path.is_symlink() else {}
+    here = owner.get("where") == namespace() and isinstance(owner.get("pid"), int)
+    return here and not process_alive(owner["pid"])
+
+
 def owned_name(prefix: str) -> str:
-    """A name for a folder of this run: prefix, this process's id, a random part (clean_stale reads the id)."""
+    """A name for a folder of this run (tests and names only; Lease.folder makes and owns one)."""
     return f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def clean_stale(folder: pathlib.Path, prefix: str) -> None:
-    """Remove the folders and links named `prefix<pid>-...` in `folder` whose owner process is gone (left by a
-    killed run); those of running processes, and names without an owner, are left alone."""
+def discard(path: pathlib.Path) -> bool:
+    """Remove a stale folder, file or link: renamed first (one of several runs cleaning at once wins the rename), then
+    removed. False when another run got there first."""
+    trash = path.with_name(f"{path.name}.removing-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return False
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        trash.unlink(missing_ok=True)
+    return True
+
+
+def clean_stale(folder: pathlib.Path, prefix: str, lease_s: float = LEASE_S) -> None:
+    """Remove the folders (and links) named `prefix...` in `folder` whose lease is stale (lease_stale on the
+    folder's lease file, or on the folder itself where it has none): left by a killed run. Folders of live runs,
+    on any host, are left alone."""
     if not folder.is_dir():
         return
     for path in folder.glob(prefix + "*"):
-        found = re.fullmatch(re.escape(prefix) + r"(\d+)-.+", path.name)
-        if not found or process_alive(int(found.group(1))):
+        if ".removing-" in path.name:
+            if lease_stale(path, lease_s):  # a cleaner killed mid-removal
+                discard(path)
             continue
-        if path.is_symlink() or not path.is_dir():
-            path.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-        log(f"removed {path}, left by run {found.group(1)}, which is gone")
+        lease = path / LEASE_FILE if path.is_dir() and not path.is_symlink() else path
+        if not lease.exists() and not lease.is_symlink():
+            lease = path
+        if lease_stale(lease, lease_s):
+            owner = read_lease(lease)
+            if discard(path):
+                who = f"run {owner['run']} on {owner.get('host', '?')}" if owner.get("run") else "an earlier run"
+                log(f"removed {path}, left by {who}, which is gone")
 
 
 def process_alive(pid: int) -> bool:
+    """Whether a process of this PID namespace has this id (only meaningful for a lease of this namespace)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -283,3 +376,128 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+class LeaseLost(Exception):
+    """This run no longer holds a claim (its lease expired and another run took it over)."""
+
+
+class Lease:
+    """The leases of one run: its owned folders and claim files, renewed by one heartbeat thread.
+
+        with Lease() as lease:
+            staging = lease.folder(output_dir, ".vcut-batch-")   # made, with its lease file inside
+            if lease.claim(claims / "a.claim"):                  # O_CREAT|O_EXCL: one run wins
+                ...; lease.check(claims / "a.claim"); lease.release(claims / "a.claim")
+
+    The heartbeat renews every lease file each heartbeat_s; a lease file that another run replaced or removed is
+    lost. check() raises LeaseLost unless the claim is still this run's and was renewed within lease_s, so a run
+    stalled past its lease never records work that another run may have taken over."""
+
+    def __init__(self, lease_s: float = LEASE_S, heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.lease_s, self.heartbeat_s = lease_s, heartbeat_s
+        self.run = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.record = {"run": self.run, "host": socket.gethostname(), "where": namespace(), "pid": os.getpid()}
+        self.files: dict[pathlib.Path, float] = {}  # lease file -> monotonic time of its last renewal
+        self.lost: set[pathlib.Path] = set()
+        self.guard = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Lease:
+        self.thread = threading.Thread(target=self._beat, name="vcut-lease-heartbeat", daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the heartbeat (waiting at most one heartbeat for it) and release the claims still held."""
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join(timeout=self.heartbeat_s + 5.0)
+        with self.guard:
+            held = [p for p in self.files if p not in self.lost and p.name != LEASE_FILE]
+        for path in held:
+            self.release(path)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.heartbeat_s):
+            self.renew()
+
+    def renew(self) -> None:
+        """Renew every lease file of this run (touch it, after checking it is still ours)."""
+        with self.guard:
+            files = [p for p in self.files if p not in self.lost]
+        for path in files:
+            try:
+                if read_lease(path).get("run") != self.run:
+                    raise FileNotFoundError(path)
+                os.utime(path)
+            except OSError:
+                with self.guard:
+                    if path in self.files:
+                        self.lost.add(path)
+                log(f"lost the lease {path}: another run removed or took it over")
+                continue
+            with self.guard:
+                if path in self.files:
+                    self.files[path] = time.monotonic()
+
+    def _write(self, path: pathlib.Path, extra: dict | None = None) -> None:
+        """Create the lease file (O_CREAT|O_EXCL: FileExistsError where one exists) and start renewing it."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({**self.record, **(extra or {})}))
+        with self.guard:
+            self.files[path] = time.monotonic()
+            self.lost.discard(path)
+
+    def folder(self, parent: pathlib.Path, prefix: str, mode: int = 0o755) -> pathlib.Path:
+        """parent/<prefix><run>: a folder of this run, with its lease file inside (clean_stale reads it)."""
+        path = parent / f"{prefix}{self.run}"
+        path.mkdir(mode=mode, parents=True)
+        self._write(path / LEASE_FILE)
+        return path
+
+    def claim(self, path: pathlib.Path, **extra: object) -> bool:
+        """Take the claim file `path` for this run: True when this run now holds it (made here, or a stale one of
+        another run broken and made again), False while another live run holds it."""
+        for _ in range(2):
+            try:
+                self._write(path, extra)
+                return True
+            except FileExistsError:
+                if read_lease(path).get("run") == self.run and self.holds(path):
+                    return True
+                owner = self.owner(path)
+                if not lease_stale(path, self.lease_s) or not discard(path):
+                    return False
+                log(f"took over {path.name} from {owner}, whose lease is stale")
+        return False
+
+    def holds(self, path: pathlib.Path) -> bool:
+        with self.guard:
+            renewed = self.files.get(path)
+            lost = path in self.lost
+        return renewed is not None and not lost and time.monotonic() - renewed < self.lease_s
+
+    def check(self, path: pathlib.Path) -> None:
+        """LeaseLost unless this run still holds `path` (renewed within the lease, and the file is still its own)."""
+        if not self.holds(path) or read_lease(path).get("run") != self.run:
+            raise LeaseLost(f"this run's claim {path} expired or was taken over by another run (a heartbeat missed for "
+                            f"over {self.lease_s:g} s)")
+
+    def release(self, path: pathlib.Path) -> None:
+        """Give the claim up (removed only while it is still this run's)."""
+        with self.guard:
+            self.files.pop(path, None)
+            self.lost.discard(path)
+        if read_lease(path).get("run") == self.run:
+            path.unlink(missing_ok=True)
+
+    def owner(self, path: pathlib.Path) -> str:
+        """Who holds a claim, for messages: 'run R (pid P on host H)'."""
+        record = read_lease(path)
+        return f"run {record.get('run', '?')} (pid {record.get('pid', '?')} on host {record.get('host', '?')})"

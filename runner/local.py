@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .batch import Result, item_line, place, plan, summary, with_input
 from .common import (
+    Lease,
     RunnerError,
     clean_stale,
     describe_node,
@@ -29,9 +30,7 @@ from .common import (
     format_validation,
     log,
     output_folder,
-    owned_name,
     prepare_prompt,
-    safe_name,
     written_files,
 )
 
@@ -39,11 +38,12 @@ if TYPE_CHECKING:
     import argparse
     import types
 
-    from .batch import BatchInput, Item
+    from .batch import Batch, Item
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
-TEMP = "vcut-run-temp-"  # the run's temporary folder (previews): vcut-run-temp-<pid>-<id> in the system's temp
-STAGING = ".vcut-batch-"  # the in-process batch's staging folder (output) and input link: .vcut-batch-<pid>-<id>
+TEMP = "vcut-run-temp-"  # the run's temporary folder (previews): vcut-run-temp-<run> in the system's temp
+STAGING = ".vcut-batch-"  # the in-process batch's staging folders, output and input: .vcut-batch-<run>
+# each holds the run's lease file (common.Lease): another run removes it only once that lease is stale
 
 
 def find_comfyui(explicit: str | None) -> pathlib.Path:
@@ -310,20 +310,22 @@ def stop(signum: int, frame: types.FrameType | None) -> NoReturn:
 
 
 def run_in_process(options: argparse.Namespace, prompt: dict, nodes: types.ModuleType, execution: types.ModuleType,
-                   output_dir: pathlib.Path) -> int:
+                   output_dir: pathlib.Path, lease: Lease) -> int:
     """The batch in this process: one PromptExecutor for every item (models stay loaded between items, as in a
-    server); ComfyUI writes into a staging folder, and each item's files are then moved into OUT/<item>/."""
+    server); ComfyUI writes into a staging folder, and each item's files are then moved into OUT/<item>/. Each item
+    is claimed first (batch.Batch.start), so runs sharing the output folder never run one item twice."""
     import folder_paths
-    items, targets, batch, manifest, skipped = plan(options, output_dir, prompt, nodes.NODE_CLASS_MAPPINGS)
-    done = {r.item.index for r in skipped}
-    results = list(skipped)
-    for r in skipped:
-        log(item_line(r, len(items)))
+    batch = plan(options, output_dir, prompt, nodes.NODE_CLASS_MAPPINGS, lease)
+    total = len(batch.items)
+    done = {r.item.index for r in batch.skipped}
+    results = list(batch.skipped)
+    for r in batch.skipped:
+        log(item_line(r, total))
     input_dir = pathlib.Path(folder_paths.get_input_directory())
-    for folder in (output_dir, input_dir):  # what killed batches left (their process is gone)
-        clean_stale(folder, STAGING)
-    staging = output_dir / owned_name(STAGING)
-    inbox = input_dir / staging.name if batch else None  # each item's file is put here while it runs
+    for folder in (output_dir, input_dir):  # what killed batches left (their lease is stale)
+        clean_stale(folder, STAGING, lease.lease_s)
+    staging = lease.folder(output_dir, STAGING)
+    inbox = lease.folder(input_dir, STAGING) if batch.input else None  # each item's file is put here while it runs
     folder_paths.set_output_directory(str(staging))
     server = HeadlessServer(prompt)
     hook_progress(server)
@@ -331,44 +333,44 @@ def run_in_process(options: argparse.Namespace, prompt: dict, nodes: types.Modul
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, stop)  # a terminated batch still removes its staging folders
     try:
-        for item in items:
+        for item in batch.items:
             if item.index in done:
                 continue
-            result = run_item(item, prompt, targets, batch, inbox, staging, output_dir, execution, executor, server)
-            manifest.append(result)
+            result = batch.start(item)
+            if result is None:
+                result = batch.commit(run_item(item, prompt, batch, inbox, staging, output_dir, execution, executor,
+                                               server))
             results.append(result)
-            log(item_line(result, len(items)))
+            log(item_line(result, total))
     finally:
         signal.signal(signal.SIGTERM, previous)
         for folder in (staging, inbox):
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
-    return summary(results, manifest.path, time.perf_counter() - start)
+    return summary(results, batch.manifest.path, time.perf_counter() - start)
 
 
-def stage_input(source: pathlib.Path, inbox: pathlib.Path) -> pathlib.Path:
-    """The item's file inside ComfyUI's input folder under a safe name: a hard link, else a copy. Not a symbolic
-    link: ComfyUI 0.30.0's folder_paths.get_annotated_filepath refuses a path whose real path leaves the input
-    folder (0.8.0 followed links)."""
-    inbox.mkdir(parents=True, exist_ok=True)
-    staged = inbox / safe_name(source.name)
+def stage_input(item: Item, inbox: pathlib.Path) -> pathlib.Path:
+    """The item's file inside ComfyUI's input folder under the name ComfyUI reads as it is (Item.input_name): a
+    hard link, else a copy. Not a symbolic link: ComfyUI 0.30.0's folder_paths.get_annotated_filepath refuses a path
+    whose real path leaves the input folder (0.8.0 followed links)."""
+    staged = inbox / item.input_name
     staged.unlink(missing_ok=True)
     try:
-        os.link(source, staged)
+        os.link(item.path, staged)
     except OSError:  # another file system, or links not allowed
-        shutil.copyfile(source, staged)
+        shutil.copyfile(item.path, staged)
     return staged
 
 
-def run_item(item: Item, prompt: dict, targets: list[str], batch: BatchInput | None, inbox: pathlib.Path | None,
-             staging: pathlib.Path, output_dir: pathlib.Path, execution: types.ModuleType, executor: Any,
-             server: HeadlessServer) -> Result:
+def run_item(item: Item, prompt: dict, batch: Batch, inbox: pathlib.Path | None, staging: pathlib.Path,
+             output_dir: pathlib.Path, execution: types.ModuleType, executor: Any, server: HeadlessServer) -> Result:
     began = time.perf_counter()
     staged = None
     try:
-        if batch:
-            staged = stage_input(item.path, inbox)
-        result = execute_item(item, prompt, targets, batch, staged, staging, output_dir, execution, executor, server)
+        if batch.input:
+            staged = stage_input(item, inbox)
+        result = execute_item(item, prompt, batch, staged, staging, output_dir, execution, executor, server)
     except Exception as error:  # one failing input never stops the batch
         result = Result(item, "failed", [], time.perf_counter() - began, f"{type(error).__name__}: {error}")
     finally:
@@ -381,20 +383,28 @@ def run_item(item: Item, prompt: dict, targets: list[str], batch: BatchInput | N
     return result
 
 
-def execute_item(item: Item, prompt: dict, targets: list[str], batch: BatchInput | None,
-                 staged: pathlib.Path | None, staging: pathlib.Path, output_dir: pathlib.Path,
-                 execution: types.ModuleType, executor: Any, server: HeadlessServer) -> Result:
-    """Validate and execute one item's prompt (seconds: set by run_item); its files into OUT/<item>/."""
-    item_prompt = with_input(prompt, targets, batch.input, f"{staged.parent.name}/{staged.name}") if batch else prompt
+def execute_item(item: Item, prompt: dict, batch: Batch, staged: pathlib.Path | None, staging: pathlib.Path,
+                 output_dir: pathlib.Path, execution: types.ModuleType, executor: Any,
+                 server: HeadlessServer) -> Result:
+    """Validate and execute one item's prompt (seconds: set by run_item); its files into OUT/<item>/. Every file
+    ComfyUI reports must be there: one that is missing fails the item (never an "ok" with files lost)."""
+    item_prompt = prompt
+    if batch.input:
+        item_prompt = with_input(prompt, batch.targets, batch.input.input, f"{staged.parent.name}/{staged.name}")
     staging.mkdir(parents=True, exist_ok=True)
     try:
         history = execute_prompt(item_prompt, execution, executor, server)
     except ExecutionFailed as failed:
         return Result(item, "failed", [], 0.0, str(failed))
-    item_dir = output_dir / item.name
-    outputs = [str(place(path, item_dir, path.relative_to(staging)))
-               for _, path in written_files(history, str(staging)) if path.is_file()]
-    return Result(item, "ok", outputs)
+    reported = [path for _, path in written_files(history, str(staging))]
+    missing = [str(path) for path in reported if not path.is_file()]
+    if missing:
+        return Result(item, "failed", [], 0.0, f"{len(missing)} of the {len(reported)} file(s) ComfyUI reported "
+                      f"writing are not in the staging folder {staging} (removed while the item ran?): "
+                      + ", ".join(missing), reported=len(reported))
+    batch.check(item)  # still this run's item: else its files are left for the run that took it over
+    outputs = [str(place(path, output_dir / item.name, path.relative_to(staging))) for path in reported]
+    return Result(item, "ok", outputs, reported=len(reported))
 
 
 def run_local(options: argparse.Namespace, workflow: dict) -> int:
@@ -411,14 +421,14 @@ def run_local(options: argparse.Namespace, workflow: dict) -> int:
         folder_paths.set_input_directory(str(pathlib.Path(options.input_dir).resolve()))
     output_dir = output_folder(options.output_dir or folder_paths.get_output_directory())
     folder_paths.set_output_directory(str(output_dir))
-    clean_stale(pathlib.Path(tempfile.gettempdir()), TEMP)  # temp folders of killed runs
-    temp_dir = pathlib.Path(tempfile.gettempdir()) / owned_name(TEMP)  # previews go here, removed at the end
-    temp_dir.mkdir(mode=0o700)
-    folder_paths.set_temp_directory(str(temp_dir))
-    try:
-        prompt = prepare_prompt(options, workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
-        if options.batch_input:  # the workflow once per file of a folder (batch.py's items and manifest)
-            return run_in_process(options, prompt, nodes, execution, output_dir)
-        return execute(options, prompt, execution, output_dir)
-    finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with Lease() as lease:  # owns the run's temporary and staging folders, and its batch items' claims
+        clean_stale(pathlib.Path(tempfile.gettempdir()), TEMP)  # temp folders of killed runs
+        temp_dir = lease.folder(pathlib.Path(tempfile.gettempdir()), TEMP, 0o700)  # previews, removed at the end
+        folder_paths.set_temp_directory(str(temp_dir))
+        try:
+            prompt = prepare_prompt(options, workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+            if options.batch_input:  # the workflow once per file of a folder (batch.py's items and manifest)
+                return run_in_process(options, prompt, nodes, execution, output_dir, lease)
+            return execute(options, prompt, execution, output_dir)
+        finally:
+            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -32,15 +32,16 @@ from typing import TYPE_CHECKING, Any
 
 from .batch import Item, Result, item_line, plan, summary, with_input
 from .common import (
+    Lease,
+    LeaseLost,
     RunnerError,
     execution_errors,
     format_validation,
-    free_path,
     inside,
     log,
+    move_new,
     output_entries,
     prepare_prompt,
-    safe_name,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-    from .batch import BatchInput, Manifest
+    from .batch import Batch
 
 POLL_S = 2.0  # how often /history is asked while the WebSocket is quiet
 
@@ -152,15 +153,17 @@ class Server:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
             raise ServerFailed(f"WebSocket: {type(error).__name__}: {error}") from None
 
-    async def upload(self, path: pathlib.Path, subfolder: str) -> str:
-        """The file into <input>/<subfolder>/ of the server; returns the name its loaders take."""
+    async def upload(self, item: Item, subfolder: str) -> str:
+        """The item's file into <input>/<subfolder>/ of the server; returns the name its loaders take."""
         import aiohttp
         form = aiohttp.FormData()
+        path = item.path
         try:
             data = path.read_bytes()
         except OSError as error:
             raise JobFailed(f"cannot read {path}: {error}") from None
-        form.add_field("image", data, filename=safe_name(path.name))  # a newline would break the form's header
+        # Item.input_name: no newline (it would break the form's header), no name ComfyUI reads as annotated
+        form.add_field("image", data, filename=item.input_name)
         form.add_field("type", "input")
         form.add_field("subfolder", subfolder)
         status, answer = await self._json("POST", "/upload/image", data=form)
@@ -261,9 +264,8 @@ class Server:
         """One written file via /view to `target` (batch.inside: in the item's folder), never over another file."""
         import aiohttp
         params = {"filename": file["filename"], "subfolder": file.get("subfolder", ""), "type": "output"}
-        target = free_path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".part")
+        partial = target.with_name(f"{target.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             async with self.session.get(self.url + "/view", params=params,
                                         timeout=self.deadlines.transfer()) as response:
@@ -279,8 +281,7 @@ class Server:
         except (aiohttp.ClientError, OSError) as error:
             partial.unlink(missing_ok=True)
             raise ServerFailed(f"GET /view: {type(error).__name__}: {error}") from None
-        partial.rename(target)
-        return target
+        return move_new(partial, target)
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -290,12 +291,11 @@ class Server:
 class Scheduler:
     """Items handed to one worker per server; an item whose server failed goes back to the front of the queue."""
 
-    def __init__(self, items: list[Item], prompt: dict, targets: list[str], batch: BatchInput | None,
-                 output_dir: pathlib.Path, manifest: Manifest, total: int) -> None:
+    def __init__(self, items: list[Item], prompt: dict, batch: Batch, output_dir: pathlib.Path, total: int) -> None:
         self.pending = collections.deque(items)
         self.running = 0
-        self.prompt, self.targets, self.batch = prompt, targets, batch
-        self.output_dir, self.manifest, self.total = output_dir, manifest, total
+        self.prompt, self.batch = prompt, batch
+        self.output_dir, self.total = output_dir, total
         self.results: list[Result] = []
         self.subfolder = f"vcut-batch-{uuid.uuid4().hex[:8]}"
 
@@ -305,6 +305,11 @@ class Scheduler:
                 await asyncio.sleep(0.2)
                 continue
             item = self.pending.popleft()
+            early = self.batch.start(item)  # claimed (an item back from a failed server is still this run's)
+            if early is not None:  # done meanwhile, or another run holds it
+                self.results.append(early)
+                log(item_line(early, self.total))
+                continue
             self.running += 1
             item.attempts += 1
             began = time.perf_counter()
@@ -321,9 +326,9 @@ class Scheduler:
     async def run_item(self, server: Server, item: Item, began: float) -> Result:
         try:
             prompt = self.prompt
-            if self.batch:
-                name = await server.upload(item.path, self.subfolder)
-                prompt = with_input(prompt, self.targets, self.batch.input, name)
+            if self.batch.input:
+                name = await server.upload(item, self.subfolder)
+                prompt = with_input(prompt, self.batch.targets, self.batch.input.input, name)
             entry = await server.run(prompt, item)
             item_dir = self.output_dir / item.name
             try:  # every name checked before anything is written
@@ -332,13 +337,17 @@ class Scheduler:
             except ValueError as error:
                 raise JobFailed(f"{error} (the server {server.url} named it in /history); "
                                 "nothing was downloaded") from None
+            try:
+                self.batch.check(item)  # still this run's item: else the run that took it over downloads them
+            except LeaseLost as error:
+                raise JobFailed(str(error)) from None
             outputs = [str(await server.download(f, target)) for f, target in files]
-            return Result(item, "ok", outputs, time.perf_counter() - began, server=server.url)
+            return Result(item, "ok", outputs, time.perf_counter() - began, server=server.url, reported=len(files))
         except JobFailed as error:
             return Result(item, "failed", [], time.perf_counter() - began, str(error), server.url)
 
     def finish(self, result: Result) -> None:
-        self.manifest.append(result)
+        result = self.batch.commit(result)
         self.results.append(result)
         log(item_line(result, self.total))
 
@@ -346,38 +355,50 @@ class Scheduler:
 async def run_batch(options: argparse.Namespace, workflow: dict) -> int:
     import aiohttp
     deadlines = Deadlines.of(options)
-    async with aiohttp.ClientSession(timeout=deadlines.control()) as session:
-        servers, definitions = [], None
-        for url in dict.fromkeys(options.server):  # each URL once
-            server = Server(url, session, deadlines)
-            try:
-                info = await server.probe()
-            except RunnerError as error:
-                log(f"skipping {error}")
-                continue
-            servers.append(server)
-            definitions = definitions or info
-        if not servers:
-            raise RunnerError("no --server answered as a ComfyUI server: " + ", ".join(options.server))
-        node_classes = {name: RemoteNode(info) for name, info in definitions.items()}
-        display = {name: info.get("display_name") or name for name, info in definitions.items()}
-        prompt = prepare_prompt(options, workflow, node_classes, display)
-        output_dir = pathlib.Path(options.output_dir).resolve()  # checked and created by cli.run
-        items, targets, batch, manifest, skipped = plan(options, output_dir, prompt, node_classes)
-        for result in skipped:
-            log(item_line(result, len(items)))
-        done = {r.item.index for r in skipped}
-        scheduler = Scheduler([i for i in items if i.index not in done], prompt, targets, batch, output_dir,
-                              manifest, len(items))
-        start = time.perf_counter()
+    with Lease() as lease:  # holds the claim of each item while it runs (batch.Batch)
+        async with aiohttp.ClientSession(timeout=deadlines.control()) as session:
+            return await run_with(options, workflow, deadlines, session, lease)
+
+
+async def run_with(options: argparse.Namespace, workflow: dict, deadlines: Deadlines, session: aiohttp.ClientSession,
+                   lease: Lease) -> int:
+    """Probe the servers, plan the batch, run it (one worker per server), print the summary."""
+    servers, definitions = [], None
+    for url in dict.fromkeys(options.server):  # each URL once
+        server = Server(url, session, deadlines)
         try:
-            await asyncio.gather(*(scheduler.worker(s) for s in servers))
-        finally:
-            for server in servers:
-                await server.close()
-        for item in scheduler.pending:  # every server failed before these ran
+            info = await server.probe()
+        except RunnerError as error:
+            log(f"skipping {error}")
+            continue
+        servers.append(server)
+        definitions = definitions or info
+    if not servers:
+        raise RunnerError("no --server answered as a ComfyUI server: " + ", ".join(options.server))
+    node_classes = {name: RemoteNode(info) for name, info in definitions.items()}
+    display = {name: info.get("display_name") or name for name, info in definitions.items()}
+    prompt = prepare_prompt(options, workflow, node_classes, display)
+    output_dir = pathlib.Path(options.output_dir).resolve()  # checked and created by cli.run
+    batch = plan(options, output_dir, prompt, node_classes, lease)
+    for result in batch.skipped:
+        log(item_line(result, len(batch.items)))
+    done = {r.item.index for r in batch.skipped}
+    scheduler = Scheduler([i for i in batch.items if i.index not in done], prompt, batch, output_dir,
+                          len(batch.items))
+    start = time.perf_counter()
+    try:
+        await asyncio.gather(*(scheduler.worker(s) for s in servers))
+    finally:
+        for server in servers:
+            await server.close()
+    for item in scheduler.pending:  # every server failed before these ran
+        early = batch.start(item)
+        if early is not None:
+            scheduler.results.append(early)
+            log(item_line(early, scheduler.total))
+        else:
             scheduler.finish(Result(item, "failed", [], 0.0, "every server failed before this item could run"))
-        return summary(skipped + scheduler.results, manifest.path, time.perf_counter() - start)
+    return summary(batch.skipped + scheduler.results, batch.manifest.path, time.perf_counter() - start)
 
 
 def run_on_servers(options: argparse.Namespace, workflow: dict) -> int:
