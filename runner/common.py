@@ -16,7 +16,19 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .convert import WorkflowError, find_cycle, input_specs, is_api_prompt, takes_value, ui_to_api
+from .convert import (
+    MAX_CHAIN,
+    MAX_NESTING,
+    WorkflowError,
+    check_output_slots,
+    check_workflow,
+    find_cycle,
+    input_specs,
+    is_api_prompt,
+    longest_chain,
+    takes_value,
+    ui_to_api,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -37,9 +49,16 @@ def log(message: str) -> None:
     print(f"[vcut-run] {message}", file=sys.stderr, flush=True)
 
 
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value (a browser never saves it)")
+
+
 def load_workflow(path: str) -> dict:
+    """The workflow file as read (UTF-8 JSON, a leading byte-order mark allowed), its shape checked as a UI workflow
+    or an API prompt (convert.check_workflow) before ComfyUI starts or a server is asked; a RunnerError (exit 2)
+    says what is wrong and where."""
     try:
-        return json.loads(pathlib.Path(path).read_text())
+        data = json.loads(pathlib.Path(path).read_bytes().decode("utf-8-sig"), parse_constant=_not_json)
     except FileNotFoundError:
         raise RunnerError(f"workflow file not found: {path}") from None
     except IsADirectoryError:
@@ -48,8 +67,16 @@ def load_workflow(path: str) -> dict:
         raise RunnerError(f"{path} is not a text (JSON) file: {error}") from None
     except OSError as error:
         raise RunnerError(f"cannot read the workflow {path}: {error.strerror or error}") from None
+    except RecursionError:  # Python's JSON reader recurses once per level
+        raise RunnerError(f"{path} is not a workflow: its lists/objects are nested thousands deep (a saved workflow "
+                          f"nests fewer than 15, the runner reads up to {MAX_NESTING})") from None
     except ValueError as error:
         raise RunnerError(f"{path} is not valid JSON: {error}") from None
+    try:
+        check_workflow(data)
+    except WorkflowError as error:
+        raise RunnerError(f"cannot run {path}: {error}") from None
+    return data
 
 
 def output_folder(path: str) -> pathlib.Path:
@@ -137,14 +164,20 @@ def _id_key(key: str) -> tuple[int, int | str]:
     return (0, int(key)) if key.isdigit() else (1, key)
 
 
-def format_validation(error: dict, node_errors: dict, prompt: dict) -> str:
-    """ComfyUI's validate_prompt result as readable lines."""
+def format_validation(error: object, node_errors: object, prompt: dict) -> str:
+    """ComfyUI's validate_prompt result (or a server's /prompt refusal) as readable lines; parts of another shape than
+    ComfyUI's are shown as they are."""
+    error = error if isinstance(error, dict) else {"message": "" if error is None else str(error)}
     lines = [f"workflow failed validation: {error.get('message', '')}"
              + (f" ({error['details']})" if error.get("details") else "")]
+    node_errors = node_errors if isinstance(node_errors, dict) else {}
     for node_id, info in sorted(node_errors.items(), key=lambda kv: _id_key(str(kv[0]))):
-        title = prompt.get(node_id, {}).get("_meta", {}).get("title", "")
+        info = info if isinstance(info, dict) else {"errors": [info]}
+        title = (prompt.get(str(node_id), {}).get("_meta") or {}).get("title", "")
         lines.append(f"  node {node_id} ({info.get('class_type', '?')}{', ' + repr(title) if title else ''}):")
-        for item in info.get("errors", []):
+        errors = info.get("errors")
+        for item in errors if isinstance(errors, list) else [errors]:
+            item = item if isinstance(item, dict) else {"message": str(item)}
             details = f": {item['details']}" if item.get("details") else ""
             lines.append(f"    - {item.get('message', '')}{details}")
     return "\n".join(lines)
@@ -152,7 +185,9 @@ def format_validation(error: dict, node_errors: dict, prompt: dict) -> str:
 
 def prepare_prompt(options: argparse.Namespace, workflow: dict, node_classes: Mapping[str, Any],
                    display_names: Mapping[str, str] | None = None) -> dict:
-    """The workflow as an API prompt with the --set overrides applied."""
+    """The workflow as an API prompt with the --set overrides applied; a RunnerError (exit 2) for a workflow that
+    does not convert, names unknown node types, has a cycle of links, a chain of links longer than ComfyUI can
+    follow (MAX_CHAIN nodes) or a link to an output its node does not have."""
     notes = []
     try:
         prompt = ui_to_api(workflow, node_classes, display_names, notes, strict=not options.lenient)
@@ -170,6 +205,17 @@ def prepare_prompt(options: argparse.Namespace, workflow: dict, node_classes: Ma
         path = " -> ".join(f"node {k} ({prompt[k]['class_type']})" for k in cycle + cycle[:1])
         raise RunnerError(f"cannot run {options.workflow}: its links form a cycle, {path}; ComfyUI runs a node only "
                           "after the nodes it takes inputs from: remove one of these links")
+    chain = longest_chain(prompt)
+    if len(chain) > MAX_CHAIN:
+        ends = [f"node {k} ({prompt[k]['class_type']})" for k in (chain[0], chain[-1])]
+        raise RunnerError(f"cannot run {options.workflow}: it chains {len(chain)} nodes one after another "
+                          f"({ends[0]} -> ... -> {ends[1]}); ComfyUI checks and caches a prompt by following its "
+                          f"links one nested Python call per node, which stops near 1000: keep chains to "
+                          f"{MAX_CHAIN} nodes (split the workflow, or do the repeated step in fewer nodes)")
+    try:
+        check_output_slots(prompt, node_classes)
+    except WorkflowError as error:
+        raise RunnerError(f"cannot run {options.workflow}: {error}") from None
     for line in apply_overrides(prompt, options.set or [], node_classes):
         log(f"set {line}")
     return prompt

@@ -18,6 +18,10 @@ Done the way ComfyUI's frontend does it in `graphToPrompt` (comfyui-frontend-pac
   a PrimitiveNode's value is inlined into the input it feeds;
 - muted nodes (mode 2) are left out, and inputs linked to them are dropped; bypassed nodes (mode 4) are left out and
   an input linked to one is linked to the bypassed node's input of the matching type instead.
+- a file whose shape neither format allows (a node without id or type, a link that is not a link, `inputs` that
+  are not slot objects, lists/objects nested deeper than MAX_NESTING) is refused by check_workflow, naming the node
+  and the field, before anything reads it; reroute chains and the cycle check are walked without recursion, so a
+  graph of any length converts.
 Pure Python: no ComfyUI import. Node definitions come from the caller (ComfyUI's NODE_CLASS_MAPPINGS).
 """
 from __future__ import annotations
@@ -34,6 +38,10 @@ UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
 CONTROL = None  # a widget slot whose value the frontend does not send (control_after_generate, filter, upload)
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # io.DynamicCombo's type name (newer ComfyUI than 0.8.0)
 MISSING = object()  # no value in widgets_values for this widget
+MAX_NESTING = 100  # lists/objects inside each other in a workflow file; saved workflows nest fewer than 15
+MAX_CHAIN = 900  # nodes one after another: ComfyUI validates by recursion along links (0.8.0, 0.30.0 ran 902)
+MAX_DYNAMIC_DEPTH = 16  # DynamicCombo options inside options; ComfyUI's own nest two or three deep
+MODES = {0: "always", 1: "on event", 2: "never: muted", 3: "on trigger", 4: "bypass"}  # LiteGraph's node modes
 
 
 class WorkflowError(ValueError):
@@ -41,9 +49,177 @@ class WorkflowError(ValueError):
 
 
 def is_api_prompt(data: object) -> bool:
-    """True for an API-format prompt: {id: {"class_type": ..., "inputs": {...}}}."""
-    return (isinstance(data, dict) and "nodes" not in data and len(data) > 0
-            and all(isinstance(v, dict) and "class_type" in v for v in data.values()))
+    """True for an API-format prompt: {id: {"class_type": ..., "inputs": {...}}} (check_workflow checks each entry)."""
+    return (isinstance(data, dict) and "nodes" not in data
+            and any(isinstance(v, dict) and "class_type" in v for v in data.values()))
+
+
+def _show(value: object) -> str:
+    """A JSON value as a user reads it: its kind and a short excerpt."""
+    kind = ("null" if value is None else "true/false" if isinstance(value, bool)
+            else "a number" if isinstance(value, (int, float)) else "a text" if isinstance(value, str)
+            else "a list" if isinstance(value, list) else "an object" if isinstance(value, dict)
+            else type(value).__name__)
+    if value is None or isinstance(value, bool):
+        return kind
+    text = repr(value)
+    return f"{kind} ({text[:60]}{'...' if len(text) > 60 else ''})"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_node_id(value: object) -> bool:
+    """LiteGraph's NodeId: a whole number or a text (floats, true/false, null, lists are not ids)."""
+    return _is_int(value) or (isinstance(value, str) and value != "")
+
+
+def too_deep(data: object, limit: int = MAX_NESTING) -> str | None:
+    """Where `data` nests more than `limit` lists/objects inside each other (a JSON path), else None. Iterative, so
+    any depth is measured without recursion."""
+    stack = [(data, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > limit:
+            return path or "the top level"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(item, (dict, list)):
+                step = f"[{key}]" if isinstance(value, list) else (f".{key}" if path else str(key))
+                stack.append((item, depth + 1, path + step if len(path) < 40 else path.rstrip(".") + "..."))
+    return None
+
+
+def check_workflow(data: object) -> None:
+    """Raise WorkflowError, naming the node and the field, when `data` is neither a UI workflow nor an API prompt
+    that the converter and ComfyUI can read: the shape only (node types and widget values are checked against the
+    node definitions when converting)."""
+    where = too_deep(data)
+    if where is not None:
+        raise WorkflowError(f"lists/objects are nested more than {MAX_NESTING} deep (at {where}): a saved workflow "
+                            "nests fewer than 15; the file is not a workflow ComfyUI saved")
+    if not isinstance(data, dict):
+        raise WorkflowError(f"not a ComfyUI workflow: the file holds {_show(data)}, expected an object (a UI workflow "
+                            "with a 'nodes' list, or an API prompt {id: {'class_type': ..., 'inputs': ...}})")
+    if "nodes" in data:
+        _check_ui(data)
+    elif is_api_prompt(data):
+        _check_api(data)
+    else:
+        raise WorkflowError("not a ComfyUI workflow: expected a UI workflow with a 'nodes' list, "
+                            "or an API prompt {id: {'class_type': ..., 'inputs': ...}}")
+
+
+def _check_ui(workflow: dict) -> None:
+    nodes = workflow["nodes"]
+    if not isinstance(nodes, list):
+        raise WorkflowError(f"'nodes' is {_show(nodes)}, expected a list of nodes")
+    seen = {}
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            raise WorkflowError(f"nodes[{i}] is {_show(node)}, not a node (an object with id, type, inputs, "
+                                "widgets_values)")
+        if "id" not in node or not _is_node_id(node["id"]):
+            typ = f" ({node['type']})" if isinstance(node.get("type"), str) else ""
+            raise WorkflowError(f"nodes[{i}]{typ}: " + ("it has no 'id'" if "id" not in node else
+                                f"its id is {_show(node['id'])}") + "; a node id is a whole number or a text")
+        node_id = node["id"]
+        if str(node_id) in seen:
+            raise WorkflowError(f"nodes[{seen[str(node_id)]}] and nodes[{i}] have the same id {node_id!r}: "
+                                "each node needs its own id")
+        seen[str(node_id)] = i
+        if not isinstance(node.get("type"), str) or not node["type"]:
+            raise WorkflowError(f"node {node_id}: " + ("it has no 'type'" if "type" not in node else
+                                f"'type' is {_show(node['type'])}")
+                                + ", expected the node's type name, e.g. 'KSampler'")
+        label = f"node {node_id} ({node['type']})"
+        if node.get("title") is not None and not isinstance(node["title"], str):
+            raise WorkflowError(f"{label}: 'title' is {_show(node['title'])}, expected a text")
+        if "mode" in node and not (_is_int(node["mode"]) and node["mode"] in MODES):
+            raise WorkflowError(f"{label}: 'mode' is {_show(node['mode'])}, expected one of "
+                                + ", ".join(f"{k} ({v})" for k, v in MODES.items()))
+        values = node.get("widgets_values")
+        if values is not None and not isinstance(values, (list, dict)):
+            raise WorkflowError(f"{label}: 'widgets_values' is {_show(values)}, expected a list of widget values")
+        for field in ("inputs", "outputs"):
+            slots = node.get(field)
+            if slots is None:
+                continue
+            if not isinstance(slots, list):
+                raise WorkflowError(f"{label}: '{field}' is {_show(slots)}, expected a list of slots")
+            for j, slot in enumerate(slots):
+                if not isinstance(slot, dict):
+                    raise WorkflowError(f"{label}: {field}[{j}] is {_show(slot)}, expected a slot object "
+                                        "{'name': ..., 'type': ..., " + ("'link': ...}" if field == "inputs" else
+                                                                         "'links': [...]}"))
+                if field == "inputs" and not isinstance(slot.get("name"), str):
+                    raise WorkflowError(f"{label}: inputs[{j}]'s 'name' is {_show(slot.get('name'))}, expected "
+                                        "the input's name")
+                if field == "inputs" and slot.get("link") is not None and not _is_int(slot["link"]):
+                    raise WorkflowError(f"{label}: input '{slot['name']}': its link is {_show(slot['link'])}, "
+                                        "expected a link id (a whole number) or null")
+        if node["type"] == "PrimitiveNode" and not (isinstance(values, list) and values):
+            raise WorkflowError(f"{label}: a PrimitiveNode holds its value as widgets_values[0]; "
+                                f"this one's widgets_values is {_show(values)}")
+    links = workflow.get("links")
+    if links is not None and not isinstance(links, list):
+        raise WorkflowError(f"'links' is {_show(links)}, expected a list of links")
+    for i, link in enumerate(links or []):
+        _link_fields(link, i)
+
+
+LINK_FIELDS = ("id", "origin_id", "origin_slot", "target_id", "target_slot")
+
+
+def _link_fields(link: object, index: int) -> tuple:
+    """(id, origin id, origin slot, target id, target slot, type) of one entry of 'links': a list [id, origin id,
+    origin slot, target id, target slot, type] (workflow version 0.4) or an object with those names (version 1)."""
+    if isinstance(link, list) and len(link) >= len(LINK_FIELDS):
+        fields = (*link[:5], link[5] if len(link) > 5 else None)
+    elif isinstance(link, dict) and all(name in link for name in LINK_FIELDS):
+        fields = (*(link[name] for name in LINK_FIELDS), link.get("type"))
+    else:
+        raise WorkflowError(f"links[{index}] is {_show(link)}, expected a link [id, origin node id, origin slot, "
+                            "target node id, target slot, type]")
+    for name, value in zip(LINK_FIELDS, fields, strict=False):
+        valid = _is_node_id(value) if name.endswith("_id") else _is_int(value) and (name == "id" or value >= 0)
+        if not valid:
+            raise WorkflowError(f"links[{index}] (link {fields[0]!r}): its {name.replace('_', ' ')} is {_show(value)}, "
+                                "expected " + ("a node id" if name.endswith("_id") else "a link id (a whole number)"
+                                               if name == "id" else "a slot number (0, 1, ...)"))
+    return fields
+
+
+def _check_api(prompt: dict) -> None:
+    for key, entry in prompt.items():
+        if not isinstance(entry, dict):
+            raise WorkflowError(f"node {key}: {_show(entry)}, expected a node {{'class_type': ..., 'inputs': ...}}")
+        if not isinstance(entry.get("class_type"), str) or not entry["class_type"]:
+            raise WorkflowError(f"node {key}: " + ("it has no 'class_type'" if "class_type" not in entry else
+                                f"'class_type' is {_show(entry['class_type'])}")
+                                + ", expected the node's type name, e.g. 'KSampler'")
+        label = f"node {key} ({entry['class_type']})"
+        inputs = entry.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise WorkflowError(f"{label}: 'inputs' is {_show(inputs)}, expected an object "
+                                "{input name: value, or [node id, output slot] for a link}")
+        if "_meta" in entry and not isinstance(entry["_meta"], dict):
+            raise WorkflowError(f"{label}: '_meta' is {_show(entry['_meta'])}, expected an object such as "
+                                "{'title': ...}")
+        if not isinstance(entry.get("_meta", {}).get("title", ""), str):
+            raise WorkflowError(f"{label}: its title is {_show(entry['_meta']['title'])}, expected a text")
+        for name, value in inputs.items():
+            if not isinstance(value, list):  # ComfyUI reads any list as a link; a list value is {"__value__": [...]}
+                continue
+            if not _is_link(value) or value[1] < 0:
+                raise WorkflowError(f"{label}: input '{name}' is {_show(value)}; a list is a link, [node id (a "
+                                    "text), output slot (0, 1, ...)], and a list value is written {'__value__': [...]}")
+            if value[0] not in prompt:
+                raise WorkflowError(f"{label}: input '{name}' links to node {value[0]!r}, which is not in the "
+                                    "workflow")
 
 
 def _type_and_options(spec: tuple | list | str) -> tuple[str | list | tuple, dict[str, Any]]:
@@ -70,34 +246,78 @@ def takes_value(spec: tuple | list | str) -> bool:
     return _is_widget(*_type_and_options(spec)) or bool(_type_and_options(spec)[1].get("forceInput"))
 
 
+def _sources(prompt: dict, node: str) -> list[str]:
+    """The nodes that `node`'s inputs are linked to, in input order."""
+    return [v[0] for v in (prompt[node].get("inputs") or {}).values() if _is_link(v) and v[0] in prompt]
+
+
 def find_cycle(prompt: dict) -> list[str] | None:
     """The node ids of a cycle of links in an API prompt, in link order (None when it has none): ComfyUI's
-    validation only says "Prompt outputs failed validation" for one."""
+    validation only says "Prompt outputs failed validation" for one. A depth-first walk with its own stack, so a
+    chain of any length is checked."""
     state = {}  # node id -> 1 while on the current path, 2 when done
-
-    def visit(node: str, path: list[str]) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for value in (prompt[node].get("inputs") or {}).values():
-            source = value[0] if _is_link(value) else None
-            if source not in prompt:
-                continue
-            if state.get(source) == 1:
-                return path[path.index(source):]
-            if source not in state:
-                found = visit(source, path)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in prompt:
-        if node not in state:
-            found = visit(node, [])
-            if found:
-                return found[::-1]  # from a node to the node it feeds
+    for root in prompt:
+        if root in state:
+            continue
+        state[root] = 1
+        path, pending = [root], [iter(_sources(prompt, root))]  # the path and, per node on it, its unvisited sources
+        while pending:
+            for source in pending[-1]:
+                if state.get(source) == 1:
+                    return path[path.index(source):][::-1]  # from a node to the node it feeds
+                if source not in state:
+                    state[source] = 1
+                    path.append(source)
+                    pending.append(iter(_sources(prompt, source)))
+                    break
+            else:
+                state[path.pop()] = 2
+                pending.pop()
     return None
+
+
+def longest_chain(prompt: dict) -> list[str]:
+    """The node ids of the longest chain of links in an API prompt without cycles, from its first node to its last
+    (ComfyUI validates and caches a prompt by recursion along its links: a chain far past ~900 nodes stops it).
+    Computed with its own stack, so a chain of any length is measured."""
+    length, before = {}, {}  # node -> nodes in the longest chain ending there, and the node before it there
+    for root in prompt:
+        stack = [root]
+        while stack:
+            node = stack[-1]
+            if node in length:
+                stack.pop()
+                continue
+            waiting = [s for s in _sources(prompt, node) if s not in length]
+            if waiting:
+                stack += waiting
+                continue
+            stack.pop()
+            sources = _sources(prompt, node)
+            best = max(sources, key=lambda k: length[k], default=None)
+            length[node], before[node] = (1 + length[best], best) if best is not None else (1, None)
+    node = max(length, key=lambda k: length[k], default=None)
+    chain = []
+    while node is not None:
+        chain.append(node)
+        node = before[node]
+    return chain[::-1]
+
+
+def check_output_slots(prompt: dict, node_classes: Mapping[str, Any]) -> None:
+    """Raise WorkflowError for a link to an output slot that its node does not have (ComfyUI's validation would stop
+    on an IndexError); nodes whose definition gives no RETURN_TYPES are not checked."""
+    for key, entry in prompt.items():
+        for name, value in (entry.get("inputs") or {}).items():
+            if not _is_link(value) or value[0] not in prompt:
+                continue
+            source = prompt[value[0]]
+            outputs = getattr(node_classes.get(source["class_type"]), "RETURN_TYPES", None)
+            if isinstance(outputs, (list, tuple)) and value[1] >= len(outputs):
+                raise WorkflowError(f"node {key} ({entry['class_type']}) input '{name}' takes output {value[1]} "
+                                    f"of node {value[0]} ({source['class_type']}), which has {len(outputs)} output"
+                                    f"{'s' if len(outputs) != 1 else ''} ({', '.join(map(str, outputs))}; "
+                                    "slots count from 0)")
 
 
 def _default(typ: str | list | tuple, opts: dict[str, Any]) -> tuple[bool, Any]:
@@ -139,12 +359,16 @@ def _option_inputs(opts: dict[str, Any], key: object) -> dict[str, Any] | None:
 
 
 def read_widgets(input_types: dict, values: Sequence[Any] = (), prefix: str = "", top_level: bool = True,
-                 pos: int = 0) -> tuple[list[tuple[str | None, Any, tuple | list | str | None]], int]:
+                 pos: int = 0, depth: int = 0) -> tuple[list[tuple[str | None, Any, tuple | list | str | None]], int]:
     """The widgets of a node in the order the frontend creates them, given the node's `widgets_values`.
 
     Returns (widgets, pos): widgets is a list of (name, value, spec) for sent widgets and (CONTROL, value, None) for
     unsent ones, where value is widgets_values[i] or, past the end of `values`, MISSING; pos is how many values
-    were read. A DynamicCombo's value selects the option whose inputs follow it (named "<combo>.<input>")."""
+    were read. A DynamicCombo's value selects the option whose inputs follow it (named "<combo>.<input>"); options
+    nested deeper than MAX_DYNAMIC_DEPTH are refused (a node definition, not a workflow, would be at fault)."""
+    if depth > MAX_DYNAMIC_DEPTH:
+        raise WorkflowError(f"widget '{prefix.rstrip('.')}': the node definition nests DynamicCombo options more "
+                            f"than {MAX_DYNAMIC_DEPTH} deep")
     widgets = []
     for section in ("required", "optional"):
         has_upload = False
@@ -163,7 +387,7 @@ def read_widgets(input_types: dict, values: Sequence[Any] = (), prefix: str = ""
                 chosen = value if value is not MISSING else _default(typ, opts)[1]
                 revealed = _option_inputs(opts, chosen)
                 if revealed is not None:  # an unknown key: the caller reports it
-                    nested, pos = read_widgets(revealed, values, name + ".", False, pos)
+                    nested, pos = read_widgets(revealed, values, name + ".", False, pos, depth + 1)
                     widgets += nested
             if _is_combo(typ) and any(opts.get(option) for option in UPLOAD_OPTIONS):
                 has_upload = True
@@ -198,7 +422,9 @@ def input_specs(input_types: dict, inputs: dict) -> dict:
     DynamicCombo, the inputs of the chosen option (default option when unset) under "<combo>.<input>" names."""
     specs = {}
 
-    def walk(types: dict, prefix: str) -> None:
+    def walk(types: dict, prefix: str, depth: int = 0) -> None:
+        if depth > MAX_DYNAMIC_DEPTH:  # a node definition nested past any real one: its names stop there
+            return
         for section in ("required", "optional"):
             for key, spec in (types.get(section) or {}).items():
                 name = prefix + key
@@ -208,7 +434,7 @@ def input_specs(input_types: dict, inputs: dict) -> dict:
                     chosen = inputs.get(name, _default(typ, opts)[1])
                     revealed = _option_inputs(opts, chosen)
                     if revealed is not None:
-                        walk(revealed, name + ".")
+                        walk(revealed, name + ".", depth + 1)
     walk(input_types, "")
     return specs
 
@@ -218,7 +444,10 @@ def _node_widget_inputs(node: dict[str, Any], input_types: dict, notes: list[str
     """The prompt inputs that a UI node's widgets_values give, by the frontend's widget order (see read_widgets)."""
     values = list(node.get("widgets_values") or [])
     label = _describe(node)
-    widgets, used = read_widgets(input_types, values)
+    try:
+        widgets, used = read_widgets(input_types, values)
+    except WorkflowError as error:
+        raise WorkflowError(f"{label}: {error}") from None
     inputs = {}
     for name, value, spec in widgets:
         if name is CONTROL:
@@ -265,15 +494,21 @@ def _type_match(a: str | None, b: str | None) -> bool:
 
 
 def _links(workflow: dict) -> dict:
-    """link id -> (origin id, origin slot, target id, target slot, type); accepts list (v0.4) and dict (v1) links."""
+    """link id -> (origin id, origin slot, target id, target slot, type), node ids as texts; accepts list (v0.4) and
+    object (v1) links. A later entry with the same id replaces an earlier one, as in the frontend's link map."""
     out = {}
-    for link in workflow.get("links") or []:
-        if isinstance(link, dict):
-            out[link["id"]] = (link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
-                               link.get("type"))
-        else:
-            out[link[0]] = tuple(link[1:6])
+    for i, link in enumerate(workflow.get("links") or []):
+        link_id, origin_id, origin_slot, target_id, target_slot, link_type = _link_fields(link, i)
+        out[link_id] = (str(origin_id), origin_slot, str(target_id), target_slot, link_type)
     return out
+
+
+def _subgraph_ids(workflow: dict) -> set:
+    """The ids of the subgraphs a workflow defines (a subgraph node's type is its subgraph's id)."""
+    definitions = workflow.get("definitions")
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    return {s.get("id") for s in subgraphs if isinstance(s, dict) and isinstance(s.get("id"), str)} \
+        if isinstance(subgraphs, list) else set()
 
 
 def ui_to_api(workflow: dict, node_classes: Mapping[str, Any], display_names: Mapping[str, str] | None = None,
@@ -287,13 +522,11 @@ def ui_to_api(workflow: dict, node_classes: Mapping[str, Any], display_names: Ma
     Raises WorkflowError naming the node when a type is unknown, the graph is malformed, or (strict) its widget
     values do not fit this ComfyUI's node."""
     notes = [] if notes is None else notes
+    check_workflow(workflow)
     if is_api_prompt(workflow):
         return {str(k): {**v, "inputs": dict(v.get("inputs", {}))} for k, v in workflow.items()}
-    if not isinstance(workflow, dict) or not isinstance(workflow.get("nodes"), list):
-        raise WorkflowError("not a ComfyUI workflow: expected a UI workflow with a 'nodes' list, "
-                            "or an API prompt {id: {'class_type': ..., 'inputs': ...}}")
-    subgraphs = {s.get("id") for s in (workflow.get("definitions") or {}).get("subgraphs", [])}
-    nodes = {node["id"]: node for node in workflow["nodes"]}
+    subgraphs = _subgraph_ids(workflow)
+    nodes = {str(node["id"]): node for node in workflow["nodes"]}
     links = _links(workflow)
     unknown = sorted({(n["type"], n["id"]) for n in nodes.values()
                       if n["type"] not in VIRTUAL_TYPES and n.get("mode", 0) not in (MUTED, BYPASSED)
@@ -305,34 +538,41 @@ def ui_to_api(workflow: dict, node_classes: Mapping[str, Any], display_names: Ma
         listed = ", ".join(f"{t} (node {i})" for t, i in unknown)
         raise WorkflowError(f"unknown node type(s): {listed}; install the custom node pack that provides them")
 
-    def resolve(node: dict[str, Any], index: int, seen: tuple[int | str, ...] = ()) -> tuple[Any, ...] | None:
-        """What node.inputs[index] receives: ("link", id, slot), ("value", v) or None (unconnected)."""
-        link_id = node["inputs"][index].get("link")
-        if link_id is None:
-            return None
-        if link_id not in links:
-            raise WorkflowError(f"node {node['id']} ({node['type']}) input "
-                                f"'{node['inputs'][index]['name']}' refers to link {link_id}, which does not exist")
-        origin_id, origin_slot, _, _, link_type = links[link_id]
-        parent = nodes.get(origin_id)
-        if parent is None:
-            raise WorkflowError(f"link {link_id} comes from node {origin_id}, which does not exist")
-        if origin_id in seen:
-            raise WorkflowError(f"link {link_id}: the reroutes/bypassed nodes form a loop at node {origin_id}")
-        seen = (*seen, origin_id)
-        if parent["type"] == "PrimitiveNode":
-            values = parent.get("widgets_values") or []
-            if not values:
-                raise WorkflowError(f"PrimitiveNode {origin_id} has no value")
-            return ("value", values[0])
-        if parent["type"] == "Reroute":
-            return resolve(parent, 0, seen) if parent.get("inputs") else None
-        if parent["type"] in VIRTUAL_TYPES:
-            return None
-        if parent.get("mode", 0) == BYPASSED:
-            slot = _bypass_slot(parent, origin_slot, link_type)
-            return None if slot < 0 else resolve(parent, slot, seen)
-        return ("link", origin_id, origin_slot)
+    def resolve(node: dict[str, Any], index: int) -> tuple[Any, ...] | None:
+        """What node.inputs[index] receives: ("link", id, slot), ("value", v) or None (unconnected). Reroutes and
+        bypassed nodes are followed in a loop, so a chain of any length resolves."""
+        seen = set()
+        while True:
+            link_id = node["inputs"][index].get("link")
+            if link_id is None:
+                return None
+            if link_id not in links:
+                raise WorkflowError(f"node {node['id']} ({node['type']}) input "
+                                    f"'{node['inputs'][index]['name']}' refers to link {link_id}, which does not exist")
+            origin_id, origin_slot, _, _, link_type = links[link_id]
+            parent = nodes.get(origin_id)
+            if parent is None:
+                raise WorkflowError(f"link {link_id} (into node {node['id']} ({node['type']}) input "
+                                    f"'{node['inputs'][index]['name']}') comes from node {origin_id}, which does "
+                                    "not exist")
+            if origin_id in seen:
+                raise WorkflowError(f"link {link_id}: the reroutes/bypassed nodes form a loop at node {origin_id}")
+            seen.add(origin_id)
+            if parent["type"] == "PrimitiveNode":
+                return ("value", parent["widgets_values"][0])  # check_workflow: a non-empty list
+            if parent["type"] == "Reroute":
+                if not parent.get("inputs"):
+                    return None
+                node, index = parent, 0
+            elif parent["type"] in VIRTUAL_TYPES:
+                return None
+            elif parent.get("mode", 0) == BYPASSED:
+                slot = _bypass_slot(parent, origin_slot, link_type)
+                if not 0 <= slot < len(parent.get("inputs") or []):
+                    return None
+                node, index = parent, slot
+            else:
+                return ("link", parent["id"], origin_slot)
 
     prompt = {}
     for node in workflow["nodes"]:
@@ -373,7 +613,7 @@ def _bypass_slot(node: dict[str, Any], slot: int, link_type: str | None) -> int:
     the input with the same index if its type fits, else the first input of the same type, else the first that fits."""
     inputs = node.get("inputs") or []
     outputs = node.get("outputs") or []
-    out_type = outputs[slot]["type"] if slot < len(outputs) else link_type
+    out_type = outputs[slot].get("type") if slot < len(outputs) else link_type
     if link_type in ("*", "", None):
         return slot if len(inputs) > slot else 0
     if slot < len(inputs) and _type_match(inputs[slot].get("type"), out_type) and \

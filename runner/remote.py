@@ -101,6 +101,11 @@ class RemoteNode:
     def INPUT_TYPES(self) -> dict[str, dict]:  # noqa: N802 (ComfyUI's name)
         return self.info.get("input") or {}
 
+    @property
+    def RETURN_TYPES(self) -> tuple | None:  # noqa: N802 (ComfyUI's name; the runner checks links' output slots)
+        outputs = self.info.get("output")
+        return tuple(outputs) if isinstance(outputs, list) else None
+
 
 class Server:
     def __init__(self, url: str, session: aiohttp.ClientSession, deadlines: Deadlines) -> None:

@@ -126,3 +126,105 @@ def test_inputs_that_take_values_and_inputs_that_take_links():
     save_video = newest_node_classes()["SaveVideo"].INPUT_TYPES()["required"]
     assert takes_value(save_video["filename_prefix"]) and takes_value(save_video["format"])
     assert not takes_value(save_video["video"])
+
+
+# ---- graphs at their limits: long chains, odd ids (the shape checks themselves: tests/core/test_workflow_files.py) --
+
+class Image:
+    """A node taking and giving an IMAGE (ImageInvert's definition)."""
+    RETURN_TYPES = ("IMAGE",)
+
+    @staticmethod
+    def INPUT_TYPES():  # noqa: N802 (ComfyUI's name)
+        return {"required": {"image": ("IMAGE",)}}
+
+
+class Source:
+    RETURN_TYPES = ("IMAGE", "MASK")
+
+    @staticmethod
+    def INPUT_TYPES():  # noqa: N802
+        return {"required": {"image": (["a.png"], {"image_upload": True})}}
+
+
+CHAIN = {"Image": Image, "Source": Source}
+
+
+def chain_workflow(length: int, middle: str = "Reroute", mode: int = 0) -> dict:
+    """Source (id 1) -> `length` nodes of type `middle` (ids 2...) -> Image, each fed by the one before."""
+    nodes = [{"id": 1, "type": "Source", "widgets_values": ["a.png", "image"],
+              "outputs": [{"name": "IMAGE", "type": "IMAGE"}, {"name": "MASK", "type": "MASK"}]}]
+    links = []
+    for i in range(2, length + 3):
+        node_type = "Image" if i == length + 2 else middle
+        nodes.append({"id": i, "type": node_type, "mode": mode if i <= length + 1 else 0,
+                      "inputs": [{"name": "image" if node_type == "Image" else "", "type": "IMAGE", "link": i}],
+                      "outputs": [{"name": "IMAGE", "type": "IMAGE"}]})
+        links.append([i, i - 1, 0, i, 0, "IMAGE"])
+    return {"nodes": nodes[::-1], "links": links}
+
+
+def test_1500_chained_reroutes_resolve_to_their_source_without_recursion():
+    prompt = ui_to_api(chain_workflow(1500), CHAIN)
+    assert prompt == {"1502": {"inputs": {"image": ["1", 0]}, "class_type": "Image", "_meta": {"title": "Image"}},
+                      "1": {"inputs": {"image": "a.png"}, "class_type": "Source", "_meta": {"title": "Source"}}}
+
+
+def test_1500_chained_bypassed_nodes_pass_their_input_through():
+    prompt = ui_to_api(chain_workflow(1500, "Image", mode=4), CHAIN)
+    assert set(prompt) == {"1", "1502"} and prompt["1502"]["inputs"] == {"image": ["1", 0]}
+    muted = ui_to_api(chain_workflow(1500, "Image", mode=2), CHAIN)
+    assert muted["1502"]["inputs"] == {}  # fed by a muted node: the input is dropped, as the frontend does
+
+
+def test_a_loop_of_reroutes_is_named():
+    workflow = chain_workflow(3)
+    workflow["links"].append([99, 4, 0, 2, 0, "IMAGE"])  # the first reroute fed by the last
+    next(n for n in workflow["nodes"] if n["id"] == 2)["inputs"][0]["link"] = 99
+    with pytest.raises(WorkflowError, match="the reroutes/bypassed nodes form a loop at node"):
+        ui_to_api(workflow, CHAIN)
+
+
+def test_a_bypassed_node_without_inputs_feeds_nothing():
+    workflow = chain_workflow(1, "Source", mode=4)
+    bypassed = next(n for n in workflow["nodes"] if n["id"] == 2)
+    bypassed["inputs"], bypassed["widgets_values"] = [], ["a.png", "image"]
+    workflow["links"][1][-1] = "*"  # a wildcard link: the pass-through slot falls back to input 0, which is missing
+    assert ui_to_api(workflow, CHAIN)["3"]["inputs"] == {}
+
+
+def test_text_and_negative_node_ids_keep_their_links():
+    """LiteGraph's node ids are numbers or texts; a link names its nodes either way ("5" and 5 are one node, as in
+    the frontend's node map)."""
+    workflow = chain_workflow(1, "Image")
+    ids = {1: "source", 2: -7, 3: "3"}
+    for node in workflow["nodes"]:
+        node["id"] = ids[node["id"]]
+    workflow["links"] = [[2, "source", 0, -7, 0, "IMAGE"], [3, -7, 0, 3, 0, "IMAGE"]]
+    prompt = ui_to_api(workflow, CHAIN)
+    assert prompt["3"]["inputs"] == {"image": ["-7", 0]} and prompt["-7"]["inputs"] == {"image": ["source", 0]}
+    assert find_cycle(prompt) is None
+
+
+def test_the_cycle_check_walks_a_1500_node_api_chain_in_reverse_order():
+    prompt = {"1": {"class_type": "Source", "inputs": {}}}
+    for i in range(2, 1502):
+        prompt[str(i)] = {"class_type": "Image", "inputs": {"image": [str(i - 1), 0]}}
+    prompt = dict(reversed(prompt.items()))  # the first node visited is the end of the chain
+    assert find_cycle(prompt) is None
+    prompt["1"]["inputs"]["image"] = ["1501", 0]  # the source fed by the last node: one cycle of 1501 nodes
+    cycle = find_cycle(prompt)
+    assert sorted(cycle, key=int) == [str(i) for i in range(1, 1502)]
+    for a, b in zip(cycle, cycle[1:] + cycle[:1], strict=False):  # each node feeds the next
+        assert prompt[b]["inputs"]["image"][0] == a
+
+
+def test_dynamic_combo_options_nested_past_any_real_node_are_refused_with_the_node_named():
+    spec = {"required": {"leaf": ("INT", {"default": 1})}}
+    for _ in range(20):
+        spec = {"required": {"c": ("COMFY_DYNAMICCOMBO_V3", {"options": [{"key": "k", "inputs": spec}]})}}
+    deep = type("Deep", (), {"INPUT_TYPES": staticmethod(lambda: spec)})
+    with pytest.raises(WorkflowError, match=r"node 1 \(Deep\): widget 'c(\.c)+': the node definition nests "
+                                            r"DynamicCombo options more than 16 deep"):
+        ui_to_api({"nodes": [{"id": 1, "type": "Deep", "widgets_values": ["k"] * 21}], "links": []}, {"Deep": deep})
+    assert len(input_specs(spec, {})) == 17  # the names stop there (--set): no recursion past the cap
