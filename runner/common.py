@@ -202,9 +202,11 @@ def prepare_prompt(options: argparse.Namespace, workflow: dict, node_classes: Ma
                               "that provides them")
     cycle = find_cycle(prompt)
     if cycle:
-        path = " -> ".join(f"node {k} ({prompt[k]['class_type']})" for k in cycle + cycle[:1])
-        raise RunnerError(f"cannot run {options.workflow}: its links form a cycle, {path}; ComfyUI runs a node only "
-                          "after the nodes it takes inputs from: remove one of these links")
+        named = [f"node {k} ({prompt[k]['class_type']})" for k in cycle + cycle[:1]]
+        if len(named) > 8:  # a long cycle: its first and last nodes
+            named[4:-3] = [f"... {len(named) - 7} more nodes ..."]
+        raise RunnerError(f"cannot run {options.workflow}: its links form a cycle, {' -> '.join(named)}; ComfyUI "
+                          "runs a node only after the nodes it takes inputs from: remove one of these links")
     chain = longest_chain(prompt)
     if len(chain) > MAX_CHAIN:
         ends = [f"node {k} ({prompt[k]['class_type']})" for k in (chain[0], chain[-1])]
