@@ -3,13 +3,17 @@ it: run_workflow.py in a subprocess of ComfyUI's Python, the shipped workflow co
 Motion Vector Encode -> Save Motion Vectors + a preview) over a folder of short real clips (shared/data crops) and one
 file that is not a video. Shown: one output folder per input, the manifest, the failing file reported while the rest
 goes on, resume after an interrupted batch without redoing finished items, no file overwritten that the batch did not
-write, and a batch over two servers, one killed mid-way, that finishes every item exactly once."""
+write, two runs on one output folder (in one PID namespace and in two, where neither sees the other's pids) that run
+every item exactly once and never remove each other's staging, and a batch over two servers, one killed mid-way, that
+finishes every item exactly once."""
 from __future__ import annotations
 
 import http.server
 import json
 import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,12 +43,15 @@ def videos(comfy_nodes, tmp_path):
 
 
 class Run:
-    """run_workflow.py in a subprocess; stderr lines collected by a thread (watch() waits for one)."""
+    """run_workflow.py in a subprocess (in a PID namespace of its own with pid_namespace: there it is pid 1, and it
+    sees no process outside); stderr lines collected by a thread (watch() waits for one)."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, pid_namespace=False):
         env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
-        self.process = subprocess.Popen([sys.executable, str(RUNNER), *map(str, args)], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=env)
+        prefix = ["unshare", "--pid", "--kill-child", "--mount-proc"] if pid_namespace else []
+        self.process = subprocess.Popen([*prefix, sys.executable, str(RUNNER), *map(str, args)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                        start_new_session=True)
         self.lines: list[str] = []
         self.seen = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -76,6 +83,10 @@ class Run:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def signal(self, number):
+        """To the run's process group (unshare and the runner in its namespace alike)."""
+        os.killpg(self.process.pid, number)
 
 
 def manifest(path):
@@ -134,6 +145,89 @@ def test_folder_batch_in_process_resumes_without_redoing_finished_items(videos, 
     assert str(out / "a3" / "vcut" / "motion_vectors_00001_-2.safetensors") in a3["outputs"]
     assert sorted(stdout.split()) == sorted(p for r in records if r["status"] == "ok" for p in r["outputs"])
     assert "item" in second.err and "status" in second.err and "items:" in second.err  # the summary table
+
+
+SHARED_CLIPS = {f"s{i}": 100 + 15 * i for i in range(1, 7)}
+
+
+@pytest.mark.parametrize("namespaces", ["one PID namespace", "two PID namespaces"], ids=["same_pidns", "two_pidns"])
+def test_two_runs_on_one_output_folder_run_every_item_once(comfy_nodes, tmp_path, namespaces):
+    """The first run is frozen (SIGSTOP) after its first item, mid-batch, while the second starts on the same output,
+    input and temporary folders (with two namespaces, the second in a PID namespace of its own, where the first's pid
+    names no process): the second must leave the first's live staging alone and take only the items the first does
+    not hold; once the first goes on, every item has exactly one manifest line and all its files."""
+    if namespaces == "two PID namespaces" and os.geteuid() != 0:
+        pytest.fail("unshare --pid needs root (CI runs as root)")
+    codec = harness.pack_module().codec
+    clips, out = tmp_path / "clips", tmp_path / "out"
+    clips.mkdir()
+    for name, start in SHARED_CLIPS.items():
+        harness.write_clip(clips / f"{name}.mp4", frames=FRAMES, height=48, width=64, start=start)
+    base = comfy_base(tmp_path / "base")
+    command = [WORKFLOW, "--comfyui", harness.comfy_path(), "--cpu", "--batch-input", f"LoadVideo.file={clips}",
+               "--output-dir", out, "--comfy-args", f"--base-directory {base}"]
+    apart = namespaces == "two PID namespaces"
+    first = Run(*command)
+    second = None
+    try:
+        first.watch(lambda line: "[1/6] s1.mp4: ok" in line)
+        first.signal(signal.SIGSTOP)
+        (ours,) = out.glob(".vcut-batch-*")
+        run_id = ours.name.removeprefix(".vcut-batch-")
+        staging = [ours, base / "input" / ours.name, pathlib.Path(tempfile.gettempdir()) / f"vcut-run-temp-{run_id}"]
+        assert all(path.is_dir() for path in staging), staging  # the first run's staging and temporary folders
+        second = Run(*command, pid_namespace=apart)
+        second.watch(lambda line: re.search(r"\[\d/6\] s\d\.mp4: ", line) is not None)
+        kept = [path.exists() for path in staging]  # the second run has cleaned up and run (or left) one item
+        first.signal(signal.SIGCONT)
+        (code_first, out_first), (code_second, out_second) = first.finish(), second.finish()
+    finally:
+        if first.process.poll() is None:
+            first.signal(signal.SIGCONT)
+        for run in (first, second):
+            if run is not None:
+                run.kill()
+    assert all(kept), list(zip(staging, kept, strict=True))
+    assert code_first == 0 and code_second == 0, first.err[-3000:] + "\n-----\n" + second.err[-3000:]
+    assert "removed" not in second.err and "took over" not in second.err, second.err[-3000:]
+    records = manifest(out)
+    assert sorted(os.path.basename(r["input"]) for r in records) == sorted(f"{n}.mp4" for n in SHARED_CLIPS), records
+    for record in records:  # each clip once, by one of the runs, with all its files
+        name = os.path.basename(record["input"])[:-4]
+        assert record["status"] == "ok" and record["reported"] == 2 and len(record["outputs"]) == 2, record
+        assert all(p.startswith(str(out / name) + os.sep) and os.path.isfile(p) for p in record["outputs"]), record
+        saved = next(p for p in record["outputs"] if p.endswith(".safetensors"))
+        assert codec.load_motion_vectors(saved)[0].num_frames == FRAMES
+        assert sorted(p.name for p in (out / name).rglob("*") if p.is_file()) == sorted(
+            os.path.basename(p) for p in record["outputs"])  # nothing written twice
+    assert set(out_first.split()) | set(out_second.split()) == {p for r in records for p in r["outputs"]}
+    assert not any(out.glob(".vcut-batch-*")) and not any((base / "input").glob(".vcut-batch-*"))
+    assert not any((out / ".vcut-claims").iterdir()) and not any(path.exists() for path in staging)
+
+
+def test_batch_naming_traps_are_refused_or_named(comfy_nodes, tmp_path):
+    """An output folder that is the input folder (the manifest would become an input) is refused; an input whose stem
+    is the manifest's name, and one whose name ComfyUI reads as an annotated path, run under their own names."""
+    clips, base = tmp_path / "clips", comfy_base(tmp_path / "base")
+    clips.mkdir()
+    harness.write_clip(clips / "manifest.jsonl.mp4", frames=FRAMES, height=48, width=64, start=100)
+    harness.write_clip(tmp_path / "take.mp4", frames=FRAMES, height=48, width=64, start=130)
+    (tmp_path / "take.mp4").rename(clips / "take.mp4 [output]")  # ComfyUI would read it from its output folder
+    common = [WORKFLOW, "--comfyui", harness.comfy_path(), "--cpu", "--batch-input", f"LoadVideo.file={clips}",
+              "--comfy-args", f"--base-directory {base}"]
+    refused = Run(*common, "--output-dir", clips)
+    code, stdout = refused.finish()
+    assert code == 2 and stdout == "" and not (clips / "manifest.jsonl").exists()
+    assert f"the manifest {clips / 'manifest.jsonl'} would lie in the --batch-input folder {clips}" in refused.err
+    out = tmp_path / "out"
+    run = Run(*common, "--output-dir", out)
+    code, _ = run.finish()
+    assert code == 0, run.err[-3000:]
+    records = {os.path.basename(r["input"]): r for r in manifest(out)}
+    assert set(records) == {"manifest.jsonl.mp4", "take.mp4 [output]"}
+    assert all(r["status"] == "ok" and len(r["outputs"]) == 2 for r in records.values()), records
+    assert all(p.startswith(str(out / "manifest.jsonl.mp4") + os.sep) for p in records["manifest.jsonl.mp4"]["outputs"])
+    assert all(p.startswith(str(out / "take") + os.sep) for p in records["take.mp4 [output]"]["outputs"])
 
 
 @pytest.fixture()
