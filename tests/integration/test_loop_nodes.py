@@ -253,6 +253,20 @@ def test_alss_loop_clip(loop_nodes):
     assert images.shape[0] == 5 and indices.endswith(",0")
 
 
+def test_alss_loop_clip_at_the_widget_max_forward_frames(loop_nodes):
+    """The widget's largest forward_frames (read from the running ComfyUI's node definition) gives its clip."""
+    clip = loop_nodes[2]
+    f = clip.INPUT_TYPES()["required"]["forward_frames"][1]["max"]
+    stride = 6
+    frames = torch.rand(stride * (f - 1) + 1, 2, 2, 3)  # tiny frames: the clip's indices are what is checked
+    images, indices = clip.execute(frames, f, stride, 5, 0, "error").result
+    idx = [int(i) for i in indices.split(",")]
+    assert len(idx) == 2 * f - 1 and idx[0] == idx[-1] == 0 and idx[f - 1] == stride * (f - 1)
+    back = idx[f - 1:]
+    assert all(a - b in (2, 4, 6, 8) for a, b in zip(back[:-1], back[1:], strict=True))
+    assert torch.equal(images, frames[idx])
+
+
 # ---- one graph with every loop node and the VCUT nodes through ComfyUI's executor (the example workflows are run
 # by test_workflows.py) ----
 
