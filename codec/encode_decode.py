@@ -46,8 +46,16 @@ def check_params(height: int, width: int, block_size: int, search_range: int, me
     if block_size not in BLOCK_SIZES:
         raise ValueError(f"block_size must be one of {BLOCK_SIZES}, got {block_size}")
     if block_size > min(height, width):
-        raise ValueError(f"block_size {block_size} is larger than the frame ({width}x{height}); "
-                         f"use a block size <= {min(height, width)}")
+        sizes = ", ".join(map(str, BLOCK_SIZES))
+        fitting = [str(b) for b in BLOCK_SIZES if b <= min(height, width)]
+        if fitting:
+            raise ValueError(f"block_size {block_size} is larger than the frame ({width}x{height}): choose "
+                             f"{' or '.join(fitting)} (block_size is one of {sizes} and must fit inside the frame), "
+                             f"or give frames at least {block_size}x{block_size} pixels")
+        larger = f" ({block_size}x{block_size} for block_size {block_size})" if block_size > min(BLOCK_SIZES) else ""
+        raise ValueError(f"block_size {block_size} is larger than the frame ({width}x{height}): every block size "
+                         f"({sizes}) needs frames at least that many pixels on each side, so the frames must be at "
+                         f"least {min(BLOCK_SIZES)}x{min(BLOCK_SIZES)} pixels{larger}; resize or pad them")
     if not 1 <= search_range <= 64:
         raise ValueError(f"search_range must be 1..64 pixels, got {search_range}")
     if method not in SEARCH_METHODS:

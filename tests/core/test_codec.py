@@ -221,8 +221,12 @@ def test_bad_inputs_raise_clear_errors():
     clip = load_clip("car-detection.mp4", 3, start=10, crop=(0, 0, 48, 64))
     with pytest.raises(ValueError, match="at least 2 frames"):
         encode(clip[:1])
-    with pytest.raises(ValueError, match="larger than the frame"):
+    with pytest.raises(ValueError, match=r"larger than the frame \(12x12\): choose 4 or 8 .* at least 16x16 pixels"):
         encode(clip[:, :12, :12], block_size=16)
+    for size in (2, 3):  # below the smallest block: no size fits, and the message says what frame size would
+        with pytest.raises(ValueError, match=rf"\({size}x{size}\): .*\(4, 8, 16\).* at least 4x4 pixels \(16x16") as e:
+            encode(clip[:, :size, :size], block_size=16)
+        assert "<= " not in str(e.value)
     with pytest.raises(ValueError, match="search_range"):
         encode(clip, search_range=0)
     with pytest.raises(ValueError, match="block_size"):

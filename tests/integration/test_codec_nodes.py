@@ -113,8 +113,11 @@ def test_bad_inputs_in_node_execute(comfy_nodes):
         bad = video.clone()
         bad[1, 3, 3, 0] = float("nan")
         enc.execute(bad, "fast search", "16", 8)
-    with pytest.raises(ValueError, match="larger than the frame"):
+    with pytest.raises(ValueError, match=r"larger than the frame \(8x8\): choose 4 or 8 "):
         enc.execute(video[:, :8, :8], "fast search", "16", 8)
+    for block in ("4", "8", "16"):  # frames below the smallest block size (4): the valid frame size is named
+        with pytest.raises(ValueError, match=r"\(3x3\): every block size \(4, 8, 16\) .* at least 4x4 pixels"):
+            enc.execute(video[:, :3, :3], "fast search", block, 8)
     with pytest.raises(ValueError, match="search_range"):
         enc.execute(video, "fast search", "16", 0)
     with pytest.raises(ValueError, match="mixed frame sizes"):
