@@ -110,3 +110,28 @@ def test_salient_mask_refuses_nan_and_empty(comfy_nodes):
         node.execute(bad, 0.0, True, 0.01, 0, 0.0, 0.5)
     with pytest.raises(ValueError, match="empty"):
         node.execute(torch.zeros(0, 32, 32, 3), 0.0, True, 0.01, 0, 0.0, 0.5)
+
+
+@pytest.mark.parametrize("frames_shape, image_shape", [((3, 1, 1000, 3), (1, 64, 96, 3)),
+                                                       ((3, 1000, 1, 3), (1, 1, 1000, 3)),
+                                                       ((2, 1, 1, 3), (1, 5, 5, 3))])
+def test_video_loop_metrics_on_extreme_aspect_ratios(comfy_nodes, frames_shape, image_shape):
+    """A 1 px tall or wide video, or an input image whose centre crop would round to 0 px: defined metrics."""
+    node = next(n for n in harness.pack_module().nodes.ALL_NODES if n.__name__ == "VCUTVideoLoopMetrics")
+    g = torch.Generator().manual_seed(0)
+    report, plot, loop_c, motion = node.execute(torch.rand(frames_shape, generator=g),
+                                                torch.rand(image_shape, generator=g)).result
+    assert np.isfinite(loop_c) and np.isfinite(motion) and "resized" in report
+    assert plot.shape == (1, 384, 768, 3)
+
+
+def test_video_loop_metrics_names_nan_frames_and_a_one_frame_video(comfy_nodes):
+    node = next(n for n in harness.pack_module().nodes.ALL_NODES if n.__name__ == "VCUTVideoLoopMetrics")
+    frames = torch.rand(4, 32, 48, 3, generator=torch.Generator().manual_seed(1))
+    frames[3, 2, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match="frames: contains NaN"):
+        node.execute(frames, frames[:1])
+    with pytest.raises(ValueError, match="image: contains NaN"):
+        node.execute(frames[:3], frames[3:])
+    with pytest.raises(ValueError, match="frames: 1 frame.*at least 2"):
+        node.execute(frames[:1], frames[:1])
