@@ -141,8 +141,8 @@ def with_input(prompt: dict, targets: list[str], name: str, value: str) -> dict:
 
 class Manifest:
     """OUT/manifest.jsonl: appended one line per item run (one O_APPEND write each, flushed at once, so an interrupted
-    batch keeps what it finished and runs sharing the file never mix their lines); read back to skip finished items,
-    and read again for the lines other runs append meanwhile."""
+    batch keeps what it finished; Batch.commit appends under a lock file, so runs on several machines sharing the file
+    never mix their lines); read back to skip finished items, and read again for the lines other runs append."""
 
     def __init__(self, path: pathlib.Path, run: str | None = None) -> None:
         self.path, self.run = path, run
@@ -284,11 +284,13 @@ class Batch:
     def commit(self, result: Result) -> Result:
         """Record the item's result in the manifest while this run still holds it, then give the claim up; an item
         whose claim was lost is failed here and not recorded (the run that took it over records it)."""
+        lock = self.manifest.path.with_name(f".{self.manifest.path.name}.lock")  # one writer at a time, any host
         try:
             self.check(result.item)
+            with self.lease.locked(lock):
+                self.manifest.append(result)
         except LeaseLost as error:
             return dataclasses.replace(result, status="failed", error=f"not recorded: {error}")
-        self.manifest.append(result)
         if result.item.path is not None:
             self.lease.release(self.claim_path(result.item))
         return result

@@ -4,6 +4,7 @@ validation errors as lines, the walk over an execution's outputs, and the path r
 a folder, folders owned by a run and cleaned when that run is gone). No ComfyUI import."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -32,7 +33,7 @@ from .convert import (
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -544,6 +545,20 @@ class Lease:
             self.lost.discard(path)
         if read_lease(path).get("run") == self.run:
             path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self, path: pathlib.Path, wait_s: float | None = None) -> Iterator[None]:
+        """Hold the lock file `path` (a claim) for a short write: waits at most wait_s (default: the lease, after
+        which a lock of a stalled run is stale and taken over), then LeaseLost."""
+        deadline = time.monotonic() + (self.lease_s + 2 * self.heartbeat_s if wait_s is None else wait_s)
+        while not self.claim(path):
+            if time.monotonic() > deadline:
+                raise LeaseLost(f"{path} stayed locked by {self.owner(path)}")
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            self.release(path)
 
     def owner(self, path: pathlib.Path) -> str:
         """Who holds a claim, for messages: 'run R (pid P on host H)'."""

@@ -372,3 +372,20 @@ def test_runner_modules_import_one_way():
         return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in imports.get(start, ()))
     circles = sorted(m for m in imports if reaches(m, m))
     assert not circles, f"runner modules in an import circle: {circles} ({imports})"
+
+
+def test_an_item_whose_claim_was_taken_over_is_failed_and_not_recorded(tmp_path):
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    (photos / "a.png").write_bytes(b"x")
+    with Lease(lease_s=30) as stalled, Lease(lease_s=30) as other:
+        batch = plan(batch_options(photos), out, PROMPT, {"Load": Loader}, stalled)
+        (item,) = batch.items
+        assert batch.start(item) is None
+        claim = batch.claim_path(item)
+        os.utime(claim, (time.time() - 31,) * 2)  # not renewed for longer than the lease
+        assert other.claim(claim)
+        result = batch.commit(Result(item, "ok", [], reported=0))
+        assert result.status == "failed" and "not recorded" in result.error and "taken over" in result.error
+        assert (out / MANIFEST).read_text() == ""
+        assert json.loads(claim.read_text())["run"] == other.run  # the other run's claim is left alone
