@@ -36,6 +36,7 @@ const rgbDistance = (a, b) => Math.max(...a.map((v, i) => Math.abs(v - b[i])));
 const hexToRgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
 const nextFrames = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
 let page; // the one tab of the run
+const LIVENESS_MS = 20000; // a page that has not answered a call in 20 s is hung (the times themselves are reported)
 
 /** Screen rectangle of a node with its title, in page pixels: the Vue node's element in Nodes 2.0, else from the
  *  canvas transform. */
@@ -355,6 +356,93 @@ async function main() {
               `scheduler -> VideoLinearCFGGuidance -> KSamplerAdvanced: ${JSON.stringify(advanced)}`);
         check(advancedShown?.ordered, `advanced: bar not on screen ${JSON.stringify(advancedShown)}`);
         report.advanced = { summary: advanced.summary, cells: advancedShown.cells };
+
+        // 3d. a workflow file whose KSampler has 10^9 steps (the frontend does not clamp widget values when a workflow
+        // loads): the page answers, the bar is drawn as two spans, and its drawing time does not grow with the steps.
+        // Then values that are no step count (negative, text, a JSON number that parses as Infinity): named in the
+        // bar's summary. The times are reported, not compared; LIVENESS_MS only tells a hung page from a slow one.
+        const vcutJson = JSON.parse(fs.readFileSync(vcutFile, "utf8"));
+        const stepsIndex = await page.evaluate(async (g) => { // where KSampler's steps sits in widgets_values
+            await window.app.loadGraphData(g);
+            const sampler = window.app.graph._nodes.find((n) => n.type === "KSampler");
+            const values = sampler.serialize().widgets_values;
+            const index = sampler.widgets.findIndex((w) => w.name === "steps");
+            return values[index] === sampler.widgets[index].value ? index : -1;
+        }, vcutJson);
+        check(stepsIndex >= 0, "KSampler's steps widget found in its widgets_values");
+        const withSteps = (steps) => {
+            const g = structuredClone(vcutJson);
+            g.nodes.find((n) => n.type === "KSampler").widgets_values[stepsIndex] = steps;
+            return g;
+        };
+        const HUNG = Symbol("hung");
+        const withinLiveness = async (what, promise) => {
+            const t0 = Date.now();
+            const result = await Promise.race([promise, new Promise((r) => setTimeout(() => r(HUNG), LIVENESS_MS))]);
+            check(result !== HUNG, `${what}: no answer within ${LIVENESS_MS} ms: the page hangs`);
+            return { result, ms: Date.now() - t0 };
+        };
+        /** Loads a workflow, then times one frame and the bar widget's own draw (on a canvas of its own, so the
+         *  same code path is timed in both renderers); returns the times and the scheduler's split. */
+        const loadTimed = async (steps, what) => {
+            const load = await withinLiveness(`${what}: loadGraphData`,
+                page.evaluate(async (g) => { await window.app.loadGraphData(g); }, withSteps(steps)));
+            await page.evaluate(() => document.querySelectorAll(".p-dialog-mask").forEach((d) => d.remove()));
+            const frame = await withinLiveness(`${what}: two animation frames`, page.evaluate(() => {
+                window.app.canvas.setDirty(true, true);
+                return new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+            }));
+            const { result } = await withinLiveness(`${what}: the bar's draw`, page.evaluate(() => {
+                const app = window.app;
+                const node = app.graph._nodes.find((n) => n.type === "VCUTCutStepScheduler");
+                const sampler = app.graph._nodes.find((n) => n.type === "KSampler");
+                const widget = node.widgets.find((w) => w.name === "vcut_step_bar");
+                const ctx = document.createElement("canvas").getContext("2d");
+                const t0 = performance.now();
+                widget.draw(ctx, node, node.size[0], 0);
+                const drawMs = performance.now() - t0;
+                const { steps, cut, guided, sampler: source, summary, error } = node.vcutStepSplit;
+                const value = sampler.widgets.find((w) => w.name === "steps").value;
+                return { id: node.id, drawMs, split: { steps, cut, guided, sampler: source, summary, error },
+                         widgetValue: typeof value === "number" && !Number.isFinite(value) ? String(value) : value };
+            }));
+            return { loadMs: load.ms, frameMs: frame.ms, drawMs: Math.round(result.drawMs * 100) / 100, ...result };
+        };
+        const huge = await loadTimed(1e9, "10^9 steps");
+        check(huge.widgetValue === 1e9, `the loaded KSampler holds steps ${huge.widgetValue}, expected 10^9`);
+        check(huge.split.steps === 1e9 && huge.split.guided === 16 && huge.split.sampler === "KSampler"
+              && huge.split.summary.startsWith("steps 1-16 guided (CFG), 17-1000000000 cond only"),
+              `10^9 steps: ${JSON.stringify(huge.split)}`);
+        await focus(huge.id);
+        const hugeShown = await barShows(huge.id, [1, 1]); // a guided span, then an unguided span
+        check(hugeShown?.ordered && hugeShown.cells[0] === 1 && hugeShown.cells[1] === 1,
+              `10^9 steps: the bar on screen ${JSON.stringify(hugeShown)}`);
+        const usual = await loadTimed(25, "25 steps"); // the same workflow as shipped, timed the same way
+        const rects = await page.evaluate(async (u) => { // rectangles the bar draws, for step counts up to 10^15
+            const m = await import(u);
+            return [25, 300, 1e4, 1e9, 1e15, NaN, -3].map((n) => m.barRects(n, 16, 300).length);
+        }, extUrl);
+        check(rects.every((n) => n <= 300 / 4 + 2), `rectangles per bar ${rects}`);
+        report.hugeSteps = { steps1e9: huge, steps25: usual, liveness: LIVENESS_MS, cells: hugeShown.cells,
+                             rectsFor: { 25: rects[0], 300: rects[1], 1e4: rects[2], 1e9: rects[3], 1e15: rects[4],
+                                         NaN: rects[5], "-3": rects[6] } };
+        report.badSteps = [];
+        for (const bad of [-5, "abc", Infinity]) {
+            const got = await loadTimed(bad, `steps ${String(bad)}`);
+            const expect = await page.evaluate(async ([u, v]) => { // the rule itself, on what the widget holds
+                const m = await import(u);
+                const { steps, guided, error } = m.cutSplit(17, 0, 0, v === "Infinity" ? Infinity : v);
+                return { steps, guided, error };
+            }, [extUrl, got.widgetValue]);
+            check(got.split.steps === expect.steps && got.split.guided === expect.guided
+                  && got.split.error === expect.error,
+                  `steps ${bad}: ${JSON.stringify(got)} vs ${JSON.stringify(expect)}`);
+            const numeric = typeof got.widgetValue === "number" && Number.isFinite(got.widgetValue)
+                && got.widgetValue >= 0;
+            check(numeric ? got.split.error === null : /steps must be a whole number/.test(got.split.error ?? ""),
+                  `steps ${bad} (the widget holds ${got.widgetValue}): ${JSON.stringify(got.split)}`);
+            report.badSteps.push({ value: String(bad), ...got });
+        }
 
         // 4. previews: a graph of pack nodes that need no model, queued through /prompt, shows images on the nodes.
         const ids = await page.evaluate((image) => {

@@ -11,6 +11,8 @@ export const GUIDED_COLOR = "#e0a030";  // steps with CFG (semantic binding)
 export const UNGUIDED_COLOR = "#3f8fcf"; // steps after the cut (conditional only)
 export const DEFAULT_STEPS = 25;         // drawn when no sampler is connected (the paper's 25-step schedule)
 const BAR_HEIGHT = 78;                   // the step bar widget's height: summary, bar, legend, step source
+const MIN_CELL = 4;                      // narrower steps are drawn as two spans (guided, unguided), not as cells
+const MIN_SPAN = 4;                      // a stage with at least one step is never drawn narrower than this (px)
 const SCHEDULER = "VCUTCutStepScheduler";
 const STEP_BAR_WIDGET = "vcut_step_bar";
 
@@ -34,10 +36,17 @@ export function pyRound(x) {
  * c past the last step means every step is guided; auto_threshold > 0 may cut earlier at run time ("auto").
  */
 export function cutSplit(cutStep, cutFraction, autoThreshold, steps) {
-    const n = Math.max(0, Math.floor(steps));
+    // A loaded workflow's widget values are not clamped by the frontend: any value may arrive here.
+    const n = Math.floor(Number(steps));
+    const refuse = (error) => ({ steps: 0, cut: null, guided: 0, unguided: 0, auto: false, error });
+    if (!Number.isFinite(n) || n < 0) {
+        return refuse(`the sampler's steps must be a whole number >= 0, got ${steps}`);
+    }
     if (!(cutFraction >= 0 && cutFraction <= 1)) {
-        return { steps: n, cut: null, guided: 0, unguided: 0, auto: false,
-                 error: `cut_fraction must be 0 or in (0, 1], got ${cutFraction}` };
+        return refuse(`cut_fraction must be 0 or in (0, 1], got ${cutFraction}`);
+    }
+    if (!(cutFraction > 0) && !Number.isFinite(Number(cutStep))) {
+        return refuse(`cut_step must be a number, got ${cutStep}`);
     }
     const cut = cutFraction > 0 ? pyRound(cutFraction * n) + 1 : Math.max(1, Math.floor(cutStep));
     const guided = Math.min(cut - 1, n); // VCUT Eq. 3-4: CFG in steps 1..c-1
@@ -48,12 +57,15 @@ function widgetValue(node, name) {
     return node.widgets?.find((w) => w.name === name)?.value;
 }
 
-/** Step count a sampler node runs on its sigma schedule (ComfyUI's KSamplerAdvanced slices it). */
+/** Step count a sampler node runs on its sigma schedule (ComfyUI's KSamplerAdvanced slices it); null without a
+ *  steps widget. A value that is no step count (NaN, negative, text) is returned as it is: cutSplit names it. */
 function samplerSteps(node) {
-    const steps = Number(widgetValue(node, "steps"));
-    if (!Number.isFinite(steps)) return null;
+    const value = widgetValue(node, "steps");
+    if (value === undefined) return null;
+    const steps = Number(value);
+    if (!(Number.isFinite(steps) && steps >= 0)) return value;
     if (node.type === "KSamplerAdvanced") {
-        const start = Number(widgetValue(node, "start_at_step")) || 0;
+        const start = Math.max(0, Number(widgetValue(node, "start_at_step")) || 0);
         const end = Number(widgetValue(node, "end_at_step"));
         return Math.max(0, Math.min(Number.isFinite(end) ? end : steps, steps) - start);
     }
@@ -108,9 +120,27 @@ function summary(split) {
 }
 
 /**
+ * The rectangles of the bar, [x, width, guided] relative to its left end, in bounded number for any step count:
+ * one cell per step (1 px apart) while a step is wider than MIN_CELL px, else two spans in proportion to the stages
+ * (a stage with a step in it at least MIN_SPAN px wide). At most width / MIN_CELL + 2 rectangles.
+ */
+export function barRects(steps, guided, width) {
+    if (!(steps > 0) || !(width > 0)) return [];
+    const cell = width / steps;
+    if (cell > MIN_CELL) {
+        return Array.from({ length: steps }, (_, i) => [i * cell, cell - 1, i < guided]);
+    }
+    let split = width * guided / steps;
+    if (guided > 0) split = Math.max(split, MIN_SPAN);
+    if (guided < steps) split = Math.min(split, width - MIN_SPAN);
+    return [[0, split, true], [split, width - split, false]].filter(([, w]) => w > 0);
+}
+
+/**
  * Draws the bar into a widget's slot: (x 0..width, y top..top+BAR_HEIGHT) of the context it is given. Both renderers
  * call this: LiteGraph with the node's canvas context (translated to the node), Nodes 2.0 with the widget's own
- * canvas (WidgetLegacy). Only reads the node: never resizes it, so drawing cannot feed back into layout.
+ * canvas (WidgetLegacy). Only reads the node: never resizes it, so drawing cannot feed back into layout. Its time
+ * is bounded by the width, not by the step count (barRects).
  */
 function drawStepBar(node, ctx, width, top) {
     const split = computeSplit(node);
@@ -124,10 +154,9 @@ function drawStepBar(node, ctx, width, top) {
     ctx.textAlign = "left";
     ctx.fillStyle = split.error ? "#ff7070" : "#dddddd";
     ctx.fillText(fit(ctx, split.summary, inner), pad, top + 10);
-    const cell = inner / Math.max(split.steps, 1);
-    for (let i = 0; i < split.steps; i++) {
-        ctx.fillStyle = i < split.guided ? GUIDED_COLOR : UNGUIDED_COLOR;
-        ctx.fillRect(pad + i * cell, barY, Math.max(cell - (cell > 4 ? 1 : 0), 1), barH);
+    for (const [x, w, guided] of barRects(split.steps, split.guided, inner)) {
+        ctx.fillStyle = guided ? GUIDED_COLOR : UNGUIDED_COLOR;
+        ctx.fillRect(pad + x, barY, w, barH);
     }
     ctx.strokeStyle = "#000000";
     ctx.strokeRect(pad, barY, inner, barH);
@@ -142,8 +171,8 @@ function drawStepBar(node, ctx, width, top) {
         ctx.fillText(label, x + 14, legendY);
         x += 14 + ctx.measureText(label).width + 12;
     }
-    const source = split.sampler ? `${split.steps} steps from ${split.sampler}`
-                                 : `connect a sampler (showing ${DEFAULT_STEPS} steps)`;
+    const source = !split.sampler ? `connect a sampler (showing ${DEFAULT_STEPS} steps)`
+        : split.error ? `step count from ${split.sampler}` : `${split.steps} steps from ${split.sampler}`;
     ctx.fillStyle = split.sampler ? "#999999" : "#ffb060";
     ctx.fillText(fit(ctx, source, inner), pad, legendY + 18);
     ctx.restore();
