@@ -32,6 +32,7 @@ from .common import (
     LeaseLost,
     RunnerError,
     apply_overrides,
+    clean_stale,
     inside,
     log,
     matching_nodes,
@@ -314,6 +315,9 @@ def plan(options: argparse.Namespace, output_dir: pathlib.Path, prompt: dict, no
     if batch is None:
         return Batch([Item(None, "", 1)], [], None, manifest, [], lease, claims)
     targets = batch_targets(prompt, batch, node_classes)
+    # lease files a killed run was still writing (Lease._write), once stale
+    clean_stale(claims, ".", lease.lease_s)
+    clean_stale(manifest_path.parent, f"..{manifest_path.name}.lock.", lease.lease_s)
     reserved = frozenset({manifest_path.name} if manifest_path.parent == output_dir else ())
     items = list_items(batch.folder, reserved)
     if not items:
