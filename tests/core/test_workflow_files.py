@@ -113,10 +113,6 @@ CASES = [
      ["node 2 (SaveImage): input 'images': its link is a list"]),
     ("outputs a text", ui_node(0, outputs="IMAGE"), ["node 1 (LoadImage): 'outputs' is a text ('IMAGE')"]),
     ("an outputs entry that is a number", ui_node(0, outputs=[3]), ["node 1 (LoadImage): outputs[0] is a number"]),
-    ("a PrimitiveNode without value", edited(ui_workflow, lambda w: w["nodes"].append(
-        {"id": 3, "type": "PrimitiveNode", "outputs": [{"name": "STRING", "type": "STRING", "links": []}],
-         "widgets_values": {"value": "x"}})),
-     ["node 3 (PrimitiveNode): a PrimitiveNode holds its value as widgets_values[0]", "an object"]),
     # UI format: links
     ("links an object", edited(ui_workflow, lambda w: w.update(links={"1": [1, 1, 0, 2, 0, "IMAGE"]})),
      ["'links' is an object", "expected a list of links"]),
