@@ -582,12 +582,16 @@ def ui_to_api(workflow: dict, node_classes: Mapping[str, Any], display_names: Ma
     for node in workflow["nodes"]:
         if node["type"] in VIRTUAL_TYPES or node.get("mode", 0) in (MUTED, BYPASSED):
             continue
-        input_types = node_classes[node["type"]].INPUT_TYPES()
         values = node.get("widgets_values")
         if isinstance(values, dict):  # some nodes save their widgets by name
             inputs = {k: _wrap(v) for k, v in values.items()}
         else:
-            inputs = _node_widget_inputs(node, input_types, notes, strict)
+            try:
+                inputs = _node_widget_inputs(node, node_classes[node["type"]].INPUT_TYPES(), notes, strict)
+            except (AttributeError, TypeError, KeyError, IndexError) as error:  # a definition of another shape
+                raise WorkflowError(f"{_describe(node)}: this ComfyUI's definition of {node['type']} (its "
+                                    f"INPUT_TYPES) is not one the frontend could build widgets from: "
+                                    f"{type(error).__name__}: {error}") from None
         for i, slot in enumerate(node.get("inputs") or []):
             source = resolve(node, i)
             if source is None:

@@ -265,3 +265,12 @@ def test_a_primitive_node_is_read_only_where_it_feeds_an_input():
     workflow["links"], primitive["widgets_values"] = [], []  # unlinked and empty, as the editor saves a new one
     next(n for n in workflow["nodes"] if n["id"] == 3)["inputs"][0]["link"] = None
     assert set(ui_to_api(workflow, CHAIN)) == {"1", "3"}
+
+
+def test_a_node_definition_of_another_shape_is_named():
+    """Node definitions come from ComfyUI or a server's /object_info (a broken custom node can give anything)."""
+    for spec in ([], {"required": ["x"]}, {"required": {"c": ("COMFY_DYNAMICCOMBO_V3", {"options": [7]})}}):
+        odd = type("Odd", (), {"INPUT_TYPES": staticmethod(lambda spec=spec: spec)})
+        with pytest.raises(WorkflowError, match=r"node 1 \(Odd\): this ComfyUI's definition of Odd \(its INPUT_TYPES\) "
+                                                r"is not one the frontend could build widgets from: AttributeError"):
+            ui_to_api({"nodes": [{"id": 1, "type": "Odd", "widgets_values": ["k"]}]}, {"Odd": odd})
