@@ -333,7 +333,8 @@ def plan(options: argparse.Namespace, output_dir: pathlib.Path, prompt: dict, no
     sweep = None
     if getattr(options, "sweep", None):  # the grid's points as items (sweep.py)
         from .sweep import plan as sweep_plan
-        sweep, items = sweep_plan(options, prompt, node_classes)
+        sweep, points = sweep_plan(options, prompt, node_classes)
+        items = [Item(None, p.name, p.index, sweep=p.values, prompt=p.prompt) for p in points]
     manifest = Manifest(manifest_path, lease.run)
     if batch is None and sweep is None:
         return Batch([Item(None, "", 1)], [], None, manifest, [], lease, claims)

@@ -29,15 +29,13 @@ import math
 import pathlib
 import re
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .common import RunnerError, apply_overrides, log, matching_nodes
 from .convert import input_specs
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from .batch import Item, Result
 
 MAX_POINTS = 10000  # a grid larger than this is a typo (a value list pasted twice), not a plan
 TABLE = "sweep"  # OUT/sweep.csv, OUT/sweep.md
@@ -149,26 +147,33 @@ def parse_axes(texts: list[str], prompt: dict, node_classes: Mapping[str, Any]) 
     return axes
 
 
+class Point(NamedTuple):
+    """One combination: its output folder name, its number (from 1), the values by NODE.INPUT, its prompt. batch.py
+    makes it a batch Item (this module does not import batch.py: runner modules import one way)."""
+    name: str
+    index: int
+    values: dict
+    prompt: dict
+
+
 @dataclasses.dataclass
 class Sweep:
     """The grid: its axes and, per item, the values and the prompt with them set."""
     axes: list[Axis]
     compare_nodes: list[str]
 
-    def items(self, prompt: dict, node_classes: Mapping[str, Any]) -> list[Item]:
-        from .batch import Item
+    def points(self, prompt: dict, node_classes: Mapping[str, Any]) -> list[Point]:
         points = list(itertools.product(*(range(len(a.values)) for a in self.axes)))
         width = len(str(len(points)))
-        items = []
+        found = []
         for index, point in enumerate(points, 1):
             settings = [(a.key, a.values[i], a.raws[i]) for a, i in zip(self.axes, point, strict=True)]
             item_prompt = copy.deepcopy(prompt)
             apply_overrides(item_prompt, [f"{key}={raw}" for key, _, raw in settings], node_classes)
             name = f"{index:0{width}d}_" + "_".join(
                 re.sub(r"[^\w.=+-]", "-", f"{key.rsplit('.', 1)[1]}={raw}") for key, _, raw in settings)
-            items.append(Item(None, name, index, sweep={key: value for key, value, _ in settings},
-                              prompt=item_prompt))
-        return items
+            found.append(Point(name, index, {key: value for key, value, _ in settings}, item_prompt))
+        return found
 
     def measure(self, reports: list[tuple[str | None, str]], prompt: dict) -> dict:
         """The item's numbers from the reports its nodes made ((node id, line) in the order made): per cost report
@@ -195,7 +200,7 @@ class Sweep:
                 compares[str(node)] = numbers
         return {"cost": list(costs.values()), "compare": list(compares.values())}
 
-    def table(self, results: list[Result]) -> tuple[list[str], list[list[Any]]]:
+    def table(self, results: list[Any]) -> tuple[list[str], list[list[Any]]]:
         """Columns and rows (grid order): the swept values, status, seconds, then per cost report and per Video
         Compare node its numbers (a node's id in the column name where the workflow has several)."""
         measured = [r.metrics or {} for r in results]
@@ -222,7 +227,7 @@ class Sweep:
             rows.append(row)
         return columns, rows
 
-    def write(self, results: list[Result], output_dir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    def write(self, results: list[Any], output_dir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
         """OUT/sweep.csv and OUT/sweep.md (written whole each time, from this run's items and those the manifest
         says were done earlier); the markdown table on stderr too."""
         columns, rows = self.table(results)
@@ -261,8 +266,9 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def plan(options: Any, prompt: dict, node_classes: Mapping[str, Any]) -> tuple[Sweep, list[Item]]:
-    """The sweep's grid as batch items, refused (exit 2) before anything runs when a name or a value is wrong."""
+def plan(options: Any, prompt: dict, node_classes: Mapping[str, Any]) -> tuple[Sweep, list[Point]]:
+    """The sweep's grid (its combinations, for batch.py's items); refused (exit 2) before anything runs when a name
+    or a value is wrong."""
     if options.batch_input:
         raise RunnerError("--sweep and --batch-input cannot be combined: sweep one input file at a time (set it with "
                           "--set, e.g. --set LoadImage.image=cat.png)")
@@ -274,9 +280,9 @@ def plan(options: Any, prompt: dict, node_classes: Mapping[str, Any]) -> tuple[S
     if not compare_nodes:
         log("note: the workflow has no Video Compare node: the sweep table has no quality columns")
     sweep = Sweep(axes, compare_nodes)
-    items = sweep.items(prompt, node_classes)
+    points = sweep.points(prompt, node_classes)
     log(f"sweep of {count} combination(s): " + " x ".join(f"{a.key} ({len(a.values)})" for a in axes))
-    return sweep, items
+    return sweep, points
 
 
 class ReportTap(logging.Handler):
