@@ -40,8 +40,9 @@ DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # io.DynamicCombo's type name (newer Co
 MISSING = object()  # no value in widgets_values for this widget
 MAX_NESTING = 100  # lists/objects inside each other in a workflow file; saved workflows nest fewer than 15
 # nodes one after another: ComfyUI validates and caches a prompt by one nested call per linked node (0.8.0 stopped
-# near 970 in process); chains of 900 run on 0.8.0 and 0.30.0, in process and as a server (test_runner_limits.py)
-MAX_CHAIN = 900
+# near 970 in process); a server's own call stack comes on top, so the runner keeps a margin below that
+# (test_runner_limits.py runs chains of this length on 0.8.0 and 0.30.0, in process and as a server)
+MAX_CHAIN = 800
 MAX_DYNAMIC_DEPTH = 16  # DynamicCombo options inside options; ComfyUI's own nest two or three deep
 MODES = {0: "always", 1: "on event", 2: "never: muted", 3: "on trigger", 4: "bypass"}  # LiteGraph's node modes
 
@@ -277,7 +278,7 @@ def find_cycle(prompt: dict) -> list[str] | None:
 
 def longest_chain(prompt: dict) -> list[str]:
     """The node ids of the longest chain of links in an API prompt without cycles, from its first node to its last
-    (ComfyUI validates and caches a prompt by recursion along its links: a chain far past ~900 nodes stops it).
+    (ComfyUI validates and caches a prompt by recursion along its links: a chain near 1000 nodes stops it).
     Computed with its own stack, so a chain of any length is measured."""
     length, before = {}, {}  # node -> nodes in the longest chain ending there, and the node before it there
     for root in prompt:
