@@ -3,13 +3,17 @@
 pack) and to server_nodes/ (the tiny random-weight test checkpoint). Every server started here is stopped on exit."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import pathlib
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 
 import harness
 
@@ -89,3 +93,35 @@ def comfy_servers(root: pathlib.Path, count: int):
     finally:
         for server in servers:
             server.stop()
+
+
+PROGRESS_TEXT = 3  # ComfyUI's binary event for a node's progress text (node id + text), 0.8.0 and later
+
+
+def progress_texts(url: str, prompt: dict, timeout: float = 300.0) -> list[tuple[str, str]]:
+    """Queue `prompt` on the server at `url` and return the (node id, text) progress-text messages it sends to this
+    client until the prompt finishes, as the browser receives them; an execution error fails the test."""
+    import aiohttp  # ComfyUI's own dependency: only in ComfyUI's environment
+
+    async def run() -> list[tuple[str, str]]:
+        client, texts = uuid.uuid4().hex, []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.ws_connect(f"{url.replace('http', 'ws')}/ws?clientId={client}") as ws:
+                async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client}) as response:
+                    assert response.status == 200, await response.text()
+                    prompt_id = (await response.json())["prompt_id"]
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.BINARY and \
+                            struct.unpack(">I", message.data[:4])[0] == PROGRESS_TEXT:
+                        length = struct.unpack(">I", message.data[4:8])[0]
+                        texts.append((message.data[8:8 + length].decode(), message.data[8 + length:].decode()))
+                    elif message.type == aiohttp.WSMsgType.TEXT:
+                        event = json.loads(message.data)
+                        data = event.get("data", {})
+                        assert event["type"] != "execution_error", data
+                        if event["type"] == "executing" and data.get("node") is None and \
+                                data.get("prompt_id") == prompt_id:
+                            return texts
+        raise AssertionError(f"the connection closed before the prompt finished: {texts}")
+
+    return asyncio.run(asyncio.wait_for(run(), timeout))

@@ -405,3 +405,41 @@ def workflow_prompt(workflow, overrides=None, substitute=None):
         entry["inputs"].update((overrides or {}).get(entry["class_type"], {}))
         entry["class_type"] = substitute.get(entry["class_type"], entry["class_type"])
     return prompt
+
+
+# ---- UI-format workflows built in tests (the converter's frontend rules) ----
+
+def ui_node(node_id, node_type, widgets=(), inputs=(), outputs=(), mode=0, title=None):
+    """One node as the frontend saves it; inputs are (name, type, link, is a widget) and outputs (name, type, links)."""
+    node = {"id": node_id, "type": node_type, "mode": mode, "widgets_values": list(widgets),
+            "inputs": [{"name": n, "type": t, "link": link, **({"widget": {"name": n}} if w else {})}
+                       for n, t, link, w in inputs],
+            "outputs": [{"name": n, "type": t, "links": ls} for n, t, ls in outputs]}
+    if title:
+        node["title"] = title
+    return node
+
+
+def frontend_rules_workflow(salient_widgets=(0.0, True, 0.01, 0, 0.0, 0.5, 1.0)) -> dict:
+    """LoadImage -> Reroute -> ImageScale (bypassed) -> Salient Mask titled "Saliency" (its dilate widget an input fed
+    by a PrimitiveNode holding 7, with `salient_widgets` saved) -> ImageInvert (muted) -> PreviewImage; a KSampler with
+    its seed control, ALSS Loop Clip, a Note and a MarkdownNote: every rule of the frontend's graphToPrompt."""
+    nodes = [
+        ui_node(1, "LoadImage", ["example.png", "image"], outputs=[("IMAGE", "IMAGE", [1]), ("MASK", "MASK", [])]),
+        ui_node(3, "Reroute", inputs=[("", "*", 1, False)], outputs=[("", "IMAGE", [2])]),
+        ui_node(2, "ImageScale", ["bilinear", 16, 16, "center"], mode=4,  # bypassed: image passes through
+                inputs=[("image", "IMAGE", 2, False)], outputs=[("IMAGE", "IMAGE", [3])]),
+        ui_node(4, "VCUTSalientMask", list(salient_widgets), title="Saliency",
+                inputs=[("images", "IMAGE", 3, False), ("dilate", "INT", 4, True)],
+                outputs=[("mask", "MASK", []), ("preview", "IMAGE", [5])]),
+        ui_node(5, "PrimitiveNode", [7, "fixed"], outputs=[("INT", "INT", [4])]),
+        ui_node(6, "ImageInvert", mode=2, inputs=[("image", "IMAGE", 5, False)], outputs=[("IMAGE", "IMAGE", [6])]),
+        ui_node(7, "PreviewImage", inputs=[("images", "IMAGE", 6, False)]),
+        ui_node(8, "KSampler", [5, "randomize", 3, 2.0, "euler", "normal", 1.0]),
+        ui_node(9, "VCUTALSSLoopClip", [5, 3, 11, "fixed", 0, "error"]),
+        ui_node(10, "Note", ["about"]),
+        ui_node(11, "MarkdownNote", ["# about"]),
+    ]
+    links = [[1, 1, 0, 3, 0, "IMAGE"], [2, 3, 0, 2, 0, "IMAGE"], [3, 2, 0, 4, 0, "IMAGE"], [4, 5, 0, 4, 1, "INT"],
+             [5, 4, 1, 6, 0, "IMAGE"], [6, 6, 0, 7, 0, "IMAGE"]]
+    return {"nodes": nodes, "links": links, "groups": [], "version": 0.4}

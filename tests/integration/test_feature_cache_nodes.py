@@ -285,13 +285,7 @@ def test_one_server_across_prompts():
 def test_cost_report_is_shown_on_the_sampler_node_of_a_real_server(tmp_path):
     """A real ComfyUI server (main.py on 127.0.0.1): the run's cost report reaches the browser as ComfyUI's own
     progress-text message (binary event 3: node id + text) addressed to the KSampler node."""
-    import asyncio
-    import json
-    import struct
-    import uuid
-
-    import aiohttp
-    from comfy_servers import comfy_servers
+    from comfy_servers import comfy_servers, progress_texts
 
     prompt = {
         "ckpt": {"class_type": "VCUTTestCheckpoint", "inputs": {"ckpt_name": ""}},
@@ -307,33 +301,8 @@ def test_cost_report_is_shown_on_the_sampler_node_of_a_real_server(tmp_path):
         "preview": {"class_type": "PreviewImage", "inputs": {"images": ["decode", 0]}},
     }
 
-    async def run(url):
-        client = uuid.uuid4().hex
-        texts, done = [], False
-        timeout = aiohttp.ClientTimeout(total=300)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.ws_connect(f"{url.replace('http', 'ws')}/ws?clientId={client}") as ws:
-                async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client}) as response:
-                    assert response.status == 200, await response.text()
-                    prompt_id = (await response.json())["prompt_id"]
-                async for message in ws:
-                    if message.type == aiohttp.WSMsgType.BINARY and struct.unpack(">I", message.data[:4])[0] == 3:
-                        length = struct.unpack(">I", message.data[4:8])[0]
-                        texts.append((message.data[8:8 + length].decode(), message.data[8 + length:].decode()))
-                    elif message.type == aiohttp.WSMsgType.TEXT:
-                        event = json.loads(message.data)
-                        data = event.get("data", {})
-                        if event["type"] == "execution_error":
-                            raise AssertionError(data)
-                        if event["type"] == "executing" and data.get("node") is None and \
-                                data.get("prompt_id") == prompt_id:
-                            done = True
-                            break
-        return texts, done
-
     with comfy_servers(tmp_path / "servers", 1) as (server,):
-        texts, done = asyncio.run(asyncio.wait_for(run(server.url), 300))
-    assert done
+        texts = progress_texts(server.url, prompt)
     reports = [text for node, text in texts if node == "sampler" and text.startswith("UNet Feature Cache: ")]
     assert len(reports) == 1, texts
     assert "2 full" in reports[0] and "2 partial" in reports[0] and "GMACs" in reports[0]

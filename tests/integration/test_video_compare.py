@@ -2,11 +2,7 @@
 LoadVideo -> GetVideoComponents; the candidate is core's ImageBlur of it), its numbers checked against the frames the
 executor handed over, its preview shown on the node (the executor's UI output), bad inputs refused through the
 executor, and its summary shown as the node's progress text by a real ComfyUI server."""
-import asyncio
-import json
 import math
-import struct
-import uuid
 
 import harness
 import numpy as np
@@ -91,8 +87,7 @@ def test_different_frame_counts_are_refused_naming_both_shapes(clip_dir):
 def test_summary_is_the_nodes_progress_text_on_a_real_server(tmp_path):
     """A real ComfyUI server (main.py on 127.0.0.1): the summary reaches the browser as ComfyUI's own progress-text
     message (binary event 3: node id + text) addressed to the Video Compare node."""
-    import aiohttp
-    from comfy_servers import comfy_servers
+    from comfy_servers import comfy_servers, progress_texts
 
     def empty(color):
         return {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": 3, "color": color}}
@@ -100,28 +95,8 @@ def test_summary_is_the_nodes_progress_text_on_a_real_server(tmp_path):
     prompt = {"ref": empty(0x808080), "cand": empty(0x828282),
               "compare": {"class_type": NODE, "inputs": {"reference": ["ref", 0], "candidate": ["cand", 0]}}}
 
-    async def run(url):
-        client, texts = uuid.uuid4().hex, []
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
-            async with session.ws_connect(f"{url.replace('http', 'ws')}/ws?clientId={client}") as ws:
-                async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client}) as response:
-                    assert response.status == 200, await response.text()
-                    prompt_id = (await response.json())["prompt_id"]
-                async for message in ws:
-                    if message.type == aiohttp.WSMsgType.BINARY and struct.unpack(">I", message.data[:4])[0] == 3:
-                        length = struct.unpack(">I", message.data[4:8])[0]
-                        texts.append((message.data[8:8 + length].decode(), message.data[8 + length:].decode()))
-                    elif message.type == aiohttp.WSMsgType.TEXT:
-                        event = json.loads(message.data)
-                        data = event.get("data", {})
-                        assert event["type"] != "execution_error", data
-                        if event["type"] == "executing" and data.get("node") is None and \
-                                data.get("prompt_id") == prompt_id:
-                            return texts
-        raise AssertionError(f"the connection closed before the prompt finished: {texts}")
-
     with comfy_servers(tmp_path / "servers", 1) as (server,):
-        texts = asyncio.run(asyncio.wait_for(run(server.url), 300))
+        texts = progress_texts(server.url, prompt)
     # 0x80 vs 0x82 on every pixel: MSE = (2/255)^2, PSNR = 20 log10(255/2) = 42.1 dB; both videos still
     expected = "candidate vs reference: mean PSNR 42.1 dB, min 42.1 at frame 0, SSIM"
     assert [text for node, text in texts if node == "compare" and text.startswith("Video Compare: ")] and \

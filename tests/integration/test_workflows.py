@@ -213,38 +213,11 @@ def test_workflow_executes_end_to_end(comfy_nodes, folders, name):
 
 # ---- the converter follows the frontend's graphToPrompt rules (real node definitions from ComfyUI) ----
 
-def ui_node(node_id, node_type, widgets=(), inputs=(), outputs=(), mode=0, title=None):
-    node = {"id": node_id, "type": node_type, "mode": mode, "widgets_values": list(widgets),
-            "inputs": [{"name": n, "type": t, "link": link, **({"widget": {"name": n}} if w else {})}
-                       for n, t, link, w in inputs],
-            "outputs": [{"name": n, "type": t, "links": ls} for n, t, ls in outputs]}
-    if title:
-        node["title"] = title
-    return node
-
-
 def test_converter_follows_the_frontend_rules(comfy_nodes):
     from vcut.runner.convert import WorkflowError, ui_to_api
-    nodes = [
-        ui_node(1, "LoadImage", ["example.png", "image"], outputs=[("IMAGE", "IMAGE", [1]), ("MASK", "MASK", [])]),
-        ui_node(3, "Reroute", inputs=[("", "*", 1, False)], outputs=[("", "IMAGE", [2])]),
-        ui_node(2, "ImageScale", ["bilinear", 16, 16, "center"], mode=4,  # bypassed: image passes through
-                inputs=[("image", "IMAGE", 2, False)], outputs=[("IMAGE", "IMAGE", [3])]),
-        ui_node(4, "VCUTSalientMask", [0.0, True, 0.01, 0, 0.0, 0.5], title="Saliency",
-                inputs=[("images", "IMAGE", 3, False), ("dilate", "INT", 4, True)],
-                outputs=[("mask", "MASK", []), ("preview", "IMAGE", [5])]),
-        ui_node(5, "PrimitiveNode", [7, "fixed"], outputs=[("INT", "INT", [4])]),
-        ui_node(6, "ImageInvert", mode=2, inputs=[("image", "IMAGE", 5, False)], outputs=[("IMAGE", "IMAGE", [6])]),
-        ui_node(7, "PreviewImage", inputs=[("images", "IMAGE", 6, False)]),
-        ui_node(8, "KSampler", [5, "randomize", 3, 2.0, "euler", "normal", 1.0]),
-        ui_node(9, "VCUTALSSLoopClip", [5, 3, 11, "fixed", 0, "error"]),
-        ui_node(10, "Note", ["about"]),
-        ui_node(11, "MarkdownNote", ["# about"]),
-    ]
-    links = [[1, 1, 0, 3, 0, "IMAGE"], [2, 3, 0, 2, 0, "IMAGE"], [3, 2, 0, 4, 0, "IMAGE"], [4, 5, 0, 4, 1, "INT"],
-             [5, 4, 1, 6, 0, "IMAGE"], [6, 6, 0, 7, 0, "IMAGE"]]
+    workflow = harness.frontend_rules_workflow((0.0, True, 0.01, 0, 0.0, 0.5))  # saved before 'motion'
     notes = []
-    prompt = ui_to_api({"nodes": nodes, "links": links, "groups": []}, comfy_nodes.NODE_CLASS_MAPPINGS,
+    prompt = ui_to_api(workflow, comfy_nodes.NODE_CLASS_MAPPINGS,
                        comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS, notes)
     assert notes == ["node 4 (VCUTSalientMask, 'Saliency'): the workflow has no value for widget 'motion' (saved "
                      "before this ComfyUI's VCUTSalientMask had it): using its default 1.0"]
@@ -263,9 +236,9 @@ def test_converter_follows_the_frontend_rules(comfy_nodes):
     api = {"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}}}
     assert ui_to_api(api, comfy_nodes.NODE_CLASS_MAPPINGS) == api  # an API prompt passes as it is
     with pytest.raises(WorkflowError, match="NoSuchNode"):
-        ui_to_api({"nodes": [ui_node(1, "NoSuchNode")], "links": []}, comfy_nodes.NODE_CLASS_MAPPINGS)
+        ui_to_api({"nodes": [harness.ui_node(1, "NoSuchNode")], "links": []}, comfy_nodes.NODE_CLASS_MAPPINGS)
     with pytest.raises(WorkflowError, match="link 9"):
-        ui_to_api({"nodes": [ui_node(1, "PreviewImage", inputs=[("images", "IMAGE", 9, False)])], "links": []},
+        ui_to_api({"nodes": [harness.ui_node(1, "PreviewImage", inputs=[("images", "IMAGE", 9, False)])], "links": []},
                   comfy_nodes.NODE_CLASS_MAPPINGS)
 
 
