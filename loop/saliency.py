@@ -89,7 +89,8 @@ def _border_contrast(lab: np.ndarray, frac: float = 0.08) -> np.ndarray:
     maps = []
     for s in strips:
         mean = s.mean(0)
-        cov = np.cov(s.T) + np.eye(3) * 1e-2
+        spread = np.cov(s.T) if len(s) > 1 else np.zeros((3, 3))  # one pixel (a 1 x N frame's strip): no spread
+        cov = spread + np.eye(3) * 1e-2
         inv = np.linalg.inv(cov)
         d = flat - mean
         m = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, inv, d), 0.0))

@@ -304,3 +304,16 @@ def test_panned_still_photo_is_treated_as_still():
     masks = salient_masks(video)
     assert torch.equal(masks, salient_masks(video, motion=0.0))
     assert (masks.flatten(1).mean(1) > 0.05).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 50, 3), (50, 1, 3), (2, 2, 3)])
+def test_border_contrast_of_one_pixel_strips_is_finite_without_warnings(shape):
+    """A 1 x N frame's border strip can be one pixel, whose colour covariance is undefined (numpy warns and gives
+    NaN): it counts as no spread, and the map is finite."""
+    import warnings
+
+    from vcut.loop.saliency import _border_contrast
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        contrast = _border_contrast(np.random.default_rng(0).random(shape))
+    assert contrast.shape == shape[:2] and np.isfinite(contrast).all()
