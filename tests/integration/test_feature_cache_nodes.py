@@ -368,7 +368,7 @@ def test_context_windows_keep_a_feature_per_window(comfy_nodes, nodes, capsys):
         figures[name] = rel_err(harness.sample(cache(nodes[0], base), *conds, steps=9), plain)
     with capsys.disabled():
         print(f"\nfeature cache N=3 branch 0, tiny SVD, {WINDOW_FRAMES} frames, 9 euler steps: relative L2 difference "
-              "to the uncached latent: " + ", ".join(f"{k}: {v:.4f}" for k, v in figures.items()) +
+              "to the uncached latent: " + ", ".join(f"{k}: {v:.3g}" for k, v in figures.items()) +
               f" (ratio {figures['with windows'] / figures['without windows']:.2f})")
     assert 0 < figures["with windows"] <= 2 * figures["without windows"]
 

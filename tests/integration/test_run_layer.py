@@ -135,3 +135,35 @@ def test_one_executor_across_edited_prompts_gives_each_prompt_its_own_run(nodes)
     again = session.run(stack_prompt(defaults, 2, 2))["latent"]["samples"]
     assert torch.equal(first, again) and not torch.equal(first, edited)
     assert torch.isfinite(edited).all()
+
+
+def split_in_halves(model):
+    """A clone whose every UNet call is split into two calls of half the rows by a unet function wrapper that does
+    not tell ComfyUI's chunk lists (transformer_options' uuids / cond_or_uncond): a split the pack does not know."""
+    split = model.clone()
+
+    def wrapper(apply_model, args):
+        x, c = args["input"], args["c"]
+        half = x.shape[0] // 2
+
+        def part(value, rows):
+            return value[rows] if torch.is_tensor(value) and value.shape[:1] == x.shape[:1] else value
+        outs = [apply_model(x[rows], args["timestep"][rows], **{k: part(v, rows) for k, v in c.items()})
+                for rows in (slice(0, half), slice(half, None))]
+        return torch.cat(outs)
+    split.set_model_unet_function_wrapper(wrapper)
+    return split
+
+
+def test_a_split_the_layer_does_not_know_makes_the_cache_step_aside(comfy_nodes, caplog):
+    """Calls whose rows the layer cannot tell apart keep and reuse nothing: every step of the cache runs fully (the
+    video equals the uncached one under the same split), a warning names the split and the report counts it."""
+    model = split_in_halves(harness.tiny_svd())
+    conds = harness.svd_conds(frames=3)
+    cached = node(comfy_nodes, "VCUTFeatureCache").execute(model, 3, 0, "uniform", 0.0, 1.0).result[0]
+    with caplog.at_level(logging.INFO, logger="vcut"):
+        out = harness.sample(cached, *conds, steps=4)
+    assert torch.equal(out, harness.sample(model, *conds, steps=4))
+    assert "UNet Feature Cache: batch chunks not told apart: stepped aside" in caplog.text
+    report = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("VCUT run: "))
+    assert "0 partial" in report and "stepped aside 8x" in report
