@@ -41,6 +41,7 @@ from vcut.loop.alss import alss_indices, frames_needed  # noqa: E402  (after the
 from vcut.loop.conditioning import loop_frame_count, loop_keep_mask, sdslc_layout  # noqa: E402  (after the sys.path / package setup above)
 from vcut.loop.metrics import loop_metrics, render_plot  # noqa: E402  (after the sys.path / package setup above)
 from vcut.loop.saliency import mask_preview, salient_masks  # noqa: E402  (after the sys.path / package setup above)
+from vcut.video import compare  # noqa: E402  (after the sys.path / package setup above)
 
 WORKFLOWS, IMG = ROOT / "workflows", ROOT / "docs" / "img"
 PHOTOS, VIDEO = SHARED_DATA / "photos", SHARED_DATA / "video"
@@ -702,6 +703,26 @@ def thumb_keyframes(data: Data, frames_text: str, images: list[Image.Image], nam
     return img
 
 
+def thumb_speed_vs_quality(frames: np.ndarray) -> Image.Image:
+    """svd_speed_vs_quality.json: Video Compare's preview and plot, on a real clip against a copy blurred more and more
+    towards its end (a stand-in for a speed-up's differences; schematic, not SVD output)."""
+    img, d = canvas(THUMB, THUMB)
+    header(d, "Speed vs quality: plain vs fast, same seed", "Video Compare on a clip vs a degraded copy (schematic)")
+    reference = torch.from_numpy(frames).float() / 255.0
+    candidate = torch.stack([torch.from_numpy(cv2.GaussianBlur(f, (0, 0), 0.4 + 0.25 * t)).float() / 255.0
+                             for t, f in enumerate(frames)])
+    result = compare.compare_videos(reference, candidate)
+    panels = compare.preview(reference, candidate, result, "plain", "fast")
+    last = pil(panels[len(frames) - 1])
+    paste(img, d, last.resize((484, round(last.height * 484 / last.width)), Image.LANCZOS), (14, 62),
+          f"frame {len(frames) - 1}: plain | fast | difference")
+    plot = pil(compare.render_plot(result, "plain", "fast", width=484))
+    top = 62 + round(last.height * 484 / last.width) + 26
+    plot.thumbnail((484, THUMB - top - 8), Image.LANCZOS)  # the whole plot: three panels and the summary line
+    paste(img, d, plot, ((THUMB - plot.width) // 2, top))
+    return img
+
+
 # ---------------------------------------------------------------- main
 
 def save_new_thumbnails(data: Data) -> None:
@@ -710,6 +731,7 @@ def save_new_thumbnails(data: Data) -> None:
                              "Keyframe interpolation: first + last frame"), WORKFLOWS / "keyframe_interpolation.jpg")
     save_jpg(thumb_keyframes(data, "0,12,24", [data.astronaut, data.cat, data.coffee], ["first", "middle", "last"],
                              "Keyframes at frames 0, 12, 24"), WORKFLOWS / "keyframes_0_12_24.jpg")
+    save_jpg(thumb_speed_vs_quality(clip("vid_h264.mp4", 8, 186, 256)), WORKFLOWS / "svd_speed_vs_quality.jpg")
 
 
 def render_all() -> None:

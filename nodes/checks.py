@@ -22,11 +22,15 @@ Latent = dict[str, Any]  # LATENT: {"samples": [frames, 4, h, w], optional "nois
 Conditioning = list[list[Any]]  # CONDITIONING: [[embedding, {"concat_latent_image": ..., ...}], ...]
 
 
-def image_batch(images: torch.Tensor, name: str, min_frames: int = 1) -> torch.Tensor:
-    """An IMAGE input [frames, H, W, C] with C in 1, 3, 4, finite values in 0..1 and at least `min_frames`."""
+def image_batch(images: torch.Tensor, name: str, min_frames: int = 1, rgb: bool = False) -> torch.Tensor:
+    """An IMAGE input [frames, H, W, C] with C in 1 (grey), 3 (RGB) or 4 (RGBA), finite values and at least
+    `min_frames`. With rgb=True it is returned as RGB [frames, H, W, 3], for code that needs colour (a VAE, OpenCV's
+    colour conversions): a grey image is repeated into R, G and B, an alpha channel is dropped (the pack makes video,
+    which has no transparency)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name}: expected an IMAGE batch [frames, height, width, 3], got {shape}")
+        raise ValueError(f"{name}: expected an IMAGE batch [frames, height, width, channels] with 1 (grey), 3 (RGB) "
+                         f"or 4 (RGBA) channels, got {shape}")
     if images.shape[0] < min_frames:
         got = "an empty batch" if images.shape[0] == 0 else f"{images.shape[0]} frame(s)"
         raise ValueError(f"{name}: {got}; it needs at least {min_frames}")
@@ -34,13 +38,16 @@ def image_batch(images: torch.Tensor, name: str, min_frames: int = 1) -> torch.T
         raise ValueError(f"{name}: empty frame size {tuple(images.shape[1:3])}")
     if not torch.isfinite(images).all():
         raise ValueError(f"{name}: contains NaN or infinite values; give pixel values in 0..1")
+    if rgb and images.shape[-1] != 3:
+        images = images[..., :3] if images.shape[-1] == 4 else images.expand(-1, -1, -1, 3)
     return images
 
 
 def latent_samples(latent: Latent, name: str, min_frames: int = 1) -> torch.Tensor:
-    """The samples of an SVD video LATENT input, [frames, 4, h, w], finite, with at least `min_frames` frames."""
+    """The samples of an SVD video LATENT input, [frames, 4, h, w] (SVD's 4 latent channels, none of the sizes 0),
+    finite, with at least `min_frames` frames."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
-    if not isinstance(samples, torch.Tensor) or samples.ndim != 4 or samples.shape[0] == 0:
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4 or samples.shape[1] != 4 or samples.numel() == 0:
         shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else None
         raise ValueError(f"{name}: expected an SVD video latent [frames, 4, h, w] (e.g. from "
                          f"SVD_img2vid_Conditioning or a KSampler), got {shape}")
@@ -99,6 +106,26 @@ def check_concat_latents(conditioning: Conditioning | None, like: torch.Tensor, 
         z = _concat_latent(entry, name)
         if z is not None:
             check_latent_fits(z[:1], like, f"{name}: concat_latent_image")
+
+
+def check_svd_resizes(conditioning: Conditioning | None, like: torch.Tensor, name: str, like_name: str) -> None:
+    """SVD (core's extra_conds) resizes the conditioning's image latent to the video latent `like` with a centre crop
+    (comfy.utils.common_upscale); refuse, naming both inputs, the aspect ratios where that crop rounds to 0 px, which
+    would otherwise fail inside torch when the sampler runs."""
+    h, w = like.shape[-2:]
+    for entry in conditioning or []:
+        z = _concat_latent(entry, name)
+        if z is None or tuple(z.shape[-2:]) == (h, w):
+            continue
+        old_h, old_w = z.shape[-2:]
+        old_aspect, new_aspect = old_w / old_h, w / h
+        kept_w = old_w - 2 * round((old_w - old_w * (new_aspect / old_aspect)) / 2) if old_aspect > new_aspect else 1
+        kept_h = old_h - 2 * round((old_h - old_h * (old_aspect / new_aspect)) / 2) if old_aspect < new_aspect else 1
+        if min(kept_w, kept_h) < 1:
+            raise ValueError(f"{like_name}: a {w}x{h} latent ({w * 8}x{h * 8} px) is too far from the aspect ratio of "
+                             f"{name}'s image latent ({old_w}x{old_h}): SVD's centre crop of that image would keep 0 "
+                             f"px; make the latent and the conditioning at the same width and height (e.g. both from "
+                             f"SVD_img2vid_Conditioning)")
 
 
 def fit_images(images: torch.Tensor, height: int, width: int) -> torch.Tensor:

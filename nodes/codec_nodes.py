@@ -125,6 +125,11 @@ class VCUTMotionVectorEncode(io.ComfyNode):
         frames = _image_batch(images, "images", min_frames=2)
         block = int(block_size)
         t, h, w, c = frames.shape
+        if min(h, w) < min(codec.BLOCK_SIZES):  # the input, not the block size, is what no setting can fit
+            smallest = min(codec.BLOCK_SIZES)
+            raise ValueError(f"images: the frames are too small ({w}x{h}): every block size {codec.BLOCK_SIZES} "
+                             f"needs frames at least that many pixels on each side, so the frames must be at least "
+                             f"{smallest}x{smallest} pixels; resize or pad them")
         codec.encode_decode.check_params(h, w, block, search_range, "fast")
         if method not in METHOD_CHOICES:
             raise ValueError(f"method must be one of {list(METHOD_CHOICES)}, got {method!r}")
@@ -164,7 +169,7 @@ class VCUTMotionVectorDecode(io.ComfyNode):
                 io.Image.Input("first_frame", tooltip="The start image; with a batch, its first image is used. "
                                "Must have the vectors' frame size unless resize_first_frame is on. Quantised to "
                                "8 bits (round(x*255)) for vectors of 8-bit frames; used as float32 for vectors of "
-                               "float32 frames."),
+                               "float32 frames. A grey image is used as RGB when the residual is RGB."),
                 MOTION_VECTORS.Input("motion_vectors", tooltip="From Motion Vector Encode (search or x264)."),
                 io.Image.Input("residual", optional=True, tooltip="Encode's (or Load's) residual output, "
                                "unchanged (one per frame after the first; it must be of the vectors' precision). "
@@ -203,6 +208,11 @@ class VCUTMotionVectorDecode(io.ComfyNode):
         elif first.dtype != torch.uint8:
             first = codec.image_to_uint8(first)  # 8-bit vectors: quantised as Encode quantises
         res = _residual(residual, motion_vectors)
+        if res is not None and res.shape[-1] != first.shape[-1]:  # the residual carries the encoded video's colours
+            if first.shape[-1] != 1:
+                raise ValueError(f"first_frame: {first.shape[-1]} channels, but the residual is of a grey (1-channel) "
+                                 "video; give a grey first frame, or leave residual unconnected (motion only)")
+            first = first.expand(-1, -1, res.shape[-1]).contiguous()  # a grey first frame is used as RGB
         pairs = motion_vectors.vectors.shape[0]
         bar = comfy.utils.ProgressBar(pairs)
         out = codec.codec_to_image(codec.decode(first, motion_vectors, res, float(residual_scale), _search_device(),

@@ -97,8 +97,8 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
                                  "estimate (the whole video if it fits; tiles if even a chunk with its context does "
                                  "not). Off: use chunk_frames (and tile_size)."),
                 io.Int.Input("chunk_frames", default=8, min=1, max=4096, tooltip="With auto_chunk off: latent frames "
-                             "decoded per call, context included (this sets the memory). At most the video's "
-                             "length; the video's length = one call = exactly VAE Decode."),
+                             "decoded per call, context included (this sets the memory). The video's length or "
+                             "more = one call = exactly VAE Decode."),
                 io.Int.Input("context_frames", default=4, min=0, max=64, tooltip="Frames decoded on each side of a "
                              "chunk's centre and then dropped, so each kept frame sees that many real neighbours. "
                              "More = closer to a single full decode, slower. Must leave centre frames: "
@@ -157,8 +157,8 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
             chunk, auto_tile = chunks.choose_chunking(frames, tile_h, tile_w, context_frames, free,
                                                       bytes_per_frame, tile_context=margin)
             tile = tile if auto_tile is None else auto_tile
-        else:
-            chunk = chunk_frames
+        else:  # more frames than the video: the whole video in one call, exactly VAE Decode
+            chunk = min(chunk_frames, frames)
         chunks.check_chunking(frames, chunk, context_frames, blend_frames)
 
         dtype = output_dtype(vae)

@@ -55,7 +55,8 @@ class VCUTFrameReplace(io.ComfyNode):
                                 "listed frame) or one per listed frame, in order. Resized to the video like SVD does."),
                 io.Image.Input("anchor_image", optional=True, tooltip="Anchor image(s) (needs vae): 1 or one per "
                                "listed frame. Resized (centre crop, bilinear) to the video size like "
-                               "SVD_img2vid_Conditioning, then encoded."),
+                               "SVD_img2vid_Conditioning, then encoded. A grey image is used as RGB; an alpha "
+                               "channel is ignored."),
                 io.Vae.Input("vae", optional=True, tooltip="VAE to encode anchor_image."),
                 io.Mask.Input("mask", optional=True, tooltip="Anchor only this region (1 = anchored): 1 mask, one "
                               "per listed frame, or one per video frame. Resized (centre crop, area) to the latent. "
@@ -76,23 +77,26 @@ class VCUTFrameReplace(io.ComfyNode):
         n, _, h, w = samples.shape
         frame_list = anchoring.parse_frame_list(frames, n, "frames")
         anchoring.check_anchor_steps(anchor_steps)
+        if positive is not None:  # SVD resizes its image latent to the video latent: refuse what it cannot
+            checks.check_svd_resizes(positive, samples, "positive", "latent")
         if anchor_latent is not None:
-            anchors = checks.fit_latent(checks.latent_samples(anchor_latent, "anchor_latent"), samples,
-                                        "anchor_latent")
+            source = "anchor_latent"
+            anchors = checks.fit_latent(checks.latent_samples(anchor_latent, source), samples, source)
         elif anchor_image is not None:
+            source = "anchor_image"
             if vae is None:
                 raise ValueError("anchor_image: connect a vae to encode it (or give anchor_latent)")
-            pixels = checks.fit_images(checks.image_batch(anchor_image, "anchor_image"), h * 8, w * 8)
-            anchors = checks.fit_latent(vae.encode(pixels[:, :, :, :3]), samples, "anchor_image")
+            pixels = checks.fit_images(checks.image_batch(anchor_image, source, rgb=True), h * 8, w * 8)
+            anchors = checks.fit_latent(vae.encode(pixels), samples, source)
         elif positive is not None:
-            anchors = checks.fit_latent(checks.image_latent_from_conditioning(positive, "positive"), samples,
-                                        "positive")
+            source = "positive"
+            anchors = checks.fit_latent(checks.image_latent_from_conditioning(positive, source), samples, source)
         else:
             raise ValueError("STIV Frame Replace: give an anchor (anchor_latent, anchor_image + vae, or the SVD "
                              "positive conditioning whose image latent is used)")
         if anchors.shape[0] not in (1, len(frame_list)):
-            raise ValueError(f"anchor: {anchors.shape[0]} anchors for {len(frame_list)} listed frames; give 1 (used "
-                             f"for every listed frame) or exactly {len(frame_list)}")
+            raise ValueError(f"{source}: {anchors.shape[0]} anchors for {len(frame_list)} listed frame(s) "
+                             f"({frames!r}); give 1 (used for every listed frame) or exactly {len(frame_list)}")
         spatial = None
         if mask is not None:
             spatial = checks.latent_mask(mask, h, w, "mask", "nothing would be anchored")
@@ -235,10 +239,10 @@ class VCUTALSSLoopClip(io.ComfyNode):
                 f = fits
             else:
                 hint = (f"the largest forward_frames that fits is {fits}" if fits >= 2 else
-                        f"not even f=2 fits with stride {stride}; lower the stride or start")
-                raise ValueError(f"images: f={forward_frames}, s={stride} needs s(f-1)+1 = "
-                                 f"{alss.frames_needed(forward_frames, stride)} frames from start={start}, but only "
-                                 f"{available} are there; {hint}")
+                        f"not even forward_frames=2 fits with stride {stride}; lower the stride or start")
+                raise ValueError(f"images: forward_frames={forward_frames} at stride={stride} need stride x "
+                                 f"(forward_frames - 1) + 1 = {alss.frames_needed(forward_frames, stride)} frames "
+                                 f"from start={start}, but only {available} are there; {hint}")
         indices = alss.alss_indices(f, stride, seed, start)
         clip = images[torch.tensor(indices, dtype=torch.long)]
         return io.NodeOutput(clip, ",".join(str(i) for i in indices))

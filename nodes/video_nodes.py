@@ -105,7 +105,8 @@ class VCUTJoinVideoSegments(io.ComfyNode):
                          "first segment's anchor frame) removes a colour cast a later segment picked up; optional "
                          "cross-fade blends the overlap frames of both segments. Reports each joint's frame-to-frame "
                          f"step next to the median step inside the segments. Up to {MAX_SEGMENTS} segments; segments "
-                         "of another size are resized (centre crop) to the first one's."),
+                         "of another size are resized (centre crop) to the first one's. The joined video is RGB: grey "
+                         "segments are used as RGB, an alpha channel is ignored."),
             inputs=[
                 *segment_inputs,
                 shared_inputs.overlap(0, " 0 = plain concatenation."),
@@ -136,12 +137,10 @@ class VCUTJoinVideoSegments(io.ComfyNode):
         if missing:
             raise ValueError(f"segment_{missing[0]}: not connected, but segment_{last} is; connect segments in "
                              f"order without gaps")
-        first = checks.image_batch(segment_1, "segment_1")
+        first = checks.image_batch(segment_1, "segment_1", rgb=True)
         parts, notes = [first], []
         for i in range(2, last + 1):
-            seg = checks.image_batch(given[i], f"segment_{i}")
-            if seg.shape[-1] != first.shape[-1]:
-                raise ValueError(f"segment_{i}: {seg.shape[-1]} channels but segment_1 has {first.shape[-1]}")
+            seg = checks.image_batch(given[i], f"segment_{i}", rgb=True)
             if seg.shape[1:3] != first.shape[1:3]:
                 notes.append(f"segment_{i} {seg.shape[2]}x{seg.shape[1]} resized (centre crop) to "
                              f"{first.shape[2]}x{first.shape[1]}")

@@ -32,6 +32,7 @@ from .common import (
     LeaseLost,
     RunnerError,
     apply_overrides,
+    clean_stale,
     inside,
     log,
     matching_nodes,
@@ -71,15 +72,27 @@ class BatchInput:
 
 @dataclasses.dataclass
 class Item:
-    """One run of the workflow: `path` is the input file (None: the workflow as it is), `name` its output folder."""
+    """One run of the workflow: `path` is the input file (None: the workflow as it is), `name` its output folder;
+    a --sweep item has no file but its grid point's values (`sweep`) and the prompt with them set (sweep.py)."""
     path: pathlib.Path | None
     name: str
     index: int = 0
     attempts: int = 0
+    sweep: dict | None = None
+    prompt: dict | None = None
+
+    @property
+    def key(self) -> str | None:
+        """What the manifest and the claims know the item by: its input file, or its sweep values."""
+        if self.path is not None:
+            return str(self.path)
+        if self.sweep:
+            return "sweep: " + "; ".join(f"{k}={json.dumps(v)}" for k, v in self.sweep.items())
+        return None
 
     @property
     def label(self) -> str:
-        return safe_name(self.path.name) if self.path else "workflow"
+        return safe_name(self.path.name) if self.path else self.name if self.sweep else "workflow"
 
     @property
     def input_name(self) -> str:
@@ -97,12 +110,16 @@ class Result:
     error: str | None = None
     server: str | None = None
     reported: int | None = None  # files the run reported writing (an "ok" item keeps them all)
+    metrics: dict | None = None  # a --sweep item's numbers (sweep.Sweep.measure), kept in the manifest for resume
 
     def record(self, run: str | None = None) -> dict:
-        return {"input": str(self.item.path) if self.item.path else None, "outputs": self.outputs,
-                "reported": len(self.outputs) if self.reported is None else self.reported,
-                "seconds": round(self.seconds, 3), "status": self.status, "error": self.error,
-                "server": self.server, "run": run}
+        record = {"input": self.item.key, "outputs": self.outputs,
+                  "reported": len(self.outputs) if self.reported is None else self.reported,
+                  "seconds": round(self.seconds, 3), "status": self.status, "error": self.error,
+                  "server": self.server, "run": run}
+        if self.item.sweep:
+            record["sweep"] = {"values": self.item.sweep, **(self.metrics or {})}
+        return record
 
 
 def list_items(folder: pathlib.Path, reserved: frozenset[str] = frozenset()) -> list[Item]:
@@ -110,7 +127,8 @@ def list_items(folder: pathlib.Path, reserved: frozenset[str] = frozenset()) -> 
     the file's stem, or its whole name where two files share a stem or the stem is a `reserved` name (the manifest's,
     when it lies in the output folder). Linear in the number of files (one scan, one count of the stems)."""
     with os.scandir(folder) as entries:
-        files = sorted(pathlib.Path(e.path) for e in entries if not e.name.startswith(".") and e.is_file())
+        names = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
+    files = [folder / name for name in names]
     stems = collections.Counter(p.stem for p in files)
     return [Item(p, safe_name(p.stem if stems[p.stem] == 1 and p.stem not in reserved else p.name), i + 1)
             for i, p in enumerate(files)]
@@ -181,7 +199,7 @@ class Manifest:
     def finished(self, item: Item) -> dict | None:
         """The latest record of an item that finished: "ok", as many files as its run reported (a line without the
         count: at least one file), and all of them still there."""
-        record = self.done.get(str(item.path)) if item.path else None
+        record = self.done.get(item.key) if item.key else None
         if not record or record.get("status") != "ok" or not isinstance(record.get("outputs"), list):
             return None
         outputs, reported = record["outputs"], record.get("reported")
@@ -250,6 +268,7 @@ class Batch:
     skipped: list[Result]
     lease: Lease
     claims: pathlib.Path
+    sweep: Any = None  # sweep.Sweep for a --sweep run: the grid, and the table written at the end
 
     def claim_path(self, item: Item) -> pathlib.Path:
         return self.claims / (hashlib.sha256(item.name.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".claim")
@@ -258,18 +277,19 @@ class Batch:
         """Claim the item for this run: None when this run now holds it and runs it; else its result here, "skipped"
         (finished by an earlier run or by another run meanwhile) or "other" (another live run holds it, or failed it
         while this run was running)."""
-        if item.path is None:
+        if item.key is None:
             return None
         path = self.claim_path(item)
         self.claims.mkdir(parents=True, exist_ok=True)
-        if not self.lease.claim(path, item=item.name, input=str(item.path)):
+        if not self.lease.claim(path, item=item.name, input=item.key):
             return Result(item, "other", [], error=f"which holds it: {self.lease.owner(path)}")
         self.manifest.read()  # what other runs recorded up to now
         record = self.manifest.finished(item)
         if record:
             self.lease.release(path)
-            return Result(item, "skipped", record["outputs"], record.get("seconds", 0.0), server=record.get("server"))
-        other = self.manifest.others.get(str(item.path))
+            return Result(item, "skipped", record["outputs"], record.get("seconds", 0.0), server=record.get("server"),
+                          metrics=record.get("sweep"))
+        other = self.manifest.others.get(item.key)
         if other:  # failed in a run that ran beside this one: not retried twice at once (the next run retries it)
             self.lease.release(path)
             error = (other.get("error") or "").splitlines()[0] if other.get("error") else ""
@@ -278,7 +298,7 @@ class Batch:
 
     def check(self, item: Item) -> None:
         """LeaseLost unless this run still holds the item (before its files are placed)."""
-        if item.path is not None:
+        if item.key is not None:
             self.lease.check(self.claim_path(item))
 
     def commit(self, result: Result) -> Result:
@@ -291,7 +311,7 @@ class Batch:
                 self.manifest.append(result)
         except LeaseLost as error:
             return dataclasses.replace(result, status="failed", error=f"not recorded: {error}")
-        if result.item.path is not None:
+        if result.item.key is not None:
             self.lease.release(self.claim_path(result.item))
         return result
 
@@ -310,25 +330,37 @@ def plan(options: argparse.Namespace, output_dir: pathlib.Path, prompt: dict, no
                           "where the next run would take it for an input; give an output folder outside it (e.g. "
                           f"--output-dir {batch.folder.parent / (batch.folder.name + '-out')}) or --manifest FILE "
                           "elsewhere")
+    sweep = None
+    if getattr(options, "sweep", None):  # the grid's points as items (sweep.py)
+        from .sweep import plan as sweep_plan
+        sweep, points = sweep_plan(options, prompt, node_classes)
+        items = [Item(None, p.name, p.index, sweep=p.values, prompt=p.prompt) for p in points]
     manifest = Manifest(manifest_path, lease.run)
-    if batch is None:
+    if batch is None and sweep is None:
         return Batch([Item(None, "", 1)], [], None, manifest, [], lease, claims)
-    targets = batch_targets(prompt, batch, node_classes)
-    reserved = frozenset({manifest_path.name} if manifest_path.parent == output_dir else ())
-    items = list_items(batch.folder, reserved)
+    targets = batch_targets(prompt, batch, node_classes) if batch else []
+    # lease files a killed run was still writing (Lease._write), once stale
+    clean_stale(claims, ".", lease.lease_s)
+    clean_stale(manifest_path.parent, f"..{manifest_path.name}.lock.", lease.lease_s)
+    if batch is not None:
+        reserved = frozenset({manifest_path.name} if manifest_path.parent == output_dir else ())
+        items = list_items(batch.folder, reserved)
     if not items:
         raise RunnerError(f"--batch-input: {batch.folder} holds no files")
     for item in items:
         folder = output_dir / item.name
         if folder.exists() and not folder.is_dir():
-            raise RunnerError(f"--output-dir: {folder} is a file, but the outputs of {item.path} go into a folder of "
+            raise RunnerError(f"--output-dir: {folder} is a file, but the outputs of {item.key} go into a folder of "
                               f"that name; move the file away or give another --output-dir")
     skipped = []
     for item in items:
         record = manifest.finished(item)
         if record:
             skipped.append(Result(item, "skipped", record["outputs"], record.get("seconds", 0.0),
-                                  server=record.get("server")))
-    log(f"batch of {len(items)} file(s) from {batch.folder} into {batch.node}.{batch.input} "
-        f"({len(targets)} node(s)); {len(skipped)} done earlier")
-    return Batch(items, targets, batch, manifest, skipped, lease, claims)
+                                  server=record.get("server"), metrics=record.get("sweep")))
+    if batch is not None:
+        log(f"batch of {len(items)} file(s) from {batch.folder} into {batch.node}.{batch.input} "
+            f"({len(targets)} node(s)); {len(skipped)} done earlier")
+    elif skipped:
+        log(f"{len(skipped)} of the sweep's {len(items)} combination(s) done earlier")
+    return Batch(items, targets, batch, manifest, skipped, lease, claims, sweep)

@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the workflow once per file of FOLDER (sorted), the file going into that input "
                              "(e.g. LoadImage.image=photos/); outputs in OUTPUT_DIR/<file name>/, a manifest.jsonl, "
                              "items done in an earlier run (per the manifest) are skipped")
+    parser.add_argument("--sweep", action="append", metavar="NODE.INPUT=V1,V2,...",
+                        help="run the workflow once per combination of these values (repeatable: a grid, e.g. "
+                             "--sweep \"Cut Step Scheduler.cut_step=13,17,21\" --sweep \"UNet Feature Cache.interval="
+                             "1,2,3\"); OUTPUT_DIR/sweep.csv and sweep.md tabulate each combination's seconds, MACs "
+                             "ratio and Video Compare numbers against the workflow's own reference")
     parser.add_argument("--server", action="append", metavar="URL",
                         help="run on this ComfyUI server (e.g. http://127.0.0.1:8188) instead of in this process; "
                              "repeatable: one job at a time per server, a failed server's job goes to another")

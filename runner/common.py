@@ -495,10 +495,22 @@ class Lease:
                     self.files[path] = time.monotonic()
 
     def _write(self, path: pathlib.Path, extra: dict | None = None) -> None:
-        """Create the lease file (O_CREAT|O_EXCL: FileExistsError where one exists) and start renewing it."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps({**self.record, **(extra or {})}))
+        """Create the lease file whole (FileExistsError where one exists) and start renewing it: written under a
+        private name, then linked to its name (link(2) never replaces a file), so no run ever reads a lease cut short
+        by a kill; O_CREAT|O_EXCL where the file system has no hard links."""
+        data = json.dumps({**self.record, **(extra or {})})
+        private = path.with_name(f".{path.name}.{self.run}.{uuid.uuid4().hex[:8]}.new")
+        private.write_text(data)
+        try:
+            os.link(private, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+        finally:
+            private.unlink(missing_ok=True)
         with self.guard:
             self.files[path] = time.monotonic()
             self.lost.discard(path)

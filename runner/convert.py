@@ -39,7 +39,10 @@ CONTROL = None  # a widget slot whose value the frontend does not send (control_
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # io.DynamicCombo's type name (newer ComfyUI than 0.8.0)
 MISSING = object()  # no value in widgets_values for this widget
 MAX_NESTING = 100  # lists/objects inside each other in a workflow file; saved workflows nest fewer than 15
-MAX_CHAIN = 900  # nodes one after another: ComfyUI validates by recursion along links (0.8.0, 0.30.0 ran 902)
+# nodes one after another: ComfyUI validates and caches a prompt by one nested call per linked node (0.8.0 stopped
+# near 970 in process); a server's own call stack comes on top, so the runner keeps a margin below that
+# (test_runner_limits.py runs chains of this length on 0.8.0 and 0.30.0, in process and as a server)
+MAX_CHAIN = 800
 MAX_DYNAMIC_DEPTH = 16  # DynamicCombo options inside options; ComfyUI's own nest two or three deep
 MODES = {0: "always", 1: "on event", 2: "never: muted", 3: "on trigger", 4: "bypass"}  # LiteGraph's node modes
 
@@ -161,9 +164,6 @@ def _check_ui(workflow: dict) -> None:
                 if field == "inputs" and slot.get("link") is not None and not _is_int(slot["link"]):
                     raise WorkflowError(f"{label}: input '{slot['name']}': its link is {_show(slot['link'])}, "
                                         "expected a link id (a whole number) or null")
-        if node["type"] == "PrimitiveNode" and not (isinstance(values, list) and values):
-            raise WorkflowError(f"{label}: a PrimitiveNode holds its value as widgets_values[0]; "
-                                f"this one's widgets_values is {_show(values)}")
     links = workflow.get("links")
     if links is not None and not isinstance(links, list):
         raise WorkflowError(f"'links' is {_show(links)}, expected a list of links")
@@ -278,7 +278,7 @@ def find_cycle(prompt: dict) -> list[str] | None:
 
 def longest_chain(prompt: dict) -> list[str]:
     """The node ids of the longest chain of links in an API prompt without cycles, from its first node to its last
-    (ComfyUI validates and caches a prompt by recursion along its links: a chain far past ~900 nodes stops it).
+    (ComfyUI validates and caches a prompt by recursion along its links: a chain near 1000 nodes stops it).
     Computed with its own stack, so a chain of any length is measured."""
     length, before = {}, {}  # node -> nodes in the longest chain ending there, and the node before it there
     for root in prompt:
@@ -559,7 +559,12 @@ def ui_to_api(workflow: dict, node_classes: Mapping[str, Any], display_names: Ma
                 raise WorkflowError(f"link {link_id}: the reroutes/bypassed nodes form a loop at node {origin_id}")
             seen.add(origin_id)
             if parent["type"] == "PrimitiveNode":
-                return ("value", parent["widgets_values"][0])  # check_workflow: a non-empty list
+                values = parent.get("widgets_values")
+                if not isinstance(values, list) or not values:  # an unlinked one may have none: only used ones
+                    raise WorkflowError(f"node {origin_id} (PrimitiveNode) feeds node {node['id']} ({node['type']}) "
+                                        f"input '{node['inputs'][index]['name']}' but holds no value: its "
+                                        f"widgets_values is {_show(values)}, expected [value, ...]")
+                return ("value", values[0])
             if parent["type"] == "Reroute":
                 if not parent.get("inputs"):
                     return None
@@ -578,12 +583,16 @@ def ui_to_api(workflow: dict, node_classes: Mapping[str, Any], display_names: Ma
     for node in workflow["nodes"]:
         if node["type"] in VIRTUAL_TYPES or node.get("mode", 0) in (MUTED, BYPASSED):
             continue
-        input_types = node_classes[node["type"]].INPUT_TYPES()
         values = node.get("widgets_values")
         if isinstance(values, dict):  # some nodes save their widgets by name
             inputs = {k: _wrap(v) for k, v in values.items()}
         else:
-            inputs = _node_widget_inputs(node, input_types, notes, strict)
+            try:
+                inputs = _node_widget_inputs(node, node_classes[node["type"]].INPUT_TYPES(), notes, strict)
+            except (AttributeError, TypeError, KeyError, IndexError) as error:  # a definition of another shape
+                raise WorkflowError(f"{_describe(node)}: this ComfyUI's definition of {node['type']} (its "
+                                    f"INPUT_TYPES) is not one the frontend could build widgets from: "
+                                    f"{type(error).__name__}: {error}") from None
         for i, slot in enumerate(node.get("inputs") or []):
             source = resolve(node, i)
             if source is None:

@@ -212,6 +212,16 @@ class HeadlessServer:
         self.prompt = prompt
         self.errors = []
         self.started = {}
+        self.reports = None  # sweep.ReportTap of a --sweep run: the pack's report lines, with their node
+
+    def executing(self) -> str | None:
+        """The node running now (ComfyUI's executing context where it has one, else the last "executing")."""
+        try:
+            from comfy_execution.utils import get_executing_context
+        except ImportError:  # older ComfyUI
+            return self.last_node_id
+        context = get_executing_context()
+        return context.node_id if context is not None else self.last_node_id
 
     def describe(self, node_id: str | None) -> str:
         return describe_node(self.prompt, node_id)
@@ -332,6 +342,9 @@ def run_in_process(options: argparse.Namespace, prompt: dict, nodes: types.Modul
     executor = new_executor(execution, server, execution.CacheType.CLASSIC)
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, stop)  # a terminated batch still removes its staging folders
+    if batch.sweep is not None:  # the reports each item's nodes make (sweep.py reads its numbers from them)
+        from .sweep import ReportTap
+        server.reports = ReportTap(server.executing).__enter__()
     try:
         for item in batch.items:
             if item.index in done:
@@ -344,9 +357,13 @@ def run_in_process(options: argparse.Namespace, prompt: dict, nodes: types.Modul
             log(item_line(result, total))
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if server.reports is not None:
+            server.reports.__exit__()
         for folder in (staging, inbox):
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
+    if batch.sweep is not None:
+        batch.sweep.write(results, output_dir)
     return summary(results, batch.manifest.path, time.perf_counter() - start)
 
 
@@ -388,14 +405,17 @@ def execute_item(item: Item, prompt: dict, batch: Batch, staged: pathlib.Path | 
                  server: HeadlessServer) -> Result:
     """Validate and execute one item's prompt (seconds: set by run_item); its files into OUT/<item>/. Every file
     ComfyUI reports must be there: one that is missing fails the item (never an "ok" with files lost)."""
-    item_prompt = prompt
+    item_prompt = item.prompt or prompt  # a --sweep item: its grid point's values set
     if batch.input:
         item_prompt = with_input(prompt, batch.targets, batch.input.input, f"{staged.parent.name}/{staged.name}")
     staging.mkdir(parents=True, exist_ok=True)
+    if server.reports is not None:
+        server.reports.take()  # only this item's reports
     try:
         history = execute_prompt(item_prompt, execution, executor, server)
     except ExecutionFailed as failed:
         return Result(item, "failed", [], 0.0, str(failed))
+    metrics = batch.sweep.measure(server.reports.take(), item_prompt) if batch.sweep is not None else None
     reported = [path for _, path in written_files(history, str(staging))]
     missing = [str(path) for path in reported if not path.is_file()]
     if missing:
@@ -404,7 +424,7 @@ def execute_item(item: Item, prompt: dict, batch: Batch, staged: pathlib.Path | 
                       + ", ".join(missing), reported=len(reported))
     batch.check(item)  # still this run's item: else its files are left for the run that took it over
     outputs = [str(place(path, output_dir / item.name, path.relative_to(staging))) for path in reported]
-    return Result(item, "ok", outputs, reported=len(reported))
+    return Result(item, "ok", outputs, reported=len(reported), metrics=metrics)
 
 
 def run_local(options: argparse.Namespace, workflow: dict) -> int:
@@ -427,7 +447,7 @@ def run_local(options: argparse.Namespace, workflow: dict) -> int:
         folder_paths.set_temp_directory(str(temp_dir))
         try:
             prompt = prepare_prompt(options, workflow, nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
-            if options.batch_input:  # the workflow once per file of a folder (batch.py's items and manifest)
+            if options.batch_input or options.sweep:  # once per file of a folder, or per --sweep combination
                 return run_in_process(options, prompt, nodes, execution, output_dir, lease)
             return execute(options, prompt, execution, output_dir)
         finally:

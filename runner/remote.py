@@ -43,6 +43,7 @@ from .common import (
     output_entries,
     prepare_prompt,
 )
+from .sweep import progress_text
 
 if TYPE_CHECKING:
     import argparse
@@ -114,6 +115,7 @@ class Server:
         self.deadlines = deadlines
         self.client_id = f"vcut-runner-{uuid.uuid4().hex[:8]}"
         self.ws = None
+        self.texts: list[tuple[str, str]] = []  # (node id, progress text) of the running job, for --sweep
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         import aiohttp
@@ -181,6 +183,7 @@ class Server:
         if self.ws is None or self.ws.closed:
             await self.connect()
         prompt_id = str(uuid.uuid4())
+        self.texts = []
         status, answer = await self._json("POST", "/prompt", json={"prompt": prompt, "client_id": self.client_id,
                                                                    "prompt_id": prompt_id})
         if status != 200:
@@ -229,8 +232,13 @@ class Server:
         if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
                             aiohttp.WSMsgType.ERROR):
             raise ServerFailed("its WebSocket closed")
+        if message.type == aiohttp.WSMsgType.BINARY:  # preview images, and nodes' progress texts (reports)
+            text = progress_text(message.data)
+            if text is not None:
+                self.texts.append(text)
+            return None
         if message.type != aiohttp.WSMsgType.TEXT:
-            return None  # binary messages are preview images
+            return None
         try:
             return json.loads(message.data)
         except ValueError:
@@ -330,7 +338,7 @@ class Scheduler:
 
     async def run_item(self, server: Server, item: Item, began: float) -> Result:
         try:
-            prompt = self.prompt
+            prompt = item.prompt or self.prompt  # a --sweep item: its grid point's values set
             if self.batch.input:
                 name = await server.upload(item, self.subfolder)
                 prompt = with_input(prompt, self.batch.targets, self.batch.input.input, name)
@@ -347,7 +355,9 @@ class Scheduler:
             except LeaseLost as error:
                 raise JobFailed(str(error)) from None
             outputs = [str(await server.download(f, target)) for f, target in files]
-            return Result(item, "ok", outputs, time.perf_counter() - began, server=server.url, reported=len(files))
+            metrics = self.batch.sweep.measure(server.texts, prompt) if self.batch.sweep is not None else None
+            return Result(item, "ok", outputs, time.perf_counter() - began, server=server.url, reported=len(files),
+                          metrics=metrics)
         except JobFailed as error:
             return Result(item, "failed", [], time.perf_counter() - began, str(error), server.url)
 
@@ -403,6 +413,8 @@ async def run_with(options: argparse.Namespace, workflow: dict, deadlines: Deadl
             log(item_line(early, scheduler.total))
         else:
             scheduler.finish(Result(item, "failed", [], 0.0, "every server failed before this item could run"))
+    if batch.sweep is not None:
+        batch.sweep.write(batch.skipped + scheduler.results, output_dir)
     return summary(batch.skipped + scheduler.results, batch.manifest.path, time.perf_counter() - start)
 
 

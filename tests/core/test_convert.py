@@ -228,3 +228,49 @@ def test_dynamic_combo_options_nested_past_any_real_node_are_refused_with_the_no
                                             r"DynamicCombo options more than 16 deep"):
         ui_to_api({"nodes": [{"id": 1, "type": "Deep", "widgets_values": ["k"] * 21}], "links": []}, {"Deep": deep})
     assert len(input_specs(spec, {})) == 17  # the names stop there (--set): no recursion past the cap
+
+
+def test_subgraph_definitions_of_any_shape_give_the_subgraph_message_or_the_unknown_type():
+    uuid = "0f0e0d0c-0b0a-4908-8706-050403020100"
+    workflow = {"nodes": [{"id": 1, "type": uuid, "inputs": [], "outputs": []}], "links": [],
+                "definitions": {"subgraphs": [{"id": uuid, "nodes": []}, 7, {"id": ["x"]}]}}
+    with pytest.raises(WorkflowError, match="subgraph nodes are not supported: unpack the subgraphs"):
+        ui_to_api(workflow, CHAIN)
+    for broken in ([], {"subgraphs": {"id": uuid}}, {"subgraphs": None}, "x"):
+        workflow["definitions"] = broken
+        with pytest.raises(WorkflowError, match=f"unknown node type\\(s\\): {uuid} \\(node 1\\)"):
+            ui_to_api(workflow, CHAIN)
+
+
+def test_validation_results_of_any_shape_are_lines():
+    """A server's /prompt refusal is read as ComfyUI's validate_prompt result; parts of another shape are shown as
+    they are, never a traceback."""
+    from vcut.runner.common import format_validation
+    prompt = {"2": {"class_type": "KSampler", "inputs": {}, "_meta": {"title": "Sampler"}}}
+    assert format_validation("bad prompt", ["x"], prompt) == "workflow failed validation: bad prompt"
+    text = format_validation({"message": "failed"}, {"2": "broken", "3": {"errors": "one"},
+                                                     "4": {"class_type": "X", "errors": [5, {"message": "m"}]}}, prompt)
+    assert text.splitlines() == ["workflow failed validation: failed", "  node 2 (?, 'Sampler'):", "    - broken",
+                                 "  node 3 (?):", "    - one", "  node 4 (X):", "    - 5", "    - m"]
+
+
+def test_a_primitive_node_is_read_only_where_it_feeds_an_input():
+    workflow = chain_workflow(1, "PrimitiveNode")
+    primitive = next(n for n in workflow["nodes"] if n["id"] == 2)
+    primitive["inputs"], primitive["widgets_values"] = [], {"value": "x"}
+    workflow["links"] = workflow["links"][1:]
+    with pytest.raises(WorkflowError, match=r"node 2 \(PrimitiveNode\) feeds node 3 \(Image\) input 'image' but holds "
+                                            r"no value: its widgets_values is an object \(\{'value': 'x'\}\)"):
+        ui_to_api(workflow, CHAIN)
+    workflow["links"], primitive["widgets_values"] = [], []  # unlinked and empty, as the editor saves a new one
+    next(n for n in workflow["nodes"] if n["id"] == 3)["inputs"][0]["link"] = None
+    assert set(ui_to_api(workflow, CHAIN)) == {"1", "3"}
+
+
+def test_a_node_definition_of_another_shape_is_named():
+    """Node definitions come from ComfyUI or a server's /object_info (a broken custom node can give anything)."""
+    for spec in ([], {"required": ["x"]}, {"required": {"c": ("COMFY_DYNAMICCOMBO_V3", {"options": [7]})}}):
+        odd = type("Odd", (), {"INPUT_TYPES": staticmethod(lambda spec=spec: spec)})
+        with pytest.raises(WorkflowError, match=r"node 1 \(Odd\): this ComfyUI's definition of Odd \(its INPUT_TYPES\) "
+                                                r"is not one the frontend could build widgets from: AttributeError"):
+            ui_to_api({"nodes": [{"id": 1, "type": "Odd", "widgets_values": ["k"]}]}, {"Odd": odd})

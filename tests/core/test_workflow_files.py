@@ -113,10 +113,6 @@ CASES = [
      ["node 2 (SaveImage): input 'images': its link is a list"]),
     ("outputs a text", ui_node(0, outputs="IMAGE"), ["node 1 (LoadImage): 'outputs' is a text ('IMAGE')"]),
     ("an outputs entry that is a number", ui_node(0, outputs=[3]), ["node 1 (LoadImage): outputs[0] is a number"]),
-    ("a PrimitiveNode without value", edited(ui_workflow, lambda w: w["nodes"].append(
-        {"id": 3, "type": "PrimitiveNode", "outputs": [{"name": "STRING", "type": "STRING", "links": []}],
-         "widgets_values": {"value": "x"}})),
-     ["node 3 (PrimitiveNode): a PrimitiveNode holds its value as widgets_values[0]", "an object"]),
     # UI format: links
     ("links an object", edited(ui_workflow, lambda w: w.update(links={"1": [1, 1, 0, 2, 0, "IMAGE"]})),
      ["'links' is an object", "expected a list of links"]),
@@ -185,9 +181,19 @@ def test_a_malformed_workflow_file_is_refused_with_its_node_and_field_named(tmp_
     path = write(tmp_path, case, content)
     message = assert_refused(run(str(path), "--comfyui", str(tmp_path / "no-comfyui")), expected, case)
     assert message.startswith(f"error: cannot run {path}: ") or str(path) in message.split(":")[1], message
-    # the server path reads the file the same way, before it asks a server (this one would not answer)
+
+
+@pytest.mark.parametrize("case", ["JSON nested 5000 deep", "a node without id", "a link that is a number",
+                                  "an inputs entry that is a text", "class_type a list", "inputs a list"])
+def test_the_server_path_refuses_the_same_files_before_it_asks_a_server(tmp_path, case):
+    """--server reads the file the same way; the refusal comes before any server is asked (this one would not
+    answer), with the same message."""
+    _, content, expected = next(c for c in CASES if c[0] == case)
+    path = write(tmp_path, case, content)
+    local = assert_refused(run(str(path), "--comfyui", str(tmp_path / "no-comfyui")), expected, case)
     remote = run(str(path), "--server", "http://127.0.0.1:9", "--output-dir", str(tmp_path / "out"))
-    assert remote.stderr == message, case
+    assert remote.returncode == 2 and remote.stderr == local, (case, remote.stderr[-2000:])
+    assert not (tmp_path / "out").exists()  # refused before anything was created
 
 
 def test_the_library_refuses_the_same_shapes_with_a_workflow_error():

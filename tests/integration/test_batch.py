@@ -147,7 +147,7 @@ def test_folder_batch_in_process_resumes_without_redoing_finished_items(videos, 
     assert "item" in second.err and "status" in second.err and "items:" in second.err  # the summary table
 
 
-SHARED_CLIPS = {f"s{i}": 100 + 15 * i for i in range(1, 7)}
+SHARED_CLIPS = {f"s{i:02d}": 100 + 10 * i for i in range(1, 11)}  # enough items that the first run is mid-batch
 
 
 @pytest.mark.parametrize("namespaces", ["one PID namespace", "two PID namespaces"], ids=["same_pidns", "two_pidns"])
@@ -170,15 +170,18 @@ def test_two_runs_on_one_output_folder_run_every_item_once(comfy_nodes, tmp_path
     first = Run(*command)
     second = None
     try:
-        first.watch(lambda line: "[1/6] s1.mp4: ok" in line)
+        first.watch(lambda line: "[1/10] s01.mp4: ok" in line)
         first.signal(signal.SIGSTOP)
-        (ours,) = out.glob(".vcut-batch-*")
+        found = list(out.glob(".vcut-batch-*"))
+        assert len(found) == 1, (found, first.err[-3000:])  # frozen mid-batch: its output staging is there
+        ours = found[0]
         run_id = ours.name.removeprefix(".vcut-batch-")
         staging = [ours, base / "input" / ours.name, pathlib.Path(tempfile.gettempdir()) / f"vcut-run-temp-{run_id}"]
         assert all(path.is_dir() for path in staging), staging  # the first run's staging and temporary folders
         second = Run(*command, pid_namespace=apart)
-        second.watch(lambda line: re.search(r"\[\d/6\] s\d\.mp4: ", line) is not None)
-        kept = [path.exists() for path in staging]  # the second run has cleaned up and run (or left) one item
+        # an item the second run ran or left (its start-up clean-up is done by then; "skipped" lines come before it)
+        second.watch(lambda line: re.search(r"\[\d+/10\] s\d+\.mp4: (ok|left|FAILED)", line) is not None)
+        kept = [path.exists() for path in staging]
         first.signal(signal.SIGCONT)
         (code_first, out_first), (code_second, out_second) = first.finish(), second.finish()
     finally:
@@ -189,7 +192,7 @@ def test_two_runs_on_one_output_folder_run_every_item_once(comfy_nodes, tmp_path
                 run.kill()
     assert all(kept), list(zip(staging, kept, strict=True))
     assert code_first == 0 and code_second == 0, first.err[-3000:] + "\n-----\n" + second.err[-3000:]
-    assert "removed" not in second.err and "took over" not in second.err, second.err[-3000:]
+    assert "[vcut-run] removed" not in second.err and "[vcut-run] took over" not in second.err, second.err[-3000:]
     records = manifest(out)
     assert sorted(os.path.basename(r["input"]) for r in records) == sorted(f"{n}.mp4" for n in SHARED_CLIPS), records
     for record in records:  # each clip once, by one of the runs, with all its files

@@ -192,7 +192,6 @@ def test_bad_inputs_name_the_input(nodes):
         (dict(latent=torch.randn(4, 4)), r"samples: expected a LATENT of shape"),
         (dict(latent=z.clone().index_fill_(0, torch.tensor([3]), float("nan"))), "samples: .*NaN"),
         (dict(chunk_frames=0), "chunk_frames must be at least 1"),
-        (dict(chunk_frames=9), "chunk_frames=9 is larger than the video"),
         (dict(chunk_frames=6, context_frames=3), "leaves no centre frames"),
         (dict(chunk_frames=7, context_frames=2, blend_frames=3), "blend_frames"),
         (dict(tile_size=100), "tile_size must be a multiple of 8"),
@@ -221,10 +220,18 @@ def test_zero_size_latents_are_refused_before_any_kernel(nodes):
 def test_bad_chunk_in_a_prompt_is_reported_by_the_executor(nodes):
     prompt = {"1": {"class_type": "VCUTTestSVDVideo", "inputs": {"frames": 3, "seed": 1}},
               "2": {"class_type": NODE, "inputs": {"samples": ["1", 1], "vae": ["1", 0],
-                                                   **decode_inputs(auto_chunk=False, chunk_frames=5)}},
+                                                   **decode_inputs(auto_chunk=False, chunk_frames=2)}},
               "3": {"class_type": "VCUTTestCapture", "inputs": {"value": ["2", 0], "key": "out"}}}
-    with pytest.raises(RuntimeError, match="larger than the video"):
+    with pytest.raises(RuntimeError, match="context_frames=4 .* chunk_frames=2 leaves no centre frames"):
         harness.run_prompt(prompt)
+
+
+def test_chunk_frames_beyond_the_video_decode_it_in_one_call(nodes):
+    """chunk_frames larger than the video (auto_chunk off) is one call over the whole video: VAE Decode's result."""
+    z = video_latent(3)
+    with torch.inference_mode():
+        whole = svd_vae().decode(z)
+    assert torch.equal(seamless(nodes, z, auto_chunk=False, chunk_frames=8), whole)
 
 
 @pytest.mark.parametrize("fp16_intermediates", [False, True])

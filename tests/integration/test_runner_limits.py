@@ -92,7 +92,7 @@ def check(results: dict, folder) -> None:
     for name in ("reroutes", "chain"):
         code, out, err = results[name]
         written = out.split()
-        assert code == 0 and len(written) == 1 and written[0].endswith(".png"), (name, err[-3000:])
+        assert code == 0 and len(written) == 1 and written[0].endswith(".png"), f"{name}: {err[-4000:]}"
         assert pathlib.Path(written[0]).is_relative_to(folder / name)
         assert Image.open(written[0]).size == (24, 16)
     code, out, err = results["too long"]

@@ -163,7 +163,7 @@ def test_bad_inputs_are_refused_with_clear_messages(comfy_nodes):
         (lambda: join.execute(seg, 1, "off", False, segment_3=seg), "segment_2: not connected"),
         (lambda: join.execute(seg, 2, "off", False, segment_2=seg[:2]), "segment_2: 2 frame"),
         (lambda: join.execute(seg, 0, "overlap", False, segment_2=seg), "colour_match"),
-        (lambda: join.execute(seg, 1, "off", False, segment_2=seg[..., :1]), "segment_2: 1 channels"),
+        (lambda: join.execute(seg, 1, "off", False, segment_2=seg[..., :2]), r"segment_2: .*got \(5, 64, 64, 2\)"),
         (lambda: join.execute(seg, 1, "off", False, segment_2=seg * float("nan")), "segment_2: .*NaN"),
         (lambda: drop.execute(seg[:2], True), "images: 2 frame"),
     ]
@@ -182,6 +182,18 @@ def test_segments_of_another_size_are_resized_like_svd_conditioning(comfy_nodes)
     import comfy.utils
     expected = comfy.utils.common_upscale(big.movedim(-1, 1), 64, 64, "bilinear", "center").movedim(1, -1)
     assert torch.equal(joined[4:], expected[1:].clamp(0, 1))
+
+
+def test_grey_and_rgba_segments_join_as_rgb_with_colour_match(comfy_nodes):
+    """One image check for every node (nodes/checks.py): a grey segment is used as RGB (OpenCV's colour conversion
+    needs 3 channels), an alpha channel is ignored; the joined video is RGB."""
+    join = comfy_nodes.NODE_CLASS_MAPPINGS["VCUTJoinVideoSegments"]
+    seg = harness.real_frames(5)
+    grey = seg.mean(-1, keepdim=True)
+    rgba = torch.cat([seg, torch.rand(5, 64, 64, 1)], -1)
+    joined, _ = join.execute(grey, 1, "overlap", True, segment_2=rgba).result
+    expected, _ = join.execute(grey.expand(-1, -1, -1, 3), 1, "overlap", True, segment_2=seg).result
+    assert joined.shape == (9, 64, 64, 3) and torch.equal(joined, expected)
 
 
 # ---- session correctness: one executor, one loaded model, prompts edited between runs ----

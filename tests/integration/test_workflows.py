@@ -16,7 +16,7 @@ CURRENT = {"codec_motion_transfer.json", "codec_motion_visualisation.json", "cod
            "codec_motion_load_transfer.json", "loop_first_frame_anchored.json",
            "loop_generate_alss_refine.json", "loop_salient_still_background.json", "loop_seamless.json",
            "svd_vcut_img2vid.json", "svd_fast_deepcache.json", "video_extend_3_segments.json",
-           "keyframe_interpolation.json", "keyframes_0_12_24.json"}
+           "keyframe_interpolation.json", "keyframes_0_12_24.json", "svd_speed_vs_quality.json"}
 VIRTUAL = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 CLIP_FRAMES = 6  # reference.mp4 written into the input folder
 
@@ -35,7 +35,7 @@ PER_WORKFLOW = {"loop_seamless.json": {"SVD_img2vid_Conditioning": {"video_frame
                 "keyframes_0_12_24.json": {"SVD_img2vid_Conditioning": {"video_frames": 25}}}
 # Frames each file-writing node must write, by filename_prefix, at the sizes above.
 EXPECTED_FRAMES = {
-    "video/vcut_svd": 3, "video/vcut_svd_fast": 3, "vcut_first_frame": 3,
+    "video/vcut_svd": 3, "video/vcut_svd_fast": 3, "video/vcut_speed_vs_quality": 3, "vcut_first_frame": 3,
     "vcut_seamless_loop": 4, "vcut_salient_loop": 4,  # 5-frame loops saved without the closing frame
     "vcut_generated": 5, "vcut_alss_loop": 4,  # ALSS with f=3, s=2 on 5 frames: 0,2,4,2,(0 dropped)
     "vcut_extended": 8,  # 3 segments of 4 frames, overlap 2: 4 + 2 + 2
@@ -203,6 +203,9 @@ def test_workflow_executes_end_to_end(comfy_nodes, folders, name):
         texts = [t for o in outputs.values() for t in o.get("text", [])]
         assert any("Loop-C" in t for t in texts), texts
         assert any("seam step (last -> first)" in t for t in texts), texts
+    for node_id, entry in prompt.items():  # Video Compare: its preview (reference | candidate | difference) shown
+        if entry["class_type"] == "VCUTVideoCompare":
+            assert outputs[node_id]["images"] and outputs[node_id]["images"][0]["type"] == "temp", (name, node_id)
     if any(e["class_type"] == "VCUTJoinVideoSegments" for e in prompt.values()):
         texts = [t for o in outputs.values() for t in o.get("text", [])]
         assert any("joint 2 (frames 5 -> 6)" in t for t in texts), texts

@@ -414,7 +414,8 @@ async function main() {
               && huge.split.summary.startsWith("steps 1-16 guided (CFG), 17-1000000000 cond only"),
               `10^9 steps: ${JSON.stringify(huge.split)}`);
         await focus(huge.id);
-        const hugeShown = await barShows(huge.id, [1, 1]); // a guided span, then an unguided span
+        const hugeShown = await barShows(huge.id, [1, 1], path.join(args.out, "step_bar_1e9_steps.png")); // 2 spans
+        report.screenshots.push("step_bar_1e9_steps.png");
         check(hugeShown?.ordered && hugeShown.cells[0] === 1 && hugeShown.cells[1] === 1,
               `10^9 steps: the bar on screen ${JSON.stringify(hugeShown)}`);
         const usual = await loadTimed(25, "25 steps"); // the same workflow as shipped, timed the same way
