@@ -23,14 +23,6 @@ import sys
 import time
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _old_ssim(x, y):
     """The node's SSIM before: every pair at once, float64, a 2-D 11x11 Gaussian window."""
     import torch
@@ -52,23 +44,15 @@ def _old_ssim(x, y):
 def child(frames_count: int, width: int, height: int, old: bool) -> dict:
     """One measurement in this process: build the frames, then measure one call."""
     import torch
-    import torch.nn.functional as F
-    from clips import read_frames
+    from clips import reset_peak, resized_clip, status_kib
     from pack_import import TEST_DATA, register_pack
     register_pack()
     from vcut.loop.metrics import loop_metrics
 
-    raw = read_frames(TEST_DATA / "video" / "vid_h264.mp4", frames_count, 0)
-    frames = torch.empty(frames_count, height, width, 3)
-    for i, f in enumerate(raw):  # one frame at a time, so building the video does not raise the baseline
-        t = torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0
-        frames[i] = F.interpolate(t, size=(height, width), mode="area")[0].permute(1, 2, 0)
-    del raw
+    frames = resized_clip(TEST_DATA / "video" / "vid_h264.mp4", frames_count, width, height)
     image = frames[:1].clone()
     gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current resident set
-    before = _rss_kib("VmRSS")
+    before = reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
     if old:
         value = float(_old_ssim(frames[:-1], frames[1:]).mean())
@@ -76,7 +60,7 @@ def child(frames_count: int, width: int, height: int, old: bool) -> dict:
         value = loop_metrics(frames, image)["mean_ssim"]
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     try:
-        peak = _rss_kib("VmHWM")
+        peak = status_kib("VmHWM")
     except KeyError:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"method": "old (all pairs, float64)" if old else "now (pair by pair, float32)", "frames": frames_count,

@@ -20,40 +20,27 @@ import sys
 import time
 
 
-def _kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
 def child(count: int, width: int, height: int) -> dict:
     import torch
-    import torch.nn.functional as F
-    from clips import read_frames
+    from clips import reset_peak, resized_clip, status_kib
     from pack_import import TEST_DATA, register_pack
     register_pack()
     from vcut.video import compare
 
-    raw = read_frames(TEST_DATA / "video" / "vid_h264.mp4", count, 0)
-    reference = torch.empty(count, height, width, 3)
-    for i, f in enumerate(raw):  # one frame at a time, so building the video does not raise the baseline
-        t = torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0
-        reference[i] = F.interpolate(t, size=(height, width), mode="area")[0].permute(1, 2, 0)
-    del raw
+    reference = resized_clip(TEST_DATA / "video" / "vid_h264.mp4", count, width, height)
     generator = torch.Generator().manual_seed(0)
     candidate = torch.empty_like(reference)
     for i in range(count):
         candidate[i] = reference[i] + 0.01 * torch.randn(reference[i].shape, generator=generator)
     gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current resident set
-    before = _kib("VmRSS")
+    before = reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
     result = compare.compare_videos(reference, candidate)
     preview = compare.preview(reference, candidate, result)
     compare.render_plot(result)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"frames": count, "size": f"{width}x{height}", "videos_mib": round(2 * reference.nbytes / 2 ** 20),
-            "preview_mib": round(preview.nbytes / 2 ** 20), "peak_above_mib": round((_kib("VmHWM") - before) / 1024),
+            "preview_mib": round(preview.nbytes / 2 ** 20), "peak_above_mib": round((status_kib("VmHWM") - before) / 1024),
             "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "threads": torch.get_num_threads(),
             "summary": compare.summary(result)}
 
