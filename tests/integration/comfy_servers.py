@@ -8,7 +8,6 @@ import contextlib
 import json
 import pathlib
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -95,13 +94,12 @@ def comfy_servers(root: pathlib.Path, count: int):
             server.stop()
 
 
-PROGRESS_TEXT = 3  # ComfyUI's binary event for a node's progress text (node id + text), 0.8.0 and later
-
-
 def progress_texts(url: str, prompt: dict, timeout: float = 300.0) -> list[tuple[str, str]]:
     """Queue `prompt` on the server at `url` and return the (node id, text) progress-text messages it sends to this
     client until the prompt finishes, as the browser receives them; an execution error fails the test."""
     import aiohttp  # ComfyUI's own dependency: only in ComfyUI's environment
+
+    from vcut.runner.sweep import progress_text  # the runner's reader of the same messages
 
     async def run() -> list[tuple[str, str]]:
         client, texts = uuid.uuid4().hex, []
@@ -111,10 +109,10 @@ def progress_texts(url: str, prompt: dict, timeout: float = 300.0) -> list[tuple
                     assert response.status == 200, await response.text()
                     prompt_id = (await response.json())["prompt_id"]
                 async for message in ws:
-                    if message.type == aiohttp.WSMsgType.BINARY and \
-                            struct.unpack(">I", message.data[:4])[0] == PROGRESS_TEXT:
-                        length = struct.unpack(">I", message.data[4:8])[0]
-                        texts.append((message.data[8:8 + length].decode(), message.data[8 + length:].decode()))
+                    if message.type == aiohttp.WSMsgType.BINARY:
+                        text = progress_text(message.data)
+                        if text is not None:
+                            texts.append(text)
                     elif message.type == aiohttp.WSMsgType.TEXT:
                         event = json.loads(message.data)
                         data = event.get("data", {})
