@@ -375,11 +375,6 @@ def lease_stale(path: pathlib.Path, lease_s: float = LEASE_S) -> bool:
     return here and not process_alive(owner["pid"])
 
 
-def owned_name(prefix: str) -> str:
-    """A name for a folder of this run (tests and names only; Lease.folder makes and owns one)."""
-    return f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 def discard(path: pathlib.Path) -> bool:
     """Remove a stale folder, file or link: renamed first (one of several runs cleaning at once wins the rename), then
     removed. False when another run got there first."""
