@@ -2,22 +2,21 @@
 
 Used by STIV Frame Replace, Loop Conditioning and Video Extend; the plan (anchors, keep mask) comes from
 ../anchor/plans.py. Anchoring is a model patch, not a LATENT noise_mask, because a noise_mask is shared by both CFG
-branches and cannot give JIT-CFG's unconditional branch an un-anchored input. Two wrappers:
-- OUTER_SAMPLE: per sampling run, takes the sampler's noise and sigma schedule and stores them in the run's
-  transformer_options (the guider's per-run copy of the model options; nothing is kept on this object, which every
-  clone of the model shares), and at the end sets the anchored frames of the finished latent to the anchor (the
-  replacement at sigma = 0, which makes them equal bit for bit);
-- APPLY_MODEL: per model call, sees every CFG branch's rows (transformer_options["cond_or_uncond"]); it replaces
-  the anchored frames of the input by anchor + sigma * noise (the sampler's own initial noise, as ComfyUI's
-  inpainting uses it) and those of the denoised output by the clean anchor.
-Both always call through to the executor they were given, so they compose with VCUT Patch Model (attn2 object
-patches), Cut Step Scheduler (CALC_COND_BATCH wrapper that runs [cond, None] after the cut step) and each other.
+branches and cannot give JIT-CFG's unconditional branch an un-anchored input. A feature of the sampling-run layer
+(run.py): AnchorConfig attached to the clone (a tuple of them under FRAME_REPLACE, which stacks), one AnchorRun
+per sampling run (the sampler's noise and schedule; its `finish` sets the anchored frames of the finished latent to
+the anchor, the replacement at sigma = 0, equal bit for bit), and one APPLY_MODEL wrapper per key: per model call
+it sees every CFG branch's rows (transformer_options["cond_or_uncond"]) and, under core context windows, the
+window's frames; it replaces the anchored frames of the input by anchor + sigma * noise (the sampler's own initial
+noise, as ComfyUI's inpainting uses it) and those of the denoised output by the clean anchor, on the steps the
+layer's step tracker counts as anchored. It always calls through to the executor it was given, so it composes with
+VCUT Patch Model (attn2 object patches), Cut Step Scheduler (runs [cond, None] after the cut step), the feature
+cache and each other.
 """
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import torch
 from comfy.model_patcher import ModelPatcher
@@ -26,89 +25,113 @@ from comfy.patcher_extension import WrapperExecutor, WrappersMP
 from ..anchor import anchoring
 from ..anchor.plans import AnchorPlan
 from .checks import Conditioning
-from .patch_layer import ModelPatch, Wrappers
-
-if TYPE_CHECKING:
-    from comfy.samplers import Sampler
+from .patch_layer import FRAME_REPLACE, LOOP_ANCHOR, VIDEO_EXTEND, ModelPatch
+from .run import FeatureConfig, FeatureState, SamplingRun, current_run, feature_config
 
 
-@dataclass(frozen=True)
-class AnchorRun:
-    """What one sampling run needs, in the model's latent space, on the sampler's device."""
-    anchor: torch.Tensor
-    keep: torch.Tensor
-    noise: torch.Tensor
-    schedule: anchoring.AnchorSchedule
-
-
-class FrameAnchorPatch:
-    """Frame replacement on SVD as model wrappers (see the module docstring). Holds only the plan's anchors and
-    keep mask and the settings; each sampling run's state lives in that run's transformer_options[self.option].
+@dataclass(frozen=True, eq=False)
+class AnchorConfig(FeatureConfig):
+    """One anchoring's settings, attached to the clone: the plan's anchors and keep mask in the model's latent
+    space before process_in, the fraction of steps anchored, JIT-CFG, and the node's name for messages.
 
     jit_cfg: STIV's joint image-text CFG -- unconditional rows get no anchors and a zeroed image (concat latent and
     CLIP embedding); their denoised output is still set to the anchor on anchored frames so the guided result there
     is exactly the anchor (guidance has nothing to do on a fixed frame)."""
+    anchor: torch.Tensor
+    keep: torch.Tensor
+    fraction: float
+    jit_cfg: bool
+    label: str
 
-    def __init__(self, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str) -> None:
-        self.anchor, self.keep = plan.anchors, plan.keep
-        self.fraction, self.jit_cfg, self.name = fraction, jit_cfg, name
-        self.option = f"vcut_anchor_run_{uuid.uuid4().hex}"  # one name per patch: chained patches do not collide
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.label
 
-    def wrappers(self) -> Wrappers:
-        return {WrappersMP.OUTER_SAMPLE: self.outer_sample, WrappersMP.APPLY_MODEL: self.apply_model}
-
-    def outer_sample(self, executor: WrapperExecutor, noise: torch.Tensor, latent_image: torch.Tensor,
-                     sampler: Sampler, sigmas: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def new_state(self, run: SamplingRun) -> AnchorRun:
+        noise = run.noise
         expected = tuple(self.anchor.shape)
         if tuple(noise.shape) != expected:
-            raise ValueError(f"{self.name}: the sampler's latent is {tuple(noise.shape)} but the anchors were built "
+            raise ValueError(f"{self.label}: the sampler's latent is {tuple(noise.shape)} but the anchors were built "
                              f"for {expected} (frames, channels, h, w); sample the LATENT that this node outputs")
-        guider = executor.class_obj
-        latent_format = guider.model_patcher.model.latent_format
+        latent_format = run.guider.model_patcher.model.latent_format
         anchor = latent_format.process_in(self.anchor.to(device=noise.device, dtype=torch.float32))
-        schedule = anchoring.AnchorSchedule(sigmas, self.fraction)
-        # guider.model_options is CFGGuider.sample's per-run copy; inner_sample copies it into every model call
-        options = guider.model_options.setdefault("transformer_options", {})
-        options[self.option] = AnchorRun(anchor, self.keep.to(noise.device), noise.to(torch.float32), schedule)
-        try:
-            out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
-        finally:
-            options.pop(self.option, None)
-        if schedule.whole_schedule:
-            # The replacement at sigma = 0: the finished anchored frames are the anchor itself.
-            out = anchoring.blend(out, self.anchor.to(out.device), self.keep.to(out.device))
-        return out
+        frames = [i for i in range(expected[0]) if float(self.keep[i].max()) > 0]
+        return AnchorRun(self, anchor, self.keep.to(noise.device), noise.to(torch.float32),
+                         anchoring.AnchorSchedule(run.sigmas, self.fraction), frames)
 
-    def apply_model(self, executor: WrapperExecutor, x: torch.Tensor, t: torch.Tensor,
-                    c_concat: torch.Tensor | None = None, c_crossattn: torch.Tensor | None = None,
-                    control: dict[str, Any] | None = None, transformer_options: dict[str, Any] | None = None,
-                    **kwargs: Any) -> torch.Tensor:
+
+class AnchorRun(FeatureState):
+    """What one sampling run of one anchoring needs, in the model's latent space, on the sampler's device."""
+
+    def __init__(self, config: AnchorConfig, anchor: torch.Tensor, keep: torch.Tensor, noise: torch.Tensor,
+                 schedule: anchoring.AnchorSchedule, frames: list[int]) -> None:
+        self.config, self.anchor, self.keep, self.noise, self.schedule = config, anchor, keep, noise, schedule
+        self.frames = frames
+        self.calls = 0
+
+    def finish(self, latent: torch.Tensor) -> torch.Tensor:
+        if not self.schedule.whole_schedule:
+            return latent
+        # The replacement at sigma = 0: the finished anchored frames are the anchor itself.
+        return anchoring.blend(latent, self.config.anchor.to(latent.device), self.config.keep.to(latent.device))
+
+    def report(self) -> str:
+        return (f"{self.config.label}: frames {', '.join(map(str, self.frames))} pinned for "
+                f"{self.schedule.anchored_steps} of {self.schedule.total_steps} steps ({self.calls} model calls)")
+
+    def active(self, run: SamplingRun, sigma: torch.Tensor) -> bool:
+        """Anchored steps are 1..anchored_steps of the run's step tracker (every evaluation of those steps)."""
+        if self.schedule.anchored_steps == 0:
+            return False
+        return self.schedule.whole_schedule or run.step_at(sigma) <= self.schedule.anchored_steps
+
+
+def make_apply_model(key: str) -> Callable[..., torch.Tensor]:
+    """The APPLY_MODEL wrapper of the anchorings attached under `key` (several for a stacking key, applied as
+    nested wrappers would: inputs in the order attached, outputs in reverse). Per call it sees every CFG branch's
+    rows (transformer_options["cond_or_uncond"]) and, under core context windows, the window's frames."""
+
+    def apply_model(executor: WrapperExecutor, x: torch.Tensor, t: torch.Tensor, c_concat: torch.Tensor | None = None,
+                    c_crossattn: torch.Tensor | None = None, control: dict[str, Any] | None = None,
+                    transformer_options: dict[str, Any] | None = None, **kwargs: Any) -> torch.Tensor:
         transformer_options = {} if transformer_options is None else transformer_options
-        run = transformer_options.get(self.option)
-        if run is None:  # called outside a sampling run of this patch (nothing to anchor to)
+        run = current_run(transformer_options)
+        states = [] if run is None else run.states.get(key, [])
+        if not states:  # called outside a sampling run of this patch (nothing to anchor to)
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         branches = list(transformer_options.get("cond_or_uncond", [0]))
-        frames = run.anchor.shape[0]
-        if x.shape[0] != frames * len(branches) or tuple(x.shape[1:]) != tuple(run.anchor.shape[1:]):
-            raise ValueError(f"{self.name}: model input {tuple(x.shape)} does not hold {len(branches)} branch(es) of "
-                             f"{frames} frames {tuple(run.anchor.shape[1:])}")
+        sigma = transformer_options.get("sigmas", t)
+        rows = x.shape[0] // len(branches) if x.shape[0] % len(branches) == 0 else -1
+        part = run.part_key(transformer_options, rows, states[0].config.label)
+        if part is None or tuple(x.shape[1:]) != tuple(states[0].anchor.shape[1:]):
+            if part is not None:
+                raise ValueError(f"{states[0].config.label}: model input {tuple(x.shape)} does not hold "
+                                 f"{len(branches)} branch(es) of frames {tuple(states[0].anchor.shape[1:])}")
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+        frames = list(part.window) if part.window is not None else slice(None)
         conditional = [b == 0 for b in branches]
-        anchored = [c or not self.jit_cfg for c in conditional]
-        active = run.schedule.active(float(t.max()))
-        # x's device, not the run's: MultiGPU CFG Split (ComfyUI 0.30+) runs some branches on another GPU
-        keep = run.keep.to(x.device)
-        anchor_rows = run.anchor.to(x.device, x.dtype).repeat(len(branches), 1, 1, 1)
-        if active:
-            keep_in = torch.cat([keep if a else torch.zeros_like(keep) for a in anchored])
-            noise_rows = run.noise.to(x.device, x.dtype).repeat(len(branches), 1, 1, 1)
-            x = anchoring.blend(x, anchoring.noise_level_anchor(anchor_rows, t, noise_rows), keep_in)
-        if self.jit_cfg and not all(conditional):
-            c_concat = _zero_branches(c_concat, conditional)
-            c_crossattn = _zero_branches(c_crossattn, conditional)
+        done = []
+        for state in states:
+            anchored = [c or not state.config.jit_cfg for c in conditional]
+            active = state.active(run, sigma)
+            # x's device, not the run's: MultiGPU CFG Split (ComfyUI 0.30+) runs some branches on another GPU
+            keep = state.keep[frames].to(x.device)
+            anchor_rows = state.anchor[frames].to(x.device, x.dtype).repeat(len(branches), 1, 1, 1)
+            if active:
+                state.calls += 1
+                keep_in = torch.cat([keep if a else torch.zeros_like(keep) for a in anchored])
+                noise_rows = state.noise[frames].to(x.device, x.dtype).repeat(len(branches), 1, 1, 1)
+                x = anchoring.blend(x, anchoring.noise_level_anchor(anchor_rows, t, noise_rows), keep_in)
+            if state.config.jit_cfg and not all(conditional):
+                c_concat = _zero_branches(c_concat, conditional)
+                c_crossattn = _zero_branches(c_crossattn, conditional)
+            done.append((active, anchor_rows, keep))
         out = executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-        if active:
-            out = anchoring.blend(out, anchor_rows.to(out.dtype), keep.repeat(len(branches), 1, 1, 1))
+        for active, anchor_rows, keep in reversed(done):
+            if active:
+                out = anchoring.blend(out, anchor_rows.to(out.dtype), keep.repeat(len(branches), 1, 1, 1))
         return out
+    return apply_model
 
 
 def _zero_branches(tensor: torch.Tensor | None, conditional: list[bool]) -> torch.Tensor | None:
@@ -123,16 +146,19 @@ def _zero_branches(tensor: torch.Tensor | None, conditional: list[bool]) -> torc
     return out
 
 
+APPLY_MODEL = {key: make_apply_model(key) for key in (FRAME_REPLACE, LOOP_ANCHOR, VIDEO_EXTEND)}
+
+
 def attach_plan(model: ModelPatcher, plan: AnchorPlan, fraction: float, jit_cfg: bool, name: str, key: str,
                 replace: bool = False) -> ModelPatcher:
-    """A clone of `model` with the plan's anchoring attached (the input model is unchanged). replace: first drop
-    what an earlier node of the same kind attached under `key` (a chained Video Extend anchors to its own previous
-    segment only); otherwise anchorings stack (two STIV Frame Replace nodes anchor both sets of frames)."""
+    """A clone of `model` with the plan's anchoring attached (the input model is unchanged). replace: drop what an
+    earlier node of the same kind attached under `key` (a chained Video Extend anchors to its own previous segment
+    only); otherwise anchorings stack (two STIV Frame Replace nodes anchor both sets of frames)."""
     patched = ModelPatch(model)
-    if replace:
-        patched.remove_wrappers(key)
-    if float(plan.keep.max()) > 0:
-        patched.add_wrappers(key, FrameAnchorPatch(plan, fraction, jit_cfg, name).wrappers())
+    earlier = () if replace else tuple(feature_config(model, key) or ())
+    config = AnchorConfig(plan.anchors, plan.keep, fraction, jit_cfg, name)
+    configs = earlier + ((config,) if float(plan.keep.max()) > 0 else ())
+    patched.set_feature(key, configs or None, {WrappersMP.APPLY_MODEL: APPLY_MODEL[key]})
     return patched.patcher
 
 

@@ -9,7 +9,7 @@ from comfy_api.latest import io, ui
 
 from ..video import compare
 from .compat import schema_extras
-from .cost_report import report
+from .run import report
 
 
 class VCUTVideoCompare(io.ComfyNode):

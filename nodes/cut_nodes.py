@@ -2,19 +2,20 @@
 cut_patch.py)."""
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
-import torch
 from comfy.model_patcher import ModelPatcher
-from comfy.patcher_extension import WrapperExecutor, WrappersMP
+from comfy.patcher_extension import WrappersMP
 from comfy_api.latest import io
 
 from ..cut.attention import MODES, original_of, plan_patch
-from ..cut.schedule import AFTER_CUT, CutSchedule
+from ..cut.schedule import AFTER_CUT
 from .checks import log, require_svd
 from .compat import schema_extras
-from .cut_patch import StepTrackingWrapper, cut_step_calc_cond_batch, cut_step_predict_noise
+from .cut_patch import CutConfig, cut_step_calc_cond_batch
 from .patch_layer import ATTENTION_REPORT, CUT_STEP, ModelPatch
+from .run import FeatureConfig, FeatureState, SamplingRun
 
 
 def attn2_replaced_blocks(model_options: dict) -> list:
@@ -23,17 +24,30 @@ def attn2_replaced_blocks(model_options: dict) -> list:
     return sorted(model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {}), key=str)
 
 
-class AttentionReport:
-    """OUTER_SAMPLE wrapper: says in the log, once per sampling run, which blocks run the real cross-attention
-    because another node patched them (VCUT's output there equals the unpatched model plus that patch)."""
+@dataclasses.dataclass(frozen=True)
+class VcutConfig(FeatureConfig):
+    """VCUT Patch Model's settings as the run layer reads them: the mode and how many cross-attentions are VCUT's."""
+    name: ClassVar[str] = "VCUT Patch Model"
+    mode: str
+    vectors: int
 
-    def __call__(self, executor: WrapperExecutor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        guider = getattr(executor, "class_obj", None)
-        blocks = attn2_replaced_blocks(getattr(guider, "model_options", {}) or {})
+    def new_state(self, run: SamplingRun) -> FeatureState:
+        blocks = attn2_replaced_blocks(getattr(run.guider, "model_options", {}) or {})
         if blocks:
             log.info("VCUT Patch Model: %d block(s) have another node's attn2 replace patch and run the real "
                      "cross-attention there: %s", len(blocks), ", ".join(map(str, blocks)))
-        return executor(*args, **kwargs)
+        return VcutState(self, len(blocks))
+
+
+class VcutState(FeatureState):
+    def __init__(self, config: VcutConfig, replaced: int) -> None:
+        self.config, self.replaced = config, replaced
+
+    def report(self) -> str:
+        text = f"VCUT Patch Model ({self.config.mode}): {self.config.vectors} cross-attentions as one vector per image"
+        if self.replaced:
+            text += f", {self.replaced} block(s) with another node's attn2 patch run the real cross-attention"
+        return text
 
 
 class VCUTPatchModel(io.ComfyNode):
@@ -77,7 +91,7 @@ class VCUTPatchModel(io.ComfyNode):
         plan = plan_patch(model.model.diffusion_model, mode, resolve=in_effect)
         for name, module in plan.replacements.items():
             patched.set_object_patch(f"diffusion_model.{name}", module)
-        patched.set_wrappers(ATTENTION_REPORT, {WrappersMP.OUTER_SAMPLE: AttentionReport()})
+        patched.set_feature(ATTENTION_REPORT, VcutConfig(mode, len(plan.replacements) + plan.already_patched))
         log.info("VCUT Patch Model (%s): %s", mode, plan.summary())
         blocks = attn2_replaced_blocks(model.model_options)
         if blocks:
@@ -127,11 +141,9 @@ class VCUTCutStepScheduler(io.ComfyNode):
                 auto_threshold: float) -> io.NodeOutput:
         if cut_fraction != 0.0 and not (0.0 < cut_fraction <= 1.0):
             raise ValueError(f"cut_fraction must be 0 (use cut_step) or in (0, 1], got {cut_fraction}")
-        schedule = CutSchedule(cut_step, auto_threshold, after_cut)
+        config = CutConfig(cut_step, cut_fraction, after_cut, auto_threshold)
         patched = ModelPatch(model)
-        patched.set_wrappers(CUT_STEP, {WrappersMP.SAMPLER_SAMPLE: StepTrackingWrapper(schedule, cut_fraction),
-                                        WrappersMP.PREDICT_NOISE: cut_step_predict_noise,
-                                        WrappersMP.CALC_COND_BATCH: cut_step_calc_cond_batch})
+        patched.set_feature(CUT_STEP, config, {WrappersMP.CALC_COND_BATCH: cut_step_calc_cond_batch})
         return io.NodeOutput(patched.patcher)
 
 

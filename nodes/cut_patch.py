@@ -1,40 +1,83 @@
-"""Cut Step Scheduler's sampler wrappers on a cloned ModelPatcher (beside anchor_patch.py, the anchoring ones):
-per sampling run a CutRunState in the run's transformer_options (SAMPLER_SAMPLE, StepTrackingWrapper), the step of
-each model evaluation read off the sigma schedule (PREDICT_NOISE), the unconditional rows dropped from the cut step
-on (CALC_COND_BATCH, VCUT Eq. 4), core context windows and DualCFGGuider handled, core EasyCache pointed at the
-conditional branch at the cut."""
+"""Cut Step Scheduler on the sampling-run layer (run.py): its settings (CutConfig, attached to the clone), its
+per-run state (CutRunState), and its one wrapper (CALC_COND_BATCH): the unconditional rows dropped from the cut
+step on (VCUT Eq. 4) at the step the run layer tracks, deltas kept per part of the latent (core context window,
+MultiGPU device), DualCFGGuider handled, core EasyCache pointed at the conditional branch at the cut."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from comfy.patcher_extension import WrapperExecutor
 
-from ..cut.schedule import CutRun, CutSchedule, StepCounter, cut_step_from_fraction, schedule_summary
+from ..cut.schedule import CutSchedule, cut_step_from_fraction, schedule_summary
 from .checks import log
+from .patch_layer import CUT_STEP
+from .run import FeatureConfig, FeatureState, SamplingRun, current_run
+
+_UNTOLD = object()  # the part of a call the run layer could not tell: its deltas are never kept
 
 if TYPE_CHECKING:
     from comfy.model_base import BaseModel
-    from comfy.samplers import CFGGuider
 
-STEPS_OPTION = "vcut_step_counter"
-# ComfyUI samplers whose second model call of a step is at the step's end sigma (the next step's start).
-STEP_END_SAMPLERS = {"sample_heun", "sample_heunpp2"}
 # Fields of core EasyCache's holder (comfy_extras/nodes_easycache.py, 0.8.0 to 0.38.1) that the handoff writes.
 EASYCACHE_FIELDS = ("first_cond_uuid", "output_prev_subsampled", "output_prev_norm")
 
 
-class CutRunState:
-    """What one sampling run of Cut Step Scheduler needs: the step counter, the cut state, the positive
-    conditioning of the guider (the list object its predict_noise hands to calc_cond_batch) and the uuids ComfyUI's
-    sampler gave its entries (they survive the copies core context windows make), and the step of the model
-    evaluation in progress."""
+@dataclasses.dataclass(frozen=True)
+class CutConfig(FeatureConfig):
+    """Cut Step Scheduler's settings (attached to the clone; VCUT Eq. 4): cut_step, or cut_fraction > 0 of the
+    run's steps; what to do after the cut; the auto threshold."""
+    name: ClassVar[str] = "Cut Step Scheduler"
+    cut_step: int
+    cut_fraction: float = 0.0
+    after_cut: str = "drop"
+    auto_threshold: float = 0.0
 
-    def __init__(self, counter: StepCounter, run: CutRun, positive: list[dict[str, Any]]) -> None:
-        self.counter, self.run, self.positive = counter, run, positive
+    def __post_init__(self) -> None:
+        CutSchedule(self.cut_step, self.auto_threshold, self.after_cut)  # validates
+        if self.cut_fraction != 0.0 and not (0.0 < self.cut_fraction <= 1.0):
+            raise ValueError(f"cut_fraction must be 0 (use cut_step) or in (0, 1], got {self.cut_fraction}")
+
+    def new_state(self, run: SamplingRun) -> CutRunState | None:
+        cut_step = self.cut_step
+        if self.cut_fraction > 0:
+            cut_step = cut_step_from_fraction(self.cut_fraction, run.total_steps)
+        schedule = CutSchedule(cut_step, self.auto_threshold, self.after_cut)
+        guider = run.guider
+        conds = getattr(guider, "conds", None) or {}
+        positive = conds.get("positive")
+        guider_name = type(guider).__name__
+        if positive is None or not any(conds.get(k) for k in conds if k != "positive"):
+            log.info("Cut Step Scheduler: %s runs no guidance (no positive and second conditioning): nothing to "
+                     "cut", guider_name)
+            return None
+        names = ", ".join(k for k in conds if conds.get(k))
+        log.info("Cut Step Scheduler: %s (%s: %s; after the cut only 'positive' runs)",
+                 schedule_summary(schedule.cut_step, run.total_steps), guider_name, names)
+        return CutRunState(schedule, positive)
+
+
+class CutRunState(FeatureState):
+    """What one sampling run of Cut Step Scheduler keeps: the cut state (its deltas per part of the latent) and the
+    uuids ComfyUI's sampler gave the positive conditioning's entries (they survive the copies core context windows
+    make)."""
+
+    def __init__(self, schedule: CutSchedule, positive: list[dict[str, Any]]) -> None:
+        self.schedule = schedule
+        self.run = schedule.new_run()
+        self.positive = positive
         self.positive_uuids = cond_uuids(positive)
-        self.step = None
         self.easycache_moved = False
+
+    def reset(self) -> None:
+        self.run.last_deltas.clear()
+
+    def report(self) -> str:
+        run = self.run
+        auto = f", auto cut at step {run.cut_at}" if run.cut_at < self.schedule.cut_step else ""
+        return (f"Cut Step Scheduler: {run.guided_calls} guided and {run.unguided_calls} conditional-only model "
+                f"calls{auto}")
 
 
 def cond_uuids(cond: list[dict[str, Any]]) -> frozenset:
@@ -56,41 +99,31 @@ def positive_slot(conds: list[list[dict[str, Any]] | None], state: CutRunState) 
     return None
 
 
-def window_of(model_options: dict) -> tuple[int, ...] | None:
-    """The core context window a calc_cond_batch call covers (its frame indices), None outside context windows."""
-    window = model_options.get("transformer_options", {}).get("context_window")
-    return tuple(window.index_list) if window is not None and hasattr(window, "index_list") else None
-
-
-def cut_step_predict_noise(executor: WrapperExecutor, x: torch.Tensor, timestep: torch.Tensor, *args: Any,
-                           **kwargs: Any) -> torch.Tensor:
-    """PREDICT_NOISE wrapper: the step of this model evaluation, counted once per evaluation (with core context
-    windows calc_cond_batch runs once per window, and Heun's visit counting must see each evaluation once)."""
-    model_options = args[0] if args else kwargs.get("model_options", {})
-    state = model_options.get("transformer_options", {}).get(STEPS_OPTION)
-    if state is not None:
-        state.step = state.counter.step_of(float(timestep.max()))
-    return executor(x, timestep, *args, **kwargs)
-
-
 def cut_step_calc_cond_batch(executor: WrapperExecutor, model: BaseModel, conds: list[list[dict[str, Any]] | None],
                              x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict) -> list[torch.Tensor]:
     """CALC_COND_BATCH wrapper: guided steps run every conditioning; from the cut step on, the positive one only."""
-    state = model_options.get("transformer_options", {}).get(STEPS_OPTION)
+    transformer_options = model_options.get("transformer_options", {})
+    sampling = current_run(transformer_options)
+    state = None if sampling is None else sampling.state(CUT_STEP)
     positive = None if state is None else positive_slot(conds, state)
     if positive is None or sum(c is not None for c in conds) < 2:
         return executor(model, conds, x_in, timestep, model_options)  # no guidance here, or a run we do not track
-    run, part = state.run, window_of(model_options)
-    step = state.step if state.step is not None else state.counter.step_of(float(timestep.max()))
+    run, step = state.run, sampling.step_at(timestep)
+    # the deltas reused after the cut are kept per part of the latent (core context window, device); where the
+    # layer cannot tell the part, this call keeps and reuses none (the part None is never stored)
+    key = sampling.part_key(transformer_options, int(x_in.shape[0]), CutConfig.name)
+    part = _UNTOLD if key is None else (key.window, key.device)
     if run.is_guided(step):
         out = executor(model, conds, x_in, timestep, model_options)
         run.observe(step, out, positive, part)
+        run.last_deltas.pop(_UNTOLD, None)
         return out
     if not state.easycache_moved:
         state.easycache_moved = True
         follow_positive_with_easycache(model_options, conds[positive])
     only_positive = [c if i == positive else None for i, c in enumerate(conds)]
     cond_out = executor(model, only_positive, x_in, timestep, model_options)[positive]
+    sampling.dropped_rows += int(x_in.shape[0]) * (sum(c is not None for c in conds) - 1)
     return run.unguided_outputs(cond_out, len(conds), positive, part)
 
 
@@ -120,42 +153,3 @@ def follow_positive_with_easycache(model_options: dict, positive: list) -> None:
         if hasattr(holder, name):
             setattr(holder, name, None)
     log.info("Cut Step Scheduler: EasyCache now follows the conditional branch (the unconditional one is cut)")
-
-
-class StepTrackingWrapper:
-    """SAMPLER_SAMPLE wrapper: one step counter and cut state per sampling run, kept in the run's
-    transformer_options (never on this wrapper, which every clone of the model shares)."""
-
-    def __init__(self, schedule: CutSchedule, cut_fraction: float) -> None:
-        self.schedule = schedule
-        self.cut_fraction = cut_fraction
-
-    def __call__(self, executor: WrapperExecutor, guider: CFGGuider, sigmas: torch.Tensor, extra_args: dict[str, Any],
-                 *args: Any, **kwargs: Any) -> torch.Tensor:
-        sampler_function = getattr(getattr(executor, "class_obj", None), "sampler_function", None)
-        counter = StepCounter(sigmas, getattr(sampler_function, "__name__", "") in STEP_END_SAMPLERS)
-        schedule = self.schedule
-        if self.cut_fraction > 0:
-            schedule = CutSchedule(cut_step_from_fraction(self.cut_fraction, counter.total_steps),
-                                   schedule.auto_threshold, schedule.after_cut)
-        conds = getattr(guider, "conds", None) or {}
-        positive = conds.get("positive")
-        guider_name = type(guider).__name__
-        if positive is None or not any(conds.get(k) for k in conds if k != "positive"):
-            log.info("Cut Step Scheduler: %s runs no guidance (no positive and second conditioning): nothing to "
-                     "cut", guider_name)
-            return executor(guider, sigmas, extra_args, *args, **kwargs)
-        run = schedule.new_run()
-        names = ", ".join(k for k in conds if conds.get(k))
-        log.info("Cut Step Scheduler: %s (%s: %s; after the cut only 'positive' runs)",
-                 schedule_summary(schedule.cut_step, counter.total_steps), guider_name, names)
-        options = extra_args["model_options"].setdefault("transformer_options", {})
-        options[STEPS_OPTION] = CutRunState(counter, run, positive)
-        try:
-            return executor(guider, sigmas, extra_args, *args, **kwargs)
-        finally:
-            options.pop(STEPS_OPTION, None)
-            if run.cut_at < schedule.cut_step:
-                log.info("Cut Step Scheduler: auto cut at step %d", run.cut_at)
-            log.info("Cut Step Scheduler: %d guided and %d conditional-only model calls", run.guided_calls,
-                     run.unguided_calls)

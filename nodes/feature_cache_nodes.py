@@ -1,8 +1,8 @@
 """UNet Feature Cache (DeepCache for SVD): ComfyUI glue around cut/feature_cache.py.
 
-Three wrappers on a cloned ModelPatcher, no monkey-patching (all exist in ComfyUI 0.8.0 and later):
-- OUTER_SAMPLE: one CacheRun per sampling run, in the run's transformer_options (never on the shared wrapper);
-- CALC_COND_BATCH: the step number of this model evaluation, from the sampler's sigma schedule;
+A feature of the sampling-run layer (run.py): CacheConfig attached to a cloned ModelPatcher, one CacheState per
+sampling run (features kept per CallKey: conditioning x core context window x MultiGPU device, so a window never
+uses another window's feature), the step the layer tracks, and one wrapper, no monkey-patching:
 - DIFFUSION_MODEL: a full step runs ComfyUI's own UNetModel._forward and keeps, per conditioning row, the feature
   that enters output block L-1-branch (through an output_block_patch, ComfyUI's own hook there); a partial step
   runs ComfyUI's own input_blocks[0..branch] and output_blocks[L-1-branch..] through forward_timestep_embed with
@@ -10,10 +10,10 @@ Three wrappers on a cloned ModelPatcher, no monkey-patching (all exist in ComfyU
 """
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
-import comfy.model_patcher
 import torch
 from comfy.ldm.modules.diffusionmodules import openaimodel
 from comfy.model_patcher import ModelPatcher
@@ -21,17 +21,11 @@ from comfy.patcher_extension import WrapperExecutor, WrappersMP
 from comfy_api.latest import io
 
 from ..cut.feature_cache import SCHEDULES, RunStats, full_steps, schedule_summary, validate, validate_branch
-from ..cut.schedule import StepCounter
 from .checks import log, require_svd
 from .compat import schema_extras
-from .cost_report import RunCost, report
-from .cut_patch import STEP_END_SAMPLERS
 from .patch_layer import FEATURE_CACHE, ModelPatch
+from .run import CALL_MARKS, CallKey, FeatureConfig, FeatureState, SamplingRun, current_run
 
-if TYPE_CHECKING:
-    from comfy.model_base import BaseModel
-
-RUN_OPTION = "vcut_feature_cache_run"
 NAME = "UNet Feature Cache"
 # Model-level patches that a partial step cannot honour: they act on the blocks' outputs or skips in an order the
 # skipped deep blocks are part of. A step that has them runs fully.
@@ -39,61 +33,43 @@ UNHONOURED_PATCHES = ("input_block_patch", "input_block_patch_after_skip", "outp
 _REPLACED_BLOCK = re.compile(r"^diffusion_model(\.(input_blocks|middle_block|output_blocks|out)(\.\d+)?)?$")
 
 
-class CacheRun:
-    """One sampling run: which steps are full, the step being evaluated, the kept features, what was done."""
+@dataclasses.dataclass(frozen=True)
+class CacheConfig(FeatureConfig):
+    """UNet Feature Cache's settings (attached to the clone)."""
+    name: ClassVar[str] = NAME
+    interval: int
+    branch: int
+    schedule: str = "uniform"
+    start_percent: float = 0.0
+    end_percent: float = 1.0
 
-    def __init__(self, settings: dict, sigmas: torch.Tensor, evaluates_step_end: bool) -> None:
-        self.settings = settings
-        self.counter = StepCounter(sigmas, evaluates_step_end)
-        self.full = set(full_steps(self.counter.total_steps, settings["interval"], settings["schedule"],
-                                   settings["start_percent"], settings["end_percent"]))
-        self.step = 1
-        self.features: dict = {}  # conditioning key -> (input rows shape, feature rows, transformer_index)
+    def __post_init__(self) -> None:
+        validate(self.interval, self.schedule, self.start_percent, self.end_percent)
+
+    def new_state(self, run: SamplingRun) -> CacheState:
+        state = CacheState(self, run.total_steps)
+        run.kinds.add("partial")
+        log.info("%s (interval %d, branch %d, %s): %s", NAME, self.interval, self.branch, self.schedule,
+                 schedule_summary(run.total_steps, sorted(state.full)))
+        return state
+
+
+class CacheState(FeatureState):
+    """One sampling run: which steps are full, the kept features per CallKey (conditioning x context window x
+    device), what was done."""
+
+    def __init__(self, config: CacheConfig, total_steps: int) -> None:
+        self.config = config
+        self.full = set(full_steps(total_steps, config.interval, config.schedule, config.start_percent,
+                                   config.end_percent))
+        self.features: dict[CallKey, tuple] = {}  # key -> (input rows shape, feature rows, transformer_index)
         self.stats = RunStats()
-        self.cost = RunCost()
 
+    def reset(self) -> None:
+        self.features.clear()
 
-class CacheSampleWrapper:
-    """OUTER_SAMPLE wrapper: a fresh CacheRun in a copy of the guider's model_options for this run (as core
-    EasyCache does), the run's report at the end."""
-
-    def __init__(self, settings: dict) -> None:
-        self.settings = settings
-
-    def __call__(self, executor: WrapperExecutor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        guider = executor.class_obj
-        sampler, sigmas = args[2], args[3]  # outer_sample(noise, latent_image, sampler, sigmas, ...)
-        step_end = getattr(getattr(sampler, "sampler_function", None), "__name__", "") in STEP_END_SAMPLERS
-        run = CacheRun(self.settings, sigmas, step_end)
-        original = guider.model_options
-        guider.model_options = comfy.model_patcher.create_model_options_clone(original)
-        guider.model_options.setdefault("transformer_options", {})[RUN_OPTION] = run
-        s = self.settings
-        log.info("%s (interval %d, branch %d, %s): %s", NAME, s["interval"], s["branch"], s["schedule"],
-                 schedule_summary(run.counter.total_steps, sorted(run.full)))
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            guider.model_options = original
-            report(NAME, run.stats.summary(), run.cost)
-
-
-def cache_calc_cond_batch(executor: WrapperExecutor, model: BaseModel, conds: list[list[dict[str, Any]] | None],
-                          x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict) -> list[torch.Tensor]:
-    """CALC_COND_BATCH wrapper: the step of this model evaluation (once per evaluation, so a Heun step's two
-    calls at one sigma are told apart as the cut tells them)."""
-    run = model_options.get("transformer_options", {}).get(RUN_OPTION)
-    if run is not None:
-        run.step = run.counter.step_of(float(timestep.max()))
-    return executor(model, conds, x_in, timestep, model_options)
-
-
-def _chunk_keys(transformer_options: dict, rows: int) -> list | None:
-    """One key per conditioning chunk of the batch (its uuid, else cond/uncond), or None when not told apart."""
-    keys = transformer_options.get("uuids") or transformer_options.get("cond_or_uncond")
-    if not keys or rows % len(keys) or len(set(keys)) != len(keys):
-        return None
-    return list(keys)
+    def report(self) -> str:
+        return f"{NAME}: {self.stats.summary()}"
 
 
 def _partial_forward(unet: openaimodel.UNetModel, x: torch.Tensor, timesteps: torch.Tensor,
@@ -131,8 +107,8 @@ def _partial_forward(unet: openaimodel.UNetModel, x: torch.Tensor, timesteps: to
     return unet.out(h.type(x.dtype))
 
 
-def _why_full(run: CacheRun, transformer_options: dict, control: dict[str, Any] | None, keys: list | None,
-              x: torch.Tensor) -> str | None:
+def _why_full(state: CacheState, transformer_options: dict, control: dict[str, Any] | None,
+              keys: list[CallKey] | None, x: torch.Tensor) -> str | None:
     """Why this partial step must run fully, or None with every chunk's feature at hand."""
     patches = transformer_options.get("patches", {})
     named = [name for name in UNHONOURED_PATCHES if patches.get(name)]
@@ -143,53 +119,57 @@ def _why_full(run: CacheRun, transformer_options: dict, control: dict[str, Any] 
     if keys is None:
         return "batch chunks not told apart"
     rows = x.shape[0] // len(keys)
-    if any(k not in run.features or run.features[k][0] != (rows, *x.shape[1:]) for k in keys):
+    if any(k not in state.features or state.features[k][0] != (rows, *x.shape[1:]) for k in keys):
         return "no kept feature for this batch"
     return None
 
 
 @torch.compiler.disable
-def _plan(run: CacheRun, transformer_options: dict, control: dict[str, Any] | None,
+def _plan(run: SamplingRun, state: CacheState, transformer_options: dict, control: dict[str, Any] | None,
           x: torch.Tensor) -> tuple[int, torch.Tensor | None, int]:
     """(branch, the kept feature for a partial call or None for a full one, its transformer_index), with the run's
     bookkeeping. Kept out of torch.compile's graphs (core TorchCompileModel compiles the UNet, this wrapper included):
-    it reads and writes the run's Python state, which a graph would bake in or recompile for at every step."""
-    branch = run.settings["branch"]
-    keys = _chunk_keys(transformer_options, x.shape[0])
-    if run.step not in run.full:
-        reason = _why_full(run, transformer_options, control, keys, x)
+    it reads and writes the run's Python state, which a graph would bake in or recompile for at every step. The
+    call's keys go to the call's marks (run.CALL_MARKS), where _keep finds them without dynamo guarding on them."""
+    branch, step = state.config.branch, run.step_at(transformer_options.get("sigmas"))
+    keys = run.call_keys(transformer_options, x.shape[0], NAME)
+    marks = transformer_options.setdefault(CALL_MARKS, {})
+    marks["keys"] = keys
+    if step not in state.full:
+        reason = _why_full(state, transformer_options, control, keys, x)
         if reason is None:
-            run.stats.record(x.shape[0], partial=True)
-            return branch, torch.cat([run.features[k][1] for k in keys]), run.features[keys[0]][2]
-        if reason not in run.stats.forced:
-            log.info("%s: step %d runs the whole UNet: %s", NAME, run.step, reason)
-        run.stats.force(reason)
-    run.stats.record(x.shape[0], partial=False)
+            state.stats.record(x.shape[0], partial=True)
+            marks["kind"] = "partial"
+            feature = torch.cat([state.features[k][1].to(x.device) for k in keys])
+            return branch, feature, state.features[keys[0]][2]
+        if reason not in state.stats.forced:
+            log.info("%s: step %d runs the whole UNet: %s", NAME, step, reason)
+        state.stats.force(reason)
+    state.stats.record(x.shape[0], partial=False)
     return branch, None, 0
 
 
 @torch.compiler.disable
-def _keep(run: CacheRun, transformer_options: dict, kept: dict, x: torch.Tensor) -> None:
-    """Keep a full call's feature per conditioning chunk (outside compiled graphs, as _plan; the chunk keys are found
-    again here rather than handed through the compiled code, where dynamo would guard on their values)."""
-    keys = _chunk_keys(transformer_options, x.shape[0])
+def _keep(state: CacheState, transformer_options: dict, kept: dict, x: torch.Tensor) -> None:
+    """Keep a full call's feature per CallKey (outside compiled graphs, as _plan)."""
+    keys = transformer_options.get(CALL_MARKS, {}).get("keys")
     if keys is not None and "h" in kept:
         rows = x.shape[0] // len(keys)
         for key, chunk in zip(keys, kept["h"].split(rows), strict=True):
-            run.features[key] = ((rows, *x.shape[1:]), chunk, kept["index"])
+            state.features[key] = ((rows, *x.shape[1:]), chunk, kept["index"])
 
 
 def cache_diffusion_model(executor: WrapperExecutor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """DIFFUSION_MODEL wrapper: the full or the partial UNet call of this step."""
     x, timesteps, context, y, control, transformer_options = args[:6]  # UNetModel.forward's positional call
-    run = transformer_options.get(RUN_OPTION) if isinstance(transformer_options, dict) else None
-    if run is None:
+    run = current_run(transformer_options)
+    state = None if run is None else run.state(FEATURE_CACHE)
+    if state is None:
         return executor(*args, **kwargs)
     unet = executor.class_obj
-    branch, feature, index = _plan(run, transformer_options, control, x)
+    branch, feature, index = _plan(run, state, transformer_options, control, x)
     if feature is not None:
-        return run.cost.call("partial", x.shape[0], lambda: _partial_forward(
-            unet, x, timesteps, context, y, transformer_options, kwargs, branch, feature, index))
+        return _partial_forward(unet, x, timesteps, context, y, transformer_options, kwargs, branch, feature, index)
     first = len(unet.output_blocks) - 1 - branch
     kept = {}
 
@@ -201,8 +181,8 @@ def cache_diffusion_model(executor: WrapperExecutor, *args: Any, **kwargs: Any) 
     patches = dict(transformer_options.get("patches", {}))
     patches["output_block_patch"] = [keep, *patches.get("output_block_patch", [])]
     options = {**transformer_options, "patches": patches}
-    out = run.cost.call("full", x.shape[0], lambda: executor(*args[:5], options, *args[6:], **kwargs))
-    _keep(run, transformer_options, kept, x)
+    out = executor(*args[:5], options, *args[6:], **kwargs)
+    _keep(state, transformer_options, kept, x)
     return out
 
 
@@ -269,12 +249,9 @@ class VCUTFeatureCache(io.ComfyNode):
         if replaced:
             log.warning("%s: another node replaced %s: the model is left alone (no cache)", NAME, ", ".join(replaced))
             return io.NodeOutput(model)
-        settings = {"interval": interval, "branch": branch, "schedule": schedule, "start_percent": start_percent,
-                    "end_percent": end_percent}
+        config = CacheConfig(interval, branch, schedule, start_percent, end_percent)
         patched = ModelPatch(model)
-        patched.set_wrappers(FEATURE_CACHE, {WrappersMP.OUTER_SAMPLE: CacheSampleWrapper(settings),
-                                             WrappersMP.CALC_COND_BATCH: cache_calc_cond_batch,
-                                             WrappersMP.DIFFUSION_MODEL: cache_diffusion_model})
+        patched.set_feature(FEATURE_CACHE, config, {WrappersMP.DIFFUSION_MODEL: cache_diffusion_model})
         return io.NodeOutput(patched.patcher)
 
 

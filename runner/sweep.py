@@ -6,9 +6,10 @@ video is from the exact one.
 Each --sweep is NODE.INPUT=V1,V2,... (NODE and values as in --set); the grid is every combination, the first --sweep
 varying slowest. Each combination is one batch item (batch.py: claims, manifest, resume), so an interrupted sweep
 goes on where it stopped. What each item measures comes from what the pack's nodes report while it runs (the line
-they log and show as the node's progress text, nodes/cost_report.py), read here, never computed again:
-- a speed node's cost report, "<feature>: ...; S GMACs vs B without <feature> = R x; T s" -> GMACs, MACs ratio R
-  (this run's MACs over the MACs had every row run without that feature), sampling seconds T;
+they log and show as the node's progress text, nodes/run.py's report), read here, never computed again:
+- the sampling run's report, "VCUT run: ...; S GMACs vs B with every call full and guided = R x; T s" -> GMACs,
+  MACs ratio R (this run's UNet MACs over those of the same run had every call been computed in full, guided where
+  the cut dropped the guidance), sampling seconds T;
 - Video Compare's summary, "<candidate> vs <reference>: mean PSNR P dB, ..., SSIM S, temporal difference D%" -> P, S,
   D. The reference is the workflow's own: what feeds Video Compare's `reference` input (e.g. the plain sampler).
   ComfyUI keeps the outputs of nodes whose inputs did not change between prompts, so it is sampled once (once per
@@ -40,8 +41,9 @@ if TYPE_CHECKING:
 MAX_POINTS = 10000  # a grid larger than this is a typo (a value list pasted twice), not a plan
 TABLE = "sweep"  # OUT/sweep.csv, OUT/sweep.md
 PROGRESS_TEXT = 3  # ComfyUI's BinaryEventTypes.TEXT (protocol.py, 0.8.0 and 0.30.0): a node's progress text
-COST = re.compile(r"^(?P<feature>[^:]+): .*; (?P<spent>[0-9.e+-]+) GMACs vs (?P<base>[0-9.e+-]+) without "
-                  r"(?P=feature)(?: = (?P<ratio>[0-9.e+-]+)x)?; (?P<seconds>[0-9.]+) s$", re.S)
+COST = re.compile(r"^(?P<feature>[^:]+): .*; (?P<spent>[0-9.e+-]+) GMACs vs (?P<base>[0-9.e+-]+) "
+                  r"with every call full and guided(?: = (?P<ratio>[0-9.e+-]+)x)?; "
+                  r"(?P<seconds>[0-9.]+) s$", re.S)
 COMPARE = "Video Compare: "
 NUMBERS = {"psnr_db": r"PSNR (inf|[0-9.e+-]+)", "ssim": r"SSIM (>?[0-9.e+-]+)",
            "temporal_difference_pct": r"temporal difference (inf|n/a|[0-9.e+-]+)"}
@@ -176,7 +178,7 @@ class Sweep:
         return found
 
     def measure(self, reports: list[tuple[str | None, str]], prompt: dict) -> dict:
-        """The item's numbers from the reports its nodes made ((node id, line) in the order made): per cost report
+        """The item's numbers from the reports its nodes made ((node id, line) in the order made): per run report
         "<node> <feature>": GMACs, MACs ratio, sampling seconds; per Video Compare node: PSNR, SSIM, temporal
         difference, and the summary line."""
         costs, compares = {}, {}
@@ -201,7 +203,7 @@ class Sweep:
         return {"cost": list(costs.values()), "compare": list(compares.values())}
 
     def table(self, results: list[Any]) -> tuple[list[str], list[list[Any]]]:
-        """Columns and rows (grid order): the swept values, status, seconds, then per cost report and per Video
+        """Columns and rows (grid order): the swept values, status, seconds, then per run report and per Video
         Compare node its numbers (a node's id in the column name where the workflow has several)."""
         measured = [r.metrics or {} for r in results]
         cost_keys = list(dict.fromkeys((c["node"], c["feature"]) for m in measured for c in m.get("cost", [])))
@@ -239,7 +241,7 @@ class Sweep:
         text += [f"| {' | '.join(_cell(v) for v in row)} |" for row in rows]
         refs = ", ".join(f"node {n}" for n in self.compare_nodes) or "none (the workflow has no Video Compare node)"
         text += ["", f"Reference of the quality columns: the `reference` input of Video Compare ({refs}); "
-                 "macs_ratio: the cost report's MACs over the MACs without that feature; seconds: the whole item "
+                 "macs_ratio: the run report's MACs over the same run's with every call full and guided; seconds: the whole item "
                  "(the first one includes the reference, which later items take from ComfyUI's cache)."]
         csv_path, md_path = output_dir / f"{TABLE}.csv", output_dir / f"{TABLE}.md"
         csv_path.write_text(buffer.getvalue())

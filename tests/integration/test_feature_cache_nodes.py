@@ -101,18 +101,26 @@ def test_nonuniform_schedule_and_percent_range_pick_the_full_steps(nodes, deep_c
 
 
 def test_output_difference_to_the_uncached_video(nodes, capsys):
+    """The cached video is an approximation of the uncached one: not equal, but closer to it than the uncached video
+    sampled with as many steps as the cache runs fully (the saving DeepCache is for: the same cost, less error);
+    and a deeper branch (more blocks run) is closer than the shallowest."""
     model = harness.tiny_svd()
     conds = harness.svd_conds(frames=FRAMES)
     plain = harness.sample(model, *conds, steps=9)
-    figures = {}
+    figures, fewer = {}, {}
     for interval, branch, schedule in ((2, 0, "uniform"), (3, 0, "uniform"), (3, 1, "uniform"),
                                        (3, 0, "non-uniform")):
         out = harness.sample(cache(nodes[0], model, interval, branch, schedule), *conds, steps=9)
         figures[(interval, branch, schedule)] = rel_err(out, plain)
+        full = len(harness.pack_module().cut.feature_cache.full_steps(9, interval, schedule))
+        if full not in fewer:
+            fewer[full] = rel_err(harness.sample(model, *conds, steps=full), plain)
+        assert 0 < figures[(interval, branch, schedule)] < fewer[full], (interval, branch, schedule)
     with capsys.disabled():
         print("\nfeature cache, tiny SVD (random weights), 9 euler steps: relative L2 difference to the uncached "
-              "latent: " + ", ".join(f"N={n} branch {b} {s}: {v:.4f}" for (n, b, s), v in figures.items()))
-    assert all(0 < v < 1 for v in figures.values())
+              "latent: " + ", ".join(f"N={n} branch {b} {s}: {v:.3g}" for (n, b, s), v in figures.items()) +
+              "; uncached with fewer steps: " + ", ".join(f"{k} steps: {v:.3g}" for k, v in fewer.items()))
+    assert figures[(3, 1, "uniform")] < figures[(3, 0, "uniform")]
 
 
 def test_stacks_with_vcut_patch_model_in_either_order(nodes):
@@ -303,6 +311,50 @@ def test_cost_report_is_shown_on_the_sampler_node_of_a_real_server(tmp_path):
 
     with comfy_servers(tmp_path / "servers", 1) as (server,):
         texts = progress_texts(server.url, prompt)
-    reports = [text for node, text in texts if node == "sampler" and text.startswith("UNet Feature Cache: ")]
+    reports = [text for node, text in texts if node == "sampler" and text.startswith("VCUT run: ")]
     assert len(reports) == 1, texts
+    assert "UNet Feature Cache: " in reports[0]
     assert "2 full" in reports[0] and "2 partial" in reports[0] and "GMACs" in reports[0]
+
+
+WINDOW_FRAMES = 9  # more frames than one core context window (context_length 4): every model call is split
+
+
+def test_context_windows_keep_a_feature_per_window(comfy_nodes, nodes, capsys):
+    """Core "Context Windows (Manual)" calls the UNet once per window with the same conditioning uuids: the cache
+    keeps one feature per conditioning AND window, so a partial step uses its own window's feature. Its difference
+    to the uncached video with windows is then of the order of the difference without windows (one feature per
+    conditioning made it about 9x larger)."""
+    if "ContextWindowsManual" not in comfy_nodes.NODE_CLASS_MAPPINGS:
+        pytest.skip("this ComfyUI has no core context windows")
+    from test_cut_with_core_nodes import with_context_windows
+    model = harness.tiny_svd()
+    conds = harness.svd_conds(frames=WINDOW_FRAMES)
+    windowed = with_context_windows(comfy_nodes, model)
+    figures = {}
+    for name, base in (("without windows", model), ("with windows", windowed)):
+        plain = harness.sample(base, *conds, steps=9)
+        figures[name] = rel_err(harness.sample(cache(nodes[0], base), *conds, steps=9), plain)
+    with capsys.disabled():
+        print(f"\nfeature cache N=3 branch 0, tiny SVD, {WINDOW_FRAMES} frames, 9 euler steps: relative L2 difference "
+              "to the uncached latent: " + ", ".join(f"{k}: {v:.3g}" for k, v in figures.items()) +
+              f" (ratio {figures['with windows'] / figures['without windows']:.2f})")
+    assert 0 < figures["with windows"] <= 2 * figures["without windows"]
+
+
+def test_context_windows_run_partial_steps_from_their_own_window(comfy_nodes, nodes, deep_calls, caplog):
+    """Every window of a partial step runs partially (none falls back to a full step for want of its feature), and
+    the deep blocks run on full steps only, once per window."""
+    if "ContextWindowsManual" not in comfy_nodes.NODE_CLASS_MAPPINGS:
+        pytest.skip("this ComfyUI has no core context windows")
+    from test_cut_with_core_nodes import with_context_windows
+    cached = cache(nodes[0], with_context_windows(comfy_nodes, harness.tiny_svd()))
+    calls = deep_calls(cached)
+    with caplog.at_level(logging.INFO, logger="vcut"):
+        harness.sample(cached, *harness.svd_conds(frames=WINDOW_FRAMES), steps=6)
+    windows = len(calls["input_blocks.0"]) // 6
+    assert windows >= 2 and len(calls["input_blocks.0"]) == 6 * windows
+    assert len(calls["middle_block"]) == 2 * windows  # full steps 1 and 4, every window
+    report = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("VCUT run: "))
+    assert f"{2 * windows} full" in report and f"{4 * windows} partial" in report
+    assert "runs the whole UNet" not in caplog.text and "stepped aside" not in caplog.text

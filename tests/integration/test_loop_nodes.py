@@ -230,15 +230,15 @@ def test_all_ones_mask_equals_no_mask(loop_nodes):
     model = harness.tiny_svd()
     pos, neg, latent = conds(3)
 
-    def keep_of(patched):
-        wrapper = patched.wrappers[comfy.patcher_extension.WrappersMP.OUTER_SAMPLE]["vcut_frame_replace"][0]
-        return wrapper.__self__.keep
+    def keep_of(patched):  # the anchoring's typed settings, attached to the clone (a tuple: STIV Frame Replace stacks)
+        return harness.pack_module().nodes.run.feature_config(patched, "vcut_frame_replace")[0].keep
 
     masked = frame_replace(loop_nodes[0], model, latent, "0", positive=pos, mask=torch.ones(1, H, W))
     unmasked = frame_replace(loop_nodes[0], model, latent, "0", positive=pos)
     assert torch.equal(keep_of(masked[0]), keep_of(unmasked[0]))
     assert torch.equal(masked[1]["samples"], unmasked[1]["samples"])
     assert model.wrappers.get(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, {}) == {}  # input model untouched
+    assert model.get_attachment("vcut_frame_replace") is None
 
 
 def test_alss_loop_clip(loop_nodes):

@@ -64,8 +64,8 @@ def chained_prompt(segments, feature_cache=False):
 def test_chained_segments_overlap_exactly_with_vcut_and_cut(comfy_nodes, segments, feature_cache, caplog):
     with caplog.at_level(logging.INFO, logger="vcut"):
         out = harness.run_prompt(chained_prompt(segments, feature_cache))
-    partial = [r for r in caplog.records if r.getMessage().startswith("UNet Feature Cache: ") and "1 partial" in
-               r.getMessage()]
+    partial = [r for r in caplog.records if r.getMessage().startswith("VCUT run: ") and
+               "UNet Feature Cache: " in r.getMessage() and "1 partial" in r.getMessage()]
     assert len(partial) == (segments if feature_cache else 0)  # a partial step in every segment, anchoring kept
     latents = [out[f"seg{i}"]["samples"] for i in range(1, segments + 1)]
     for before, after in itertools.pairwise(latents):
