@@ -99,6 +99,20 @@ def _writable(out: torch.Tensor, transformer_options) -> torch.Tensor:
     return out
 
 
+def _linear_of(layers) -> nn.Module:
+    """The Linear layer of to_out (nn.Sequential in ComfyUI, nn.ModuleList in diffusers; the other layer is dropout)."""
+    return next(layer for layer in layers if hasattr(layer, "out_features"))
+
+
+def attention_macs(module: nn.Module, batch: int, tokens: int, context_tokens: int) -> int:
+    """MACs of an unpatched q/k/v/out attention: `batch` samples of `tokens` queries, each attending to
+    `context_tokens` keys (to_q, to_k, to_v, q k^T, softmax(.) v and to_out; counted as FlopCounterMode counts them)."""
+    inner, out = module.to_q.out_features, _linear_of(module.to_out).out_features
+    queries, keys = batch * tokens, batch * context_tokens
+    return (queries * module.to_q.in_features * inner + 2 * keys * module.to_k.in_features * inner
+            + 2 * queries * context_tokens * inner + queries * inner * out)
+
+
 class _StandIn(nn.Module):
     """Base of the VCUT replacements: holds the original attn2's submodules, parameters and buffers under their own
     names, so the model's parameter keys (state_dict, LoRA key maps, merges, ModelSave) are exactly those of the
@@ -114,6 +128,8 @@ class _StandIn(nn.Module):
         for name, buffer in original.named_buffers(recurse=False):
             self.register_buffer(name, buffer)
         self._original = (original,)  # a tuple: not registered a second time
+        self.saved_macs = 0  # the original attention's MACs less this module's, on its last call (the run report's
+        #                      unpatched reference: nodes/run.py)
 
     @property
     def original(self) -> nn.Module:
@@ -160,9 +176,13 @@ class BroadcastCrossAttention(_StandIn):
                      and source.ndim == 3 and source.shape[1] == 1 and source.shape[0] == context.shape[0]
                      and context.shape[0] in (1, x.shape[0]))
         if not one_token or mask is not None or kwargs:
+            self.saved_macs = 0
             return self._real_attention(x, context, value, mask, transformer_options,
                                         encoder_hidden_states, attention_mask, kwargs)
-        per_sample = self._vectors(source[:, 0, :])  # (N, C): VCUT Eq. 4, the linear output of the one token
+        per_sample, distinct = self._vectors(source[:, 0, :])  # (N, C): VCUT Eq. 4, the linear output of the token
+        self.saved_macs = (attention_macs(self, x.shape[0], x.shape[1], 1)
+                           - distinct * (self.to_v.in_features * self.to_v.out_features
+                                         + _linear_of(self.to_out).in_features * per_sample.shape[-1]))
         out = per_sample.unsqueeze(1).expand(x.shape[0], x.shape[1], per_sample.shape[-1])
         return _writable(out, transformer_options)
 
@@ -172,17 +192,18 @@ class BroadcastCrossAttention(_StandIn):
             return self.original(x, encoder_hidden_states=context, attention_mask=mask, **kwargs)
         return self.original(x, context=context, value=value, mask=mask, transformer_options=transformer_options)
 
-    def _vectors(self, rows: torch.Tensor) -> torch.Tensor:
-        """to_out(to_v(row)) for every row, computed once per distinct row (softmax over one key is exactly 1)."""
+    def _vectors(self, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """to_out(to_v(row)) for every row, computed once per distinct row (softmax over one key is exactly 1), and
+        how many rows were computed."""
         if rows.is_meta:
             # A shape-only run (MAC accounting on the meta device) has no values to deduplicate: it counts one
             # context; cut.accounting.vector_macs adds the second one of a CFG step.
             vectors = _run_sequence(self.to_out, self.to_v(rows[:1]))
-            return vectors.expand(rows.shape[0], vectors.shape[-1])
+            return vectors.expand(rows.shape[0], vectors.shape[-1]), 1
         distinct, row_index = _distinct_rows(rows)
         vectors = _run_sequence(self.to_out, self.to_v(distinct))
         self.vectors_computed += distinct.shape[0]
-        return vectors[row_index]
+        return vectors[row_index], distinct.shape[0]
 
 
 class RemovedCrossAttention(_StandIn):
@@ -194,6 +215,9 @@ class RemovedCrossAttention(_StandIn):
         return _parameter_count([self.original])
 
     def forward(self, x, *args, transformer_options=None, **kwargs):
+        context = kwargs.get("context", kwargs.get("encoder_hidden_states", args[0] if args else None))
+        context_tokens = context.shape[1] if isinstance(context, torch.Tensor) and context.ndim == 3 else 1
+        self.saved_macs = attention_macs(self, x.shape[0], x.shape[1], context_tokens)
         return _writable(torch.zeros((), dtype=x.dtype, device=x.device).expand_as(x), transformer_options)
 
 

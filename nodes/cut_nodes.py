@@ -9,7 +9,7 @@ from comfy.model_patcher import ModelPatcher
 from comfy.patcher_extension import WrappersMP
 from comfy_api.latest import io
 
-from ..cut.attention import MODES, original_of, plan_patch
+from ..cut.attention import MODES, VCUT_MODULES, original_of, plan_patch
 from ..cut.schedule import AFTER_CUT
 from .checks import log, require_svd
 from .compat import schema_extras
@@ -36,12 +36,18 @@ class VcutConfig(FeatureConfig):
         if blocks:
             log.info("VCUT Patch Model: %d block(s) have another node's attn2 replace patch and run the real "
                      "cross-attention there: %s", len(blocks), ", ".join(map(str, blocks)))
-        return VcutState(self, len(blocks))
+        patches = getattr(run.guider.model_patcher, "object_patches", {})
+        return VcutState(self, len(blocks), [m for m in patches.values() if isinstance(m, VCUT_MODULES)])
 
 
 class VcutState(FeatureState):
-    def __init__(self, config: VcutConfig, replaced: int) -> None:
-        self.config, self.replaced = config, replaced
+    def __init__(self, config: VcutConfig, replaced: int, modules: list) -> None:
+        self.config, self.replaced, self.modules = config, replaced, modules
+        for module in modules:
+            module.saved_macs = 0  # what another model's run left
+
+    def saved_macs(self) -> int:
+        return sum(module.saved_macs for module in self.modules)
 
     def report(self) -> str:
         text = f"VCUT Patch Model ({self.config.mode}): {self.config.vectors} cross-attentions as one vector per image"

@@ -7,9 +7,9 @@ Each --sweep is NODE.INPUT=V1,V2,... (NODE and values as in --set); the grid is 
 varying slowest. Each combination is one batch item (batch.py: claims, manifest, resume), so an interrupted sweep
 goes on where it stopped. What each item measures comes from what the pack's nodes report while it runs (the line
 they log and show as the node's progress text, nodes/run.py's report), read here, never computed again:
-- the sampling run's report, "VCUT run: ...; S GMACs vs B with every call full and guided = R x; T s" -> GMACs,
-  MACs ratio R (this run's UNet MACs over those of the same run had every call been computed in full, guided where
-  the cut dropped the guidance), sampling seconds T;
+- the sampling run's report, "VCUT run: ...; S GMACs vs B unpatched = R x; T s" -> GMACs, MACs ratio R
+  (this run's UNet MACs over the unpatched run's: every call computed in full and guided, with the original
+  cross-attention), sampling seconds T;
 - Video Compare's summary, "<candidate> vs <reference>: mean PSNR P dB, ..., SSIM S, temporal difference D%" -> P, S,
   D. The reference is the workflow's own: what feeds Video Compare's `reference` input (e.g. the plain sampler).
   ComfyUI keeps the outputs of nodes whose inputs did not change between prompts, so it is sampled once (once per
@@ -42,7 +42,7 @@ MAX_POINTS = 10000  # a grid larger than this is a typo (a value list pasted twi
 TABLE = "sweep"  # OUT/sweep.csv, OUT/sweep.md
 PROGRESS_TEXT = 3  # ComfyUI's BinaryEventTypes.TEXT (protocol.py, 0.8.0 and 0.30.0): a node's progress text
 COST = re.compile(r"^(?P<feature>[^:]+): .*; (?P<spent>[0-9.e+-]+) GMACs vs (?P<base>[0-9.e+-]+) "
-                  r"with every call full and guided(?: = (?P<ratio>[0-9.e+-]+)x)?; "
+                  r"unpatched(?: = (?P<ratio>[0-9.e+-]+)x)?; "
                   r"(?P<seconds>[0-9.]+) s$", re.S)
 COMPARE = "Video Compare: "
 NUMBERS = {"psnr_db": r"PSNR (inf|[0-9.e+-]+)", "ssim": r"SSIM (>?[0-9.e+-]+)",
@@ -241,7 +241,7 @@ class Sweep:
         text += [f"| {' | '.join(_cell(v) for v in row)} |" for row in rows]
         refs = ", ".join(f"node {n}" for n in self.compare_nodes) or "none (the workflow has no Video Compare node)"
         text += ["", f"Reference of the quality columns: the `reference` input of Video Compare ({refs}); "
-                 "macs_ratio: the run report's MACs over the same run's with every call full and guided; seconds: the whole item "
+                 "macs_ratio: the run report's MACs over the unpatched run's; seconds: the whole item "
                  "(the first one includes the reference, which later items take from ComfyUI's cache)."]
         csv_path, md_path = output_dir / f"{TABLE}.csv", output_dir / f"{TABLE}.md"
         csv_path.write_text(buffer.getvalue())

@@ -179,3 +179,24 @@ def test_non_svd_unet_is_refused_with_its_name():
         plan_patch(unet)
     with pytest.raises(ValueError, match="mode must be one of"):
         plan_patch(small_svd_unet(), "fast")
+
+
+@pytest.mark.parametrize("mode", ["exact", "paper"])
+def test_saved_macs_are_the_unpatched_macs_less_the_patched(mode):
+    """Each replacement's saved_macs after a call is exactly what FlopCounterMode counts for the unpatched UNet less
+    the patched one on the same inputs (the run report's unpatched reference). The attention products run on the math
+    backend, whose matmuls the counter sees (it does not count the CPU's fused attention kernel)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from vcut.cut.accounting import count_macs
+
+    unet = small_svd_unet()
+    args = inputs(cond_uncond())
+    patched_unet = copy.deepcopy(unet)
+    patch_unet_(patched_unet, mode)
+    with sdpa_kernel(SDPBackend.MATH):
+        unpatched = count_macs(lambda: run(unet, args)).all_matmuls
+        patched = count_macs(lambda: run(patched_unet, args)).all_matmuls
+    saved = sum(m.saved_macs for m in patched_unet.modules() if isinstance(m, (BroadcastCrossAttention,
+                                                                                RemovedCrossAttention)))
+    assert saved > 0 and unpatched - patched == saved, (unpatched, patched, saved)

@@ -167,3 +167,33 @@ def test_a_split_the_layer_does_not_know_makes_the_cache_step_aside(comfy_nodes,
     assert "UNet Feature Cache: batch chunks not told apart: stepped aside" in caplog.text
     report = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("VCUT run: "))
     assert "0 partial" in report and "stepped aside 8x" in report
+
+
+GMACS = r"([0-9.e+-]+) GMACs vs ([0-9.e+-]+) unpatched = ([0-9.]+)x"
+
+
+def test_the_report_compares_with_the_unpatched_run(comfy_nodes, caplog):
+    """The report's reference is the unpatched run: a run whose features change nothing (a cut past the last step)
+    reports ratio 1 and its MACs; VCUT exact on the same model reports those MACs as its reference (plus the
+    cross-attention's attention products, which the counter does not see on the CPU's fused kernel) and spends
+    fewer; adding the cut at step 2 of 3 guides 1 step: 4 of the 6 rows."""
+    import re
+
+    pos, neg, latent = harness.svd_conds(frames=3)
+    cut = node(comfy_nodes, "VCUTCutStepScheduler")
+    vcut = node(comfy_nodes, "VCUTPatchModel")
+    base = harness.tiny_svd()
+    models = {"plain": cut.execute(base, 100, 0.0, "drop", 0.0).result[0]}
+    models["vcut"] = cut.execute(vcut.execute(base, "exact").result[0], 100, 0.0, "drop", 0.0).result[0]
+    models["vcut+cut"] = cut.execute(vcut.execute(base, "exact").result[0], 2, 0.0, "drop", 0.0).result[0]
+    figures = {}
+    for name, model in models.items():
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="vcut"):
+            harness.sample(model, pos, neg, latent, steps=3)
+        report = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("VCUT run: "))
+        figures[name] = [float(v) for v in re.search(GMACS, report).groups()]
+    plain, vcut_only, both = figures["plain"], figures["vcut"], figures["vcut+cut"]
+    assert plain[0] == plain[1] and plain[2] == 1.0, plain
+    assert vcut_only[1] == pytest.approx(plain[0], rel=0.01) and vcut_only[0] < vcut_only[1], (plain, vcut_only)
+    assert both[1] == vcut_only[1] and both[0] == pytest.approx(vcut_only[0] * 4 / 6, rel=0.01), (vcut_only, both)
