@@ -20,17 +20,16 @@ from comfy.patcher_extension import WrappersMP
 
 from . import run
 
-# One key per feature. A node replaces what an earlier node of the same feature attached under its key (set_wrappers)
-# or stacks another set beside it (add_wrappers); other nodes' and ComfyUI's own wrappers are never touched.
+# One key per feature, in the pack's namespace ("vcut..."; a new feature may name its key in its own module). A node
+# replaces what an earlier node of the same feature attached under its key (set_wrappers) or stacks another set
+# beside it (add_wrappers); other nodes' and ComfyUI's own wrappers are never touched.
 ATTENTION_REPORT = "vcut"  # VCUT Patch Model: its vectors in the run's report
 CUT_STEP = "vcut_cut_step"  # Cut Step Scheduler
 FEATURE_CACHE = "vcut_feature_cache"  # UNet Feature Cache
 FRAME_REPLACE = "vcut_frame_replace"  # STIV Frame Replace (stacks: two nodes anchor both sets of frames)
 LOOP_ANCHOR = "vcut_loop_anchor"  # Loop Conditioning
 VIDEO_EXTEND = "vcut_video_extend"  # Video Extend (a chained one anchors to its own previous segment only)
-FEATURE_KEYS = (ATTENTION_REPORT, CUT_STEP, FEATURE_CACHE, FRAME_REPLACE, LOOP_ANCHOR, VIDEO_EXTEND)
 RUN = "vcut_run"  # the sampling-run layer's own wrappers (run.py): one run, one step, one report for every feature
-KEYS = (*FEATURE_KEYS, RUN)
 
 # The wrapper types the pack uses (all in ComfyUI 0.8.0 and later, patcher_extension.WrappersMP).
 WRAPPER_TYPES = (WrappersMP.OUTER_SAMPLE, WrappersMP.SAMPLER_SAMPLE, WrappersMP.PREDICT_NOISE,
@@ -84,11 +83,11 @@ class ModelPatch:
         self.patcher.add_object_patch(name, module)
 
 
-LAYER_WRAPPERS: Wrappers = {WrappersMP.OUTER_SAMPLE: run.make_run_outer_sample(FEATURE_KEYS),
+LAYER_WRAPPERS: Wrappers = {WrappersMP.OUTER_SAMPLE: run.run_outer_sample,
                              WrappersMP.PREDICT_NOISE: run.run_predict_noise,
                              WrappersMP.DIFFUSION_MODEL: run.run_diffusion_model}
 
 
 def _check_key(key: str) -> None:
-    if key not in KEYS:
-        raise ValueError(f"{key!r} is not one of the pack's wrapper keys {KEYS}")
+    if not key.startswith(ATTENTION_REPORT):
+        raise ValueError(f"{key!r} is not a key of the pack's namespace (keys start with {ATTENTION_REPORT!r})")

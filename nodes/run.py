@@ -192,47 +192,45 @@ def feature_config(model: ModelPatcher, key: str) -> Any:
     return model.get_attachment(key)
 
 
-def feature_configs(model: ModelPatcher, keys: tuple[str, ...]) -> list[tuple[str, FeatureConfig]]:
+def feature_configs(model: ModelPatcher) -> list[tuple[str, FeatureConfig]]:
+    """Every feature attached to the model (key, config), in the order the nodes attached them: any attachment
+    that is a FeatureConfig (or a tuple of them), so a new feature needs no list of keys here."""
     out = []
-    for key in keys:
-        config = model.get_attachment(key)
+    for key, config in model.attachments.items():
         for c in config if isinstance(config, tuple) else (config,):
             if isinstance(c, FeatureConfig):
                 out.append((key, c))
     return out
 
 
-def make_run_outer_sample(keys: tuple[str, ...]) -> Callable[..., torch.Tensor]:
-    """The layer's OUTER_SAMPLE wrapper over the features attached under `keys` (patch_layer.KEYS)."""
-
-    def run_outer_sample(executor: WrapperExecutor, noise: torch.Tensor, latent_image: torch.Tensor, sampler: Any,
-                         sigmas: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        guider = executor.class_obj
-        configs = feature_configs(guider.model_patcher, keys)
-        if not configs:
-            return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
-        step_end = getattr(getattr(sampler, "sampler_function", None), "__name__", "") in STEP_END_SAMPLERS
-        run = SamplingRun(guider, noise, sigmas, step_end)
-        for key, config in configs:
-            state = config.new_state(run)
-            if state is not None:
-                run.states.setdefault(key, []).append(state)
-        original = guider.model_options
-        guider.model_options = comfy.model_patcher.create_model_options_clone(original)
-        guider.model_options.setdefault("transformer_options", {})[RUN_OPTION] = run
-        try:
-            out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
-            for states in run.states.values():
-                for state in states:
-                    out = state.finish(out)
-            return out
-        finally:
-            guider.model_options = original
-            for states in run.states.values():
-                for state in states:
-                    state.reset()
-            report("VCUT run", run.report())
-    return run_outer_sample
+def run_outer_sample(executor: WrapperExecutor, noise: torch.Tensor, latent_image: torch.Tensor, sampler: Any,
+                     sigmas: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """The layer's OUTER_SAMPLE wrapper: one SamplingRun over every feature attached to the guider's model."""
+    guider = executor.class_obj
+    configs = feature_configs(guider.model_patcher)
+    if not configs:
+        return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+    step_end = getattr(getattr(sampler, "sampler_function", None), "__name__", "") in STEP_END_SAMPLERS
+    run = SamplingRun(guider, noise, sigmas, step_end)
+    for key, config in configs:
+        state = config.new_state(run)
+        if state is not None:
+            run.states.setdefault(key, []).append(state)
+    original = guider.model_options
+    guider.model_options = comfy.model_patcher.create_model_options_clone(original)
+    guider.model_options.setdefault("transformer_options", {})[RUN_OPTION] = run
+    try:
+        out = executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+        for states in run.states.values():
+            for state in states:
+                out = state.finish(out)
+        return out
+    finally:
+        guider.model_options = original
+        for states in run.states.values():
+            for state in states:
+                state.reset()
+        report("VCUT run", run.report())
 
 
 def run_predict_noise(executor: WrapperExecutor, x: torch.Tensor, timestep: torch.Tensor, *args: Any,
