@@ -130,11 +130,16 @@ def load_dynamic(weights):
 
 def snapshot(patcher):
     """What the base model looks like in ComfyUI's hands: state_dict keys, every module under diffusion_model (the
-    objects), every buffer (dtype and a copy of its values)."""
+    objects), every buffer (dtype and a copy of its values), and the own buffers of each attn2 that a live stand-in
+    of the pack holds (the module its real-attention fallback runs)."""
+    original_of = harness.pack_module().cut.attention.original_of
     model = patcher.model
-    return {"keys": list(model.state_dict()),
-            "modules": dict(model.diffusion_model.named_modules()),
-            "buffers": {name: (b.dtype, b.clone()) for name, b in model.named_buffers()}}
+    modules = dict(model.diffusion_model.named_modules())
+    swapped = {name: original_of(module) for name, module in modules.items() if original_of(module) is not module}
+    return {"keys": list(model.state_dict()), "modules": modules,
+            "buffers": {name: (b.dtype, b.clone()) for name, b in model.named_buffers()},
+            "swapped": {f"diffusion_model.{name}.{b}": (t.dtype, t.clone())
+                        for name, module in swapped.items() for b, t in module.named_buffers(recurse=False)}}
 
 
 class Reports(logging.Handler):
@@ -241,6 +246,9 @@ def test_the_base_model_keeps_its_keys_modules_and_buffers_across_patched_runs(r
     for kind, snap in zip(SEQUENCE, runs["snapshots"], strict=True):
         assert snap["keys"] == before["keys"], kind  # a patched model has the unpatched model's keys
         same_buffers(snap)  # also the swapped attn2's: none lost, none left at the checkpoint's dtype
+        assert len(snap["swapped"]) == (0 if kind == "base" else len(probes)), kind
+        for name, (dtype, value) in snap["swapped"].items():  # the swapped-out module's own buffers are not stale
+            assert dtype == before["buffers"][name][0] and torch.equal(value, before["buffers"][name][1]), name
         assert snap["modules"].keys() == before["modules"].keys(), kind
         for name, module in snap["modules"].items():
             if kind != "base" and name in attn2:
