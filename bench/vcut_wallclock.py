@@ -30,7 +30,7 @@ from .diffusers_reference import patch_unet_
 
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 700.0, 7.0  # SVD's sampling settings (ComfyUI's SVD_img2vid, Karras schedule)
 CFG = 2.5
-CACHE_INTERVAL, CACHE_BRANCH = 3, 0  # the feature-cache variants: issue 18's goal setting
+CACHE_INTERVAL, CACHE_BRANCH = 3, 0  # the feature-cache variants: the setting of the cache's MAC target
 SPREAD_LIMIT = 0.10  # a ratio is reported only if its per-repetition values span less than this (e.g. 0.80-0.90)
 
 
