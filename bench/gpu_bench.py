@@ -612,7 +612,7 @@ def estimate(step_seconds: float, steps: int, videos: int = 1) -> float:
 def run_sampling(args, nodes, report, budget: Budget) -> None:
     """Warm-ups, one repetition of the variants, the mode switch, Video Extend, then further repetitions; each
     part only if the time guard lets it start."""
-    from vcut.cut.feature_cache import full_steps
+    from vcut.cache.deepcache import full_steps
     width, height = args.size
     dtype = getattr(torch, DTYPES[args.dtype])
     check_unet_config(SVD_XT_UNET)

@@ -17,7 +17,7 @@ from clips import read_frames  # noqa: E402  (after the sys.path / package setup
 from pack_import import SHARED_DATA, register_pack  # noqa: E402  (after the sys.path / package setup above)
 
 register_pack()
-from vcut.anchor.segments import join_segments, seam_report  # noqa: E402  (after the sys.path / package setup above)
+from vcut.video.segments import join_segments, seam_report  # noqa: E402  (after the sys.path / package setup above)
 
 LENGTHS, OVERLAP = (15, 15, 14), 2
 

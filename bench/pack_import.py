@@ -1,7 +1,7 @@
 """Import the pack the way ComfyUI does (its folder as a package), under the name `vcut`, from scripts and tests.
 
 The package object is registered without running the pack's `__init__.py` (which needs ComfyUI), so `vcut.cut`,
-`vcut.loop`, `vcut.codec` and `vcut.bench` import whatever this checkout's folder is called.
+`vcut.cache`, `vcut.loop`, `vcut.video`, `vcut.codec` and `vcut.bench` import whatever this checkout's folder is called.
 """
 import pathlib
 import sys

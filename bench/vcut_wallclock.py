@@ -5,8 +5,8 @@ so that 24 whole videos fit a few minutes on 2 cores while per-pixel work still 
 sampled by a plain Euler loop on Karras sigmas with SVD's v-prediction preconditioning and classifier-free
 guidance, as ComfyUI's KSampler does: a guided step runs the conditional and unconditional rows together (batch 2),
 a step after the cut (cut/schedule.py's CutSchedule) only the conditional row (batch 1). Variants: the unpatched UNet,
-VCUT exact and VCUT paper (cut/attention.py's patch_unet_), each without and with the cut, and the UNet Feature
-Cache (cut/feature_cache.py's step: DeepCache, interval 3, branch 0) on the baseline and on VCUT exact with the cut.
+VCUT exact and VCUT paper (diffusers_reference.patch_unet_), each without and with the cut, and the UNet Feature
+Cache (diffusers_reference.step: DeepCache, interval 3, branch 0) on the baseline and on VCUT exact with the cut.
 
 Timing is noisy on a shared machine, so: every repetition runs all eight variants back to back (in a rotated order),
 the ratio to the baseline is taken within each repetition, and a ratio is printed only when its min-max spread over
@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cut import feature_cache as fc
-from ..cut.attention import patch_unet_
+from ..cache import deepcache as fc
 from ..cut.schedule import CutSchedule
+from . import diffusers_reference as ref
+from .diffusers_reference import patch_unet_
 
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 700.0, 7.0  # SVD's sampling settings (ComfyUI's SVD_img2vid, Karras schedule)
 CFG = 2.5
-CACHE_INTERVAL, CACHE_BRANCH = 3, 0  # the feature-cache variants: issue 18's goal setting
+CACHE_INTERVAL, CACHE_BRANCH = 3, 0  # the feature-cache variants: the setting of the cache's MAC target
 SPREAD_LIMIT = 0.10  # a ratio is reported only if its per-repetition values span less than this (e.g. 0.80-0.90)
 
 
@@ -89,7 +90,7 @@ def video_inputs(frames: int, height: int, width: int, seed: int = 0, context_di
 def sample_video(unet, inputs: VideoInputs, steps: int, cut_step: int, cache_interval: int = 1) -> torch.Tensor:
     """One video: Euler on Karras sigmas, v-prediction (EDM preconditioning, as SVD), CFG on the guided steps;
     steps >= cut_step run the conditional row only (VCUT Eq. 4). cache_interval > 1: the feature cache, full steps
-    by cut/feature_cache.full_steps, partial steps with the kept feature's conditional rows after the cut (DeepCache
+    by cache/deepcache.full_steps, partial steps with the kept feature's conditional rows after the cut (DeepCache
     Eq. 5). Returns the final latent [1, F, 4, h, w]."""
     sigmas = karras_sigmas(steps)
     run = CutSchedule(cut_step).new_run()
@@ -109,9 +110,9 @@ def sample_video(unet, inputs: VideoInputs, steps: int, cut_step: int, cache_int
         if cache_interval == 1:
             v = unet(*args).sample
         elif i + 1 in full:
-            v, kept = fc.step(unet, *args, CACHE_BRANCH)
+            v, kept = ref.step(unet, *args, CACHE_BRANCH)
         else:  # the batch is flattened row by row: the conditional row's frames come first
-            v, _ = fc.step(unet, *args, CACHE_BRANCH, cached=kept[:rows * frames])
+            v, _ = ref.step(unet, *args, CACHE_BRANCH, cached=kept[:rows * frames])
         denoised = x * c_skip + v * c_out  # [rows, F, 4, h, w]
         if rows == 2:
             denoised = denoised[1:] + CFG * (denoised[:1] - denoised[1:])

@@ -292,20 +292,6 @@ def plan_patch(unet: nn.Module, mode: str = "exact", resolve=None) -> PatchPlan:
     return PatchPlan(replacements, skipped, already, unread)
 
 
-def set_submodule(root: nn.Module, dotted_name: str, module: nn.Module) -> None:
-    parent_name, _, child = dotted_name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
-def patch_unet_(unet: nn.Module, mode: str = "exact") -> PatchPlan:
-    """Apply VCUT to `unet` in place (for plain torch / diffusers use; ComfyUI nodes use object patches)."""
-    plan = plan_patch(unet, mode)
-    for name, module in plan.replacements.items():
-        set_submodule(unet, name, module)
-    return plan
-
-
 def unread_parameter_count(unet: nn.Module) -> int:
     """Parameters of a patched UNet that VCUT's replacements never read (they stay in the model's state_dict)."""
     return sum(m.unread_parameters() for m in unet.modules() if isinstance(m, VCUT_MODULES))

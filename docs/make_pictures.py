@@ -32,16 +32,16 @@ from pack_import import SHARED_DATA, register_pack  # noqa: E402  (after the sys
 register_pack()  # the pack as the package `vcut`, as ComfyUI and the tests import it
 from vcut.anchor.anchoring import AnchorSchedule, frame_keep_mask, parse_frame_list  # noqa: E402  (after the sys.path / package setup above)
 from vcut.anchor.plans import continuation_plan, frame_replace_plan  # noqa: E402  (after the sys.path / package setup above)
-from vcut.anchor.segments import join_segments, joined_length, seam_report  # noqa: E402  (after the sys.path / package setup above)
+from vcut.cache.deepcache import full_steps  # noqa: E402  (after the sys.path / package setup above)
 from vcut.codec import decode, encode, load_motion_vectors, residual_to_image, save_motion_vectors  # noqa: E402  (after the sys.path / package setup above)
 from vcut.codec.visualize import flow_colours, motion_preview  # noqa: E402  (after the sys.path / package setup above)
-from vcut.cut.feature_cache import full_steps  # noqa: E402  (after the sys.path / package setup above)
 from vcut.cut.schedule import CutSchedule, schedule_summary  # noqa: E402  (after the sys.path / package setup above)
 from vcut.loop.alss import alss_indices, frames_needed  # noqa: E402  (after the sys.path / package setup above)
 from vcut.loop.conditioning import loop_frame_count, loop_keep_mask, sdslc_layout  # noqa: E402  (after the sys.path / package setup above)
 from vcut.loop.metrics import loop_metrics, render_plot  # noqa: E402  (after the sys.path / package setup above)
 from vcut.loop.saliency import mask_preview, salient_masks  # noqa: E402  (after the sys.path / package setup above)
 from vcut.video import compare  # noqa: E402  (after the sys.path / package setup above)
+from vcut.video.segments import join_segments, joined_length, seam_report  # noqa: E402  (after the sys.path / package setup above)
 
 WORKFLOWS, IMG = ROOT / "workflows", ROOT / "docs" / "img"
 PHOTOS, VIDEO = SHARED_DATA / "photos", SHARED_DATA / "video"

@@ -6,7 +6,6 @@ anchor/anchoring.center_resize: what ComfyUI's common_upscale(..., crop="center"
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import comfy.model_base
@@ -14,8 +13,6 @@ import torch
 from comfy.model_patcher import ModelPatcher
 
 from ..anchor.anchoring import center_resize, mask_to_latent
-
-log = logging.getLogger("vcut")
 
 # ComfyUI's socket types as the nodes receive them (for the type hints of node signatures)
 Latent = dict[str, Any]  # LATENT: {"samples": [frames, 4, h, w], optional "noise_mask", "batch_index", ...}

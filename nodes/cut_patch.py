@@ -11,7 +11,7 @@ import torch
 from comfy.patcher_extension import WrapperExecutor
 
 from ..cut.schedule import CutSchedule, cut_step_from_fraction, schedule_summary
-from .checks import log
+from .log import log
 from .patch_layer import CUT_STEP
 from .run import FeatureConfig, FeatureState, SamplingRun, current_run
 

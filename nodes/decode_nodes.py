@@ -16,7 +16,8 @@ from comfy.sd import VAE
 from comfy_api.latest import io
 
 from ..decode import chunks
-from .checks import Latent, log
+from .checks import Latent
+from .log import log
 
 
 def is_svd_video_vae(vae: VAE) -> bool:

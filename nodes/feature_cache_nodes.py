@@ -1,4 +1,4 @@
-"""UNet Feature Cache (DeepCache for SVD): ComfyUI glue around cut/feature_cache.py.
+"""UNet Feature Cache (DeepCache for SVD): ComfyUI glue around cache/deepcache.py.
 
 A feature of the sampling-run layer (run.py): CacheConfig attached to a cloned ModelPatcher, one CacheState per
 sampling run (features kept per CallKey: conditioning x core context window x MultiGPU device, so a window never
@@ -20,9 +20,10 @@ from comfy.model_patcher import ModelPatcher
 from comfy.patcher_extension import WrapperExecutor, WrappersMP
 from comfy_api.latest import io
 
-from ..cut.feature_cache import SCHEDULES, RunStats, full_steps, schedule_summary, validate, validate_branch
-from .checks import log, require_svd
+from ..cache.deepcache import SCHEDULES, RunStats, full_steps, schedule_summary, validate, validate_branch
+from .checks import require_svd
 from .compat import schema_extras
+from .log import log
 from .patch_layer import FEATURE_CACHE, ModelPatch
 from .run import CALL_MARKS, CallKey, FeatureConfig, FeatureState, SamplingRun, current_run
 

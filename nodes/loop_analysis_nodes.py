@@ -8,7 +8,8 @@ from comfy_api.latest import io, ui
 
 from ..loop.metrics import format_metrics, loop_metrics, render_plot
 from ..loop.saliency import is_trivial_mask, mask_preview, salient_masks
-from .checks import image_batch, log
+from .checks import image_batch
+from .log import log
 
 
 class VCUTSalientMask(io.ComfyNode):

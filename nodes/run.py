@@ -30,7 +30,7 @@ from comfy.patcher_extension import WrapperExecutor
 
 from ..cut.accounting import count_macs
 from ..cut.schedule import StepCounter
-from .checks import log
+from .log import log
 
 if TYPE_CHECKING:
     from comfy.model_patcher import ModelPatcher

@@ -1,6 +1,6 @@
 """Long SVD videos: Video Extend (STIV frame replacement used for video prediction) and Join Video Segments.
 
-The continuation recipe is anchor/plans.continuation_plan, the join is anchor/segments.py; the nodes validate, clone
+The continuation recipe is anchor/plans.continuation_plan, the join is video/segments.py; the nodes validate, clone
 and attach (anchor_patch.py), as the loop nodes do.
 """
 from __future__ import annotations
@@ -10,14 +10,15 @@ import torch
 from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
-from ..anchor import anchoring, plans, segments
+from ..anchor import anchoring, plans
+from ..video import segments
 from . import checks, shared_inputs
 from .anchor_patch import attach_plan, plan_outputs
 from .checks import Conditioning, Latent
 from .compat import schema_extras
+from .log import log
 from .patch_layer import VIDEO_EXTEND
 
-log = checks.log
 MAX_SEGMENTS = 8
 
 

@@ -6,7 +6,7 @@ given: float, no 8-bit rounding; alpha is dropped and a one-channel image is rep
   PSNR_t  = 10 log10(1 / MSE_t) dB (data range 1); inf when c_t equals r_t exactly
   PSNR    = 10 log10(1 / mean_t MSE_t), the whole video's ("mean PSNR"; ffmpeg's psnr filter averages the same way):
             finite unless every frame is identical, so one exactly equal (e.g. anchored) frame does not make it inf
-  SSIM_t  = mean SSIM of c_t and r_t (Wang et al. 2004, Gaussian 11x11, sigma 1.5: loop.metrics.ssim_pair, float32,
+  SSIM_t  = mean SSIM of c_t and r_t (Wang et al. 2004, Gaussian 11x11, sigma 1.5: video/ssim.ssim_pair, float32,
             one frame pair at a time); SSIM = mean_t SSIM_t
   temporal difference (flicker that PSNR misses: a candidate can be close frame by frame yet change differently from
   one frame to the next):
@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..loop.metrics import ssim_pair
+from .ssim import ssim_pair
 
 PREVIEW_PANEL = 512  # long side of each preview panel (reference, candidate, difference), in pixels
 PREVIEW_MIN_PANEL = 128  # smaller frames are enlarged (nearest) to this long side, so the labels fit

@@ -5,9 +5,9 @@ import copy
 import torch
 from svd_helpers import cond_uncond, inputs, small_svd_unet
 
+from vcut.bench.diffusers_reference import patch_unet_
 from vcut.bench.vcut_bench import build_unet, unet_inputs
 from vcut.cut.accounting import MacCount, count_macs, parameter_count, vector_macs, video_macs
-from vcut.cut.attention import patch_unet_
 
 T = 1e12
 

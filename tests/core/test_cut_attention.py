@@ -6,13 +6,13 @@ import torch
 from diffusers import UNet2DConditionModel, UNetSpatioTemporalConditionModel
 from svd_helpers import assert_close, cond_uncond, embedding, inputs, run, small_svd_unet
 
+from vcut.bench.diffusers_reference import patch_unet_
 from vcut.cut.accounting import parameter_count
 from vcut.cut.attention import (
     TEMPORAL,
     BroadcastCrossAttention,
     RemovedCrossAttention,
     find_cross_attentions,
-    patch_unet_,
     plan_patch,
     unread_parameter_count,
 )

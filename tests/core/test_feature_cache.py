@@ -1,12 +1,14 @@
-"""DeepCache for SVD (cut/feature_cache.py): schedules, the partial step on diffusers' SVD UNet, MAC accounting."""
+"""DeepCache for SVD (cache/deepcache.py): schedules, MAC accounting, and the partial step on diffusers' SVD UNet
+(bench/diffusers_reference.py, the reference the MAC tables use)."""
 import copy
 
 import pytest
 import torch
 from svd_helpers import cond_uncond, inputs, run, small_svd_unet
 
+from vcut.bench import diffusers_reference as ref
 from vcut.bench.vcut_bench import build_unet, unet_inputs
-from vcut.cut import feature_cache as fc
+from vcut.cache import deepcache as fc
 from vcut.cut.accounting import count_macs
 
 
@@ -50,22 +52,22 @@ def test_full_step_layer_by_layer_equals_the_diffusers_unet_bit_for_bit():
     unet = small_svd_unet()
     args = inputs(cond_uncond())
     with torch.no_grad():
-        for branch in range(fc.branch_count(unet)):
-            assert torch.equal(fc.step(unet, *args, branch)[0], run(unet, args))
+        for branch in range(ref.branch_count(unet)):
+            assert torch.equal(ref.step(unet, *args, branch)[0], run(unet, args))
 
 
 def test_partial_step_with_the_same_steps_feature_equals_the_full_step_bit_for_bit():
     unet = small_svd_unet()
     args = inputs(cond_uncond())
-    assert fc.branch_count(unet) == 4  # conv_in, a layer, the downsample, a layer
+    assert ref.branch_count(unet) == 4  # conv_in, a layer, the downsample, a layer
     with torch.no_grad():
-        for branch in range(fc.branch_count(unet)):
-            full, feature = fc.step(unet, *args, branch)
-            partial, _ = fc.step(unet, *args, branch, cached=feature)
+        for branch in range(ref.branch_count(unet)):
+            full, feature = ref.step(unet, *args, branch)
+            partial, _ = ref.step(unet, *args, branch, cached=feature)
             assert torch.equal(partial, full), branch
             other = inputs(cond_uncond(), seed=9)  # a later step: shallow layers see new input, deep ones are kept
-            moved, _ = fc.step(unet, *other, branch, cached=feature)
-            assert not torch.equal(moved, fc.step(unet, *other, branch)[0])
+            moved, _ = ref.step(unet, *other, branch, cached=feature)
+            assert not torch.equal(moved, ref.step(unet, *other, branch)[0])
 
 
 def test_partial_step_macs_on_meta_equal_a_real_run_and_shrink_with_the_branch():
@@ -73,14 +75,14 @@ def test_partial_step_macs_on_meta_equal_a_real_run_and_shrink_with_the_branch()
     meta = copy.deepcopy(unet).to("meta")
     args = inputs(cond_uncond())
     with torch.no_grad():
-        feature = fc.step(unet, *args, 1)[1]
+        feature = ref.step(unet, *args, 1)[1]
     meta_args = [a.to("meta") for a in args]
     with torch.device("meta"):
-        counted = count_macs(lambda: fc.step(meta, *meta_args, 1, cached=feature.to("meta")))
+        counted = count_macs(lambda: ref.step(meta, *meta_args, 1, cached=feature.to("meta")))
         full = count_macs(lambda: meta(*meta_args))
-        kept = [fc.step(meta, *meta_args, b)[1] for b in range(fc.branch_count(unet))]
-        costs = [count_macs(lambda: fc.step(meta, *meta_args, b, cached=kept[b])).linear_conv for b in range(4)]
-    real = count_macs(lambda: fc.step(unet, *args, 1, cached=feature))
+        kept = [ref.step(meta, *meta_args, b)[1] for b in range(ref.branch_count(unet))]
+        costs = [count_macs(lambda: ref.step(meta, *meta_args, b, cached=kept[b])).linear_conv for b in range(4)]
+    real = count_macs(lambda: ref.step(unet, *args, 1, cached=feature))
     assert real.linear_conv == counted.linear_conv  # SDPA is not counted on the CPU, see test_cut_accounting
     assert costs == sorted(costs) and costs[-1] < full.linear_conv
 
@@ -96,7 +98,7 @@ def test_svd_xt_full_size_partial_step_cost():
     with torch.device("meta"):
         args = unet_inputs(1, 25, 576, 1024)
         full = count_macs(lambda: unet(*args))
-        shapes = [fc.step(unet, *args, b)[1].shape for b in (0, 1)]
-        partial = [count_macs(lambda: fc.step(unet, *args, b, cached=torch.empty(shapes[b]))) for b in (0, 1)]
-    assert fc.branch_count(unet) == 12
+        shapes = [ref.step(unet, *args, b)[1].shape for b in (0, 1)]
+        partial = [count_macs(lambda: ref.step(unet, *args, b, cached=torch.empty(shapes[b]))) for b in (0, 1)]
+    assert ref.branch_count(unet) == 12
     assert partial[0].linear_conv < partial[1].linear_conv < 0.25 * full.linear_conv

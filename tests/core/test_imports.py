@@ -1,4 +1,4 @@
-"""The pack's layout as its imports show it: the cores (anchor/, codec/, cut/, decode/, loop/, video/) import no
+"""The pack's layout as its imports show it: the cores (anchor/, cache/, codec/, cut/, decode/, loop/, video/) import no
 ComfyUI and none of the glue; packages import one way (no circle, anchor/ never imports loop/); only
 nodes/patch_layer.py attaches wrappers or object patches to a ModelPatcher. No ComfyUI needed: the files are read, not
 imported."""
@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CORES = ("anchor", "codec", "cut", "decode", "loop", "video")
+CORES = ("anchor", "cache", "codec", "cut", "decode", "loop", "video")
 PACKAGES = (*CORES, "nodes", "runner")
 COMFY_MODULES = ("comfy", "comfy_api", "comfy_execution", "comfy_extras", "comfyui_version", "execution",
                  "folder_paths", "latent_preview", "node_helpers", "nodes", "server", "utils")

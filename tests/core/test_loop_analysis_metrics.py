@@ -1,4 +1,5 @@
-"""Video Loop Metrics core (loop/metrics.py): SSIM against a reference formula, metrics on constructed videos."""
+"""Video Loop Metrics core (loop/metrics.py): its SSIM (video/ssim.py) against a reference formula, metrics on
+constructed videos."""
 import math
 
 import cv2
@@ -13,14 +14,12 @@ from vcut.loop.metrics import (
     EMBED_BATCH,
     cosine,
     format_metrics,
-    gaussian_window,
     loop_metrics,
     pixel_embedding,
     render_plot,
     seam_step,
-    ssim,
-    ssim_pair,
 )
+from vcut.video.ssim import gaussian_window, ssim, ssim_pair
 
 
 def _reference_ssim(a, b, size=11, sigma=1.5, L=1.0):

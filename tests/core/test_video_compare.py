@@ -9,8 +9,8 @@ import torch
 from clips import read_frames
 from conftest import TEST_DATA
 
-from vcut.loop.metrics import ssim_pair
 from vcut.video import compare
+from vcut.video.ssim import ssim_pair
 
 FRAMES = 6
 

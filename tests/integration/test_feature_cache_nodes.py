@@ -91,7 +91,7 @@ def test_interval_three_runs_the_deep_blocks_on_full_steps_only(nodes, deep_call
 
 
 def test_nonuniform_schedule_and_percent_range_pick_the_full_steps(nodes, deep_calls):
-    fc = harness.pack_module().cut.feature_cache
+    fc = harness.pack_module().cache.deepcache
     for kwargs in ({"schedule": "non-uniform", "interval": 2}, {"start": 0.5, "interval": 3}):
         model = cache(nodes[0], harness.tiny_svd(), **kwargs)
         calls = deep_calls(model)
@@ -112,7 +112,7 @@ def test_output_difference_to_the_uncached_video(nodes, capsys):
                                        (3, 0, "non-uniform")):
         out = harness.sample(cache(nodes[0], model, interval, branch, schedule), *conds, steps=9)
         figures[(interval, branch, schedule)] = rel_err(out, plain)
-        full = len(harness.pack_module().cut.feature_cache.full_steps(9, interval, schedule))
+        full = len(harness.pack_module().cache.deepcache.full_steps(9, interval, schedule))
         if full not in fewer:
             fewer[full] = rel_err(harness.sample(model, *conds, steps=full), plain)
         assert 0 < figures[(interval, branch, schedule)] < fewer[full], (interval, branch, schedule)

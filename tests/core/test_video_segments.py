@@ -1,4 +1,4 @@
-"""Join Video Segments' core (anchor/segments.py) on real frames from shared/data: overlapping segments join back to
+"""Join Video Segments' core (video/segments.py) on real frames from shared/data: overlapping segments join back to
 exactly the original frames; a colour cast added to one segment is mostly removed by the colour matching
 (Reinhard et al. 2001 in CIELAB), measured; the seam report finds a jump; bad input."""
 import cv2
@@ -8,7 +8,7 @@ import torch
 from clips import read_frames
 from conftest import TEST_DATA
 
-from vcut.anchor import segments as S
+from vcut.video import segments as S
 
 OVERLAP = 2
 

@@ -1,4 +1,4 @@
-"""DeepCache for SVD's UNet: which steps run the whole UNet, the partial step, and its MAC accounting (no ComfyUI).
+"""DeepCache for SVD's UNet (no ComfyUI): which steps run the whole UNet, the MACs of a cached video, a run's counts.
 
 DeepCache (Ma, Fang, Wang, CVPR 2024, arXiv 2312.00858), Sec. 3.2: the UNet's skip branches are numbered from the
 shallowest; at a full step the feature that enters the up-path at skip branch m is kept, and at the next N-1 steps
@@ -7,17 +7,16 @@ everything below branch m:  U_m(Concat(D_m(...), F_cache)).
 
 Layers are counted as ComfyUI's UNetModel holds them: input layer i produces skip i (layer 0 is the input conv),
 output layer j takes skip L-1-j. Branch m therefore runs input layers 0..m and output layers L-1-m..L-1; branch 0
-(input conv + the last output layer) saves the most. The diffusers functions below are the reference the MAC
-tables and core tests use (diffusers' UNetSpatioTemporalConditionModel, the same layers in the same order).
+(input conv + the last output layer) saves the most. The partial step itself runs in the UNet Feature Cache node
+(nodes/); the same step on diffusers' UNetSpatioTemporalConditionModel (the same layers in the same order), the
+reference of the MAC tables and core tests, is bench/diffusers_reference.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
-import torch
-
-from .accounting import MacCount
+from ..cut.accounting import MacCount
 
 SCHEDULES = ("uniform", "non-uniform")
 # DeepCache's non-uniform 1:N schedule for 50 PLMS steps: center c = 15, power p = 1.4; c scales with the steps.
@@ -77,92 +76,6 @@ def full_steps(total_steps: int, interval: int, schedule: str = "uniform", start
 def schedule_summary(total_steps: int, full: list[int]) -> str:
     return (f"{len(full)} full and {total_steps - len(full)} partial steps of {total_steps} "
             f"(full: {', '.join(map(str, full))})")
-
-
-# ---- the reference partial step on diffusers' UNetSpatioTemporalConditionModel ----
-
-def _layers(unet):
-    """diffusers' SVD UNet as ComfyUI's flat layer lists: input layers (conv_in, then (resnet, attention) pairs and
-    downsamplers) and output layers ((resnet, attention, upsampler of the level's last layer))."""
-    inputs = [("conv", unet.conv_in)]
-    for block in unet.down_blocks:
-        attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
-        inputs += [("res", (resnet, attn)) for resnet, attn in zip(block.resnets, attentions, strict=False)]
-        if block.downsamplers is not None:
-            inputs.append(("down", block.downsamplers))
-    outputs = []
-    for block in unet.up_blocks:
-        attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
-        pairs = list(zip(block.resnets, attentions, strict=False))
-        for i, (resnet, attn) in enumerate(pairs):
-            outputs.append((resnet, attn, block.upsamplers if i == len(pairs) - 1 else None))
-    return inputs, outputs
-
-
-def branch_count(unet) -> int:
-    return len(_layers(unet)[0])
-
-
-def shallow_modules(unet, branch: int) -> list:
-    """The layer modules a partial step at `branch` runs (for per-module costs such as VCUT's vectors)."""
-    inputs, outputs = _layers(unet)
-    flat = [layer for _, layer in inputs[:branch + 1]] + outputs[len(outputs) - 1 - branch:]
-    return [m for layer in flat for m in (layer if isinstance(layer, tuple) else (layer,)) if m is not None]
-
-
-def _embed(unet, sample, timestep, added_time_ids):
-    """diffusers' forward up to conv_in's input: the time + added-time embedding per frame."""
-    batch, frames = sample.shape[:2]
-    t_emb = unet.time_proj(timestep.expand(batch)).to(sample.dtype)
-    emb = unet.time_embedding(t_emb)
-    emb = emb + unet.add_embedding(unet.add_time_proj(added_time_ids.flatten()).reshape(batch, -1).to(emb.dtype))
-    return emb.repeat_interleave(frames, dim=0), torch.zeros(batch, frames, dtype=sample.dtype, device=sample.device)
-
-
-def step(unet, sample, timestep, encoder_hidden_states, added_time_ids, branch: int,
-         cached: torch.Tensor | None = None):
-    """One UNet call, layer by layer: (output, feature entering output layer L-1-branch). cached=None: the full
-    step (the same computation as unet(...)); otherwise a partial step with `cached` in place of that feature."""
-    inputs, outputs = _layers(unet)
-    batch, frames = sample.shape[:2]
-    emb, indicator = _embed(unet, sample, timestep, added_time_ids)
-    context = encoder_hidden_states.repeat_interleave(frames, dim=0)
-    h = sample.flatten(0, 1)
-    run_inputs = inputs if cached is None else inputs[:branch + 1]
-    skips = []
-    for kind, layer in run_inputs:
-        if kind == "conv":
-            h = layer(h)
-        elif kind == "down":
-            for down in layer:
-                h = down(h)
-        else:
-            resnet, attn = layer
-            h = resnet(h, emb, image_only_indicator=indicator)
-            if attn is not None:
-                h = attn(h, encoder_hidden_states=context, image_only_indicator=indicator, return_dict=False)[0]
-        skips.append(h)
-    first = len(outputs) - 1 - branch
-    if cached is None:
-        h = unet.mid_block(hidden_states=h, temb=emb, encoder_hidden_states=context, image_only_indicator=indicator)
-    else:
-        h = cached
-    up_factor = 2 ** sum(1 for block in unet.up_blocks if block.upsamplers is not None)
-    resize = any(s % up_factor for s in sample.shape[-2:])
-    feature = None
-    for j, (resnet, attn, upsamplers) in enumerate(outputs):
-        if j < first and cached is not None:
-            continue
-        if j == first:
-            feature = h
-        h = resnet(torch.cat([h, skips.pop()], dim=1), emb, image_only_indicator=indicator)
-        if attn is not None:
-            h = attn(h, encoder_hidden_states=context, image_only_indicator=indicator, return_dict=False)[0]
-        if upsamplers is not None:
-            for up in upsamplers:
-                h = up(h, skips[-1].shape[2:] if resize and skips else None)
-    h = unet.conv_out(unet.conv_act(unet.conv_norm_out(h)))
-    return h.reshape(batch, frames, *h.shape[1:]), feature
 
 
 # ---- accounting ----
