@@ -2,9 +2,9 @@
 
 Every check raises ValueError with a message that names the input and says what would be valid. The IMAGE check is
 the cores' own (validation.image_batch, given the input's name); `core_settings` gives a core's SettingError the
-node's input name where the two differ. The resize is
-anchor/anchoring.center_resize: what ComfyUI's common_upscale(..., crop="center") does for SVD_img2vid_Conditioning
-(images) and SVD's extra_conds (latents), so anchors and segments land where SVD would put them.
+node's input name where the two differ. The resize is anchor/anchoring.center_resize: what ComfyUI's
+common_upscale(..., crop="center") does for SVD_img2vid_Conditioning (images) and SVD's extra_conds (latents), so
+anchors and segments land where SVD would put them.
 """
 from __future__ import annotations
 

@@ -121,12 +121,8 @@ class VCUTMotionVectorEncode(io.ComfyNode):
         frames = _image_batch(images, "images", min_frames=2)
         block = int(block_size)
         t, h, w, c = frames.shape
-        if min(h, w) < min(codec.BLOCK_SIZES):  # the input, not the block size, is what no setting can fit
-            smallest = min(codec.BLOCK_SIZES)
-            raise ValueError(f"images: the frames are too small ({w}x{h}): every block size {codec.BLOCK_SIZES} "
-                             f"needs frames at least that many pixels on each side, so the frames must be at least "
-                             f"{smallest}x{smallest} pixels; resize or pad them")
-        codec.encode_decode.check_params(h, w, block, search_range, "fast")
+        with checks.core_settings(frames="images"):  # frames no block size fits: the input is what must change
+            codec.encode_decode.check_params(h, w, block, search_range, "fast")
         if method not in METHOD_CHOICES:
             raise ValueError(f"method must be one of {list(METHOD_CHOICES)}, got {method!r}")
         mode = METHOD_CHOICES[method]
