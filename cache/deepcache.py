@@ -17,6 +17,7 @@ import dataclasses
 import math
 
 from ..cut.accounting import MacCount
+from ..validation import SettingError
 
 SCHEDULES = ("uniform", "non-uniform")
 # DeepCache's non-uniform 1:N schedule for 50 PLMS steps: center c = 15, power p = 1.4; c scales with the steps.
@@ -25,20 +26,24 @@ NONUNIFORM_POWER = 1.4
 
 
 def validate(interval: int, schedule: str, start_percent: float, end_percent: float) -> None:
+    """The cache's schedule settings (SettingError naming the first one out of range)."""
     if int(interval) != interval or interval < 1:
-        raise ValueError(f"interval must be a whole number >= 1 (1 = every step runs the whole UNet), got {interval}")
+        raise SettingError("interval", f"interval must be a whole number >= 1 (1 = every step runs the whole UNet), "
+                                       f"got {interval}")
     if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if not (0.0 <= start_percent <= 1.0 and 0.0 <= end_percent <= 1.0):
-        raise ValueError(f"start_percent and end_percent must be in [0, 1], got {start_percent} and {end_percent}")
+        raise SettingError("schedule", f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
+        if not (0.0 <= value <= 1.0):
+            raise SettingError(name, f"{name} must be in [0, 1] (a fraction of the run's steps), got {value}")
     if start_percent > end_percent:
-        raise ValueError(f"start_percent ({start_percent}) must not be larger than end_percent ({end_percent})")
+        raise SettingError("start_percent", f"start_percent ({start_percent}) must not be larger than end_percent "
+                                            f"({end_percent})")
 
 
 def validate_branch(branch: int, branches: int) -> None:
     if int(branch) != branch or not (0 <= branch < branches):
-        raise ValueError(f"branch must be a skip branch of this UNet, 0..{branches - 1} (0 = shallowest, the "
-                         f"biggest saving), got {branch}")
+        raise SettingError("branch", f"branch must be a skip branch of this UNet, 0..{branches - 1} (0 = shallowest, "
+                                     f"the biggest saving), got {branch}")
 
 
 def nonuniform_full_steps(total_steps: int, interval: int, center: float = NONUNIFORM_CENTER,

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..validation import SettingError
 from . import blockmatch, torch_ops
 from .types import BLOCK_SIZES, MotionVectors, bits_add, bits_difference, frame_precision, image_to_uint8
 
@@ -43,23 +44,27 @@ def validate_frames(frames: torch.Tensor, name: str = "frames") -> None:
 
 
 def check_params(height: int, width: int, block_size: int, search_range: int, method: str) -> None:
-    if block_size not in BLOCK_SIZES:
-        raise ValueError(f"block_size must be one of {BLOCK_SIZES}, got {block_size}")
-    if block_size > min(height, width):
-        sizes = ", ".join(map(str, BLOCK_SIZES))
-        fitting = [str(b) for b in BLOCK_SIZES if b <= min(height, width)]
-        if fitting:
-            raise ValueError(f"block_size {block_size} is larger than the frame ({width}x{height}): choose "
-                             f"{' or '.join(fitting)} (block_size is one of {sizes} and must fit inside the frame), "
-                             f"or give frames at least {block_size}x{block_size} pixels")
+    """The search's settings for frames of height x width; SettingError naming the setting (`frames` when no block
+    size fits the frames: then the frames, not a setting, are what must change)."""
+    sizes = ", ".join(map(str, BLOCK_SIZES))
+    if min(height, width) < min(BLOCK_SIZES):
         larger = f" ({block_size}x{block_size} for block_size {block_size})" if block_size > min(BLOCK_SIZES) else ""
-        raise ValueError(f"block_size {block_size} is larger than the frame ({width}x{height}): every block size "
-                         f"({sizes}) needs frames at least that many pixels on each side, so the frames must be at "
-                         f"least {min(BLOCK_SIZES)}x{min(BLOCK_SIZES)} pixels{larger}; resize or pad them")
+        raise SettingError("frames", f"frames: the frames are too small ({width}x{height}): every block size "
+                                     f"({sizes}) needs frames at least that many pixels on each side, so the frames "
+                                     f"must be at least {min(BLOCK_SIZES)}x{min(BLOCK_SIZES)} pixels{larger}; resize "
+                                     f"or pad them")
+    if block_size not in BLOCK_SIZES:
+        raise SettingError("block_size", f"block_size must be one of {BLOCK_SIZES}, got {block_size}")
+    if block_size > min(height, width):
+        fitting = [str(b) for b in BLOCK_SIZES if b <= min(height, width)]
+        raise SettingError("block_size", f"block_size {block_size} is larger than the frame ({width}x{height}): "
+                                         f"choose {' or '.join(fitting)} (block_size is one of {sizes} and must fit "
+                                         f"inside the frame), or give frames at least {block_size}x{block_size} "
+                                         f"pixels")
     if not 1 <= search_range <= 64:
-        raise ValueError(f"search_range must be 1..64 pixels, got {search_range}")
+        raise SettingError("search_range", f"search_range must be 1..64 pixels, got {search_range}")
     if method not in SEARCH_METHODS:
-        raise ValueError(f"method must be one of {SEARCH_METHODS}, got {method!r}")
+        raise SettingError("method", f"method must be one of {SEARCH_METHODS}, got {method!r}")
 
 
 def search(cur: torch.Tensor, ref: torch.Tensor, block_size: int, search_range: int, method: str = "fast",

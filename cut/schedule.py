@@ -11,23 +11,32 @@ sigma that starts step k+1; StepCounter is told when the sampler is of that kind
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
+
+from ..validation import SettingError
 
 AFTER_CUT = ("drop", "reuse_delta")
 
 
+def validate_cut_fraction(fraction: float) -> float:
+    """cut_fraction: 0 (cut_step is used) or a fraction in (0, 1] of the run's steps that keep guidance."""
+    if fraction != 0.0 and not (0.0 < fraction <= 1.0):  # NaN fails both
+        raise SettingError("cut_fraction", f"cut_fraction must be 0 (use cut_step) or in (0, 1], got {fraction}")
+    return float(fraction)
+
+
 def cut_step_from_fraction(fraction: float, total_steps: int) -> int:
     """c for a fraction of the schedule: the first round(fraction * N) steps are guided (0.64 of 25 -> c = 17)."""
-    if not (0.0 < fraction <= 1.0) or math.isnan(fraction):
-        raise ValueError(f"cut_fraction must be in (0, 1] (or 0 to use cut_step), got {fraction}")
+    if validate_cut_fraction(fraction) == 0.0:
+        raise SettingError("cut_fraction", "cut_fraction is 0: the cut step is cut_step, not a fraction of the steps")
     return int(round(fraction * total_steps)) + 1
 
 
 def validate_cut_step(cut_step: int) -> int:
     if int(cut_step) != cut_step or cut_step < 1:
-        raise ValueError(f"cut_step must be a whole number >= 1 (steps are numbered 1..N), got {cut_step}")
+        raise SettingError("cut_step", f"cut_step must be a whole number >= 1 (steps are numbered 1..N), got "
+                                       f"{cut_step}")
     return int(cut_step)
 
 
@@ -87,9 +96,10 @@ class CutSchedule:
     def __post_init__(self):
         validate_cut_step(self.cut_step)
         if self.after_cut not in AFTER_CUT:
-            raise ValueError(f"after_cut must be one of {AFTER_CUT}, got {self.after_cut!r}")
+            raise SettingError("after_cut", f"after_cut must be one of {AFTER_CUT}, got {self.after_cut!r}")
         if not (self.auto_threshold >= 0.0):
-            raise ValueError(f"auto_threshold must be >= 0 (0 turns auto off), got {self.auto_threshold}")
+            raise SettingError("auto_threshold", f"auto_threshold must be >= 0 (0 turns auto off), got "
+                                                 f"{self.auto_threshold}")
 
     def new_run(self) -> "CutRun":
         return CutRun(self)

@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from ..validation import SettingError
+
 
 @dataclass(frozen=True)
 class Span:
@@ -34,24 +36,51 @@ class Span:
         return self.keep_stop - self.keep_start
 
 
-def check_chunking(frames: int, chunk_frames: int, context_frames: int, blend_frames: int = 0) -> None:
-    """Raises ValueError, naming the input, for settings that cannot give a seamless plan for `frames` frames."""
-    if frames < 1:
-        raise ValueError(f"samples: the video has {frames} frames; need at least 1")
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames must be at least 1 (frames decoded per call), got {chunk_frames}")
-    if chunk_frames > frames:
-        raise ValueError(f"chunk_frames={chunk_frames} is larger than the video ({frames} latent frames); use at most "
-                         f"{frames} ({frames} decodes the whole video in one call)")
+def check_context(context_frames: int, blend_frames: int = 0) -> None:
+    """The temporal settings that hold whatever the chunk size: context_frames >= 0, blend_frames in
+    0..context_frames (SettingError naming the setting)."""
     if context_frames < 0:
-        raise ValueError(f"context_frames must be 0 or more, got {context_frames}")
-    if chunk_frames < frames and chunk_frames <= 2 * context_frames:
-        raise ValueError(f"context_frames={context_frames} on each side of a chunk of chunk_frames={chunk_frames} "
-                         f"leaves no centre frames to keep; use chunk_frames >= {2 * context_frames + 1} or "
-                         f"context_frames <= {(chunk_frames - 1) // 2}")
+        raise SettingError("context_frames", f"context_frames must be 0 or more, got {context_frames}")
     if blend_frames < 0 or blend_frames > context_frames:
-        raise ValueError(f"blend_frames must lie in 0..context_frames ({context_frames}): blended frames come from the "
-                         f"context of the neighbouring chunk; got {blend_frames}")
+        raise SettingError("blend_frames", f"blend_frames must lie in 0..context_frames ({context_frames}): blended "
+                                           f"frames come from the context of the neighbouring chunk; got "
+                                           f"{blend_frames}")
+
+
+def check_chunking(frames: int, chunk_frames: int, context_frames: int, blend_frames: int = 0) -> None:
+    """Raises SettingError, naming the setting, for settings that cannot give a seamless plan for `frames`
+    frames."""
+    if frames < 1:
+        raise SettingError("frames", f"frames: the video has {frames} frames; need at least 1")
+    if chunk_frames < 1:
+        raise SettingError("chunk_frames", f"chunk_frames must be at least 1 (frames decoded per call), got "
+                                           f"{chunk_frames}")
+    if chunk_frames > frames:
+        raise SettingError("chunk_frames", f"chunk_frames={chunk_frames} is larger than the video ({frames} latent "
+                                           f"frames); use at most {frames} ({frames} decodes the whole video in one "
+                                           f"call)")
+    check_context(context_frames, blend_frames)
+    if chunk_frames < frames and chunk_frames <= 2 * context_frames:
+        raise SettingError("context_frames", f"context_frames={context_frames} on each side of a chunk of "
+                                             f"chunk_frames={chunk_frames} leaves no centre frames to keep; use "
+                                             f"chunk_frames >= {2 * context_frames + 1} or context_frames <= "
+                                             f"{(chunk_frames - 1) // 2}")
+
+
+def check_tiling(tile_size: int, tile_overlap: int, height: int, width: int, scale: int) -> tuple[int | None, int]:
+    """(tile or None, margin) in latent pixels for spatial tiles of `tile_size` output pixels with `tile_overlap`
+    pixels of margin on each side, on a latent of height x width that decodes to `scale` pixels per latent pixel.
+    Both settings are multiples of `scale` (0 or more; tile_size 0 = no tiles), and a tile smaller than the latent
+    keeps a centre inside its margins; else SettingError naming the setting."""
+    for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap)):
+        if value < 0 or value % scale:
+            raise SettingError(name, f"{name} must be a multiple of {scale} pixels (0 or more), got {value}")
+    tile, margin = (tile_size // scale or None), tile_overlap // scale
+    if tile is not None and tile < max(height, width) and tile <= 2 * margin:
+        raise SettingError("tile_overlap", f"tile_overlap={tile_overlap} on each side of a tile of "
+                                           f"tile_size={tile_size} leaves no centre; use tile_size > "
+                                           f"{2 * tile_overlap}")
+    return tile, margin
 
 
 def plan_spans(length: int, window: int, context: int) -> list[Span]:

@@ -24,15 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from ..anchor.anchoring import center_resize
+from ..validation import image_batch
 from ..video.ssim import ssim
 
 PIXEL_EMBED_SIZE = 32
 EMBED_BATCH = 8  # frames per embedding call (CLIP or pixel): bounds its memory
 
 
-def _rgb(images: torch.Tensor) -> torch.Tensor:
-    """[B,H,W,C] -> [B,H,W,3] as a view (alpha dropped, one channel repeated); dtype and device unchanged."""
-    return images[..., :3] if images.shape[-1] >= 3 else images.expand(-1, -1, -1, 3)
 
 
 def _frame(images: torch.Tensor, i: int) -> torch.Tensor:
@@ -80,20 +78,6 @@ def seam_step(frames: torch.Tensor) -> dict:
     return {"seam_step": seam, "median_step": median, "seam_ratio": ratio, "seam_verdict": verdict}
 
 
-def _check_image_batch(name: str, t: torch.Tensor, min_frames: int) -> None:
-    if not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[-1] not in (1, 3, 4):
-        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ValueError(f"{name} must be an IMAGE batch [B,H,W,3]; got {shape}")
-    if t.shape[0] < min_frames:
-        raise ValueError(f"{name} has {t.shape[0]} frame(s); it needs at least {min_frames}")
-    if t.shape[1] < 1 or t.shape[2] < 1:
-        raise ValueError(f"{name} has an empty spatial size {tuple(t.shape[1:3])}")
-    for i in range(t.shape[0]):  # frame by frame: no mask the size of the whole video
-        if not torch.isfinite(t[i]).all():
-            raise ValueError(f"{name} contains NaN or infinite values (frame {i}); give finite pixel values in "
-                             f"[0, 1]")
-
-
 def _embed_all(fn: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """Embeddings [T+1, D] of the frames then the image, EMBED_BATCH frames per call (never the whole video)."""
     with torch.no_grad():
@@ -113,13 +97,12 @@ def loop_metrics(frames: torch.Tensor, image: torch.Tensor,
     on the CPU as they are read; SSIM works on one pair of frames (`ssim_pair`). So the working memory is a fixed
     multiple of one frame, whatever the video's length (about 0.2 GB at 1024x576).
     """
-    _check_image_batch("frames", frames, 2)
-    _check_image_batch("image", image, 1)
-    frames = _rgb(frames)  # a view: the video is never copied whole
+    frames = image_batch(frames, "frames", min_frames=2, rgb=True)  # a view: the video is never copied whole
+    image = image_batch(image, "image", rgb=True)
     notes = []
     if image.shape[0] > 1:
         notes.append(f"image has {image.shape[0]} images; the first one is the input image")
-    image = _rgb(image[:1]).float().cpu()
+    image = image[:1].float().cpu()
     t, h, w, _ = frames.shape
     if image.shape[1:3] != frames.shape[1:3]:
         notes.append(f"input image {image.shape[2]}x{image.shape[1]} resized (centre crop + bilinear) to the "

@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..validation import image_batch
+
 WORK_SIZE = 256  # the long side the maps are computed at (speed; masks are upsampled to the input size)
 
 
@@ -272,7 +274,8 @@ def salient_masks(
     motion: float = 1.0,
     progress=None,
 ) -> torch.Tensor:
-    """Salient-object masks for an IMAGE batch [B,H,W,C] (float, 0..1) -> MASK [B,H,W] float in [0, 1].
+    """Salient-object masks for an IMAGE batch [B,H,W,C] (float, 0..1, C = 3 or 4, alpha ignored; checked by
+    validation.image_batch, which names `images`) -> MASK [B,H,W] float in [0, 1].
 
     threshold: saliency level in (0, 1], or < 0 for Otsu per frame. refine: GrabCut refinement. min_area: smallest
     kept component as a fraction of the image. dilate: grow the mask by this many pixels (output resolution).
@@ -281,14 +284,9 @@ def salient_masks(
     on a video batch how strongly the map is weighted by the frame's own motion (0 = frames treated as stills).
     progress: optional callable(done, total).
     """
-    if images.ndim != 4 or images.shape[-1] < 3:
-        raise ValueError(f"images must be an IMAGE batch [B,H,W,3]; got shape {tuple(images.shape)}")
+    images = image_batch(images, "images", channels=(3, 4), rgb=True)
     b, h, w = images.shape[:3]
-    if b == 0:
-        raise ValueError("images is an empty batch; give at least one image")
-    frames = images[..., :3].detach().float().cpu().numpy()
-    frames = np.nan_to_num(frames, nan=0.0, posinf=1.0, neginf=0.0)
-    frames = np.clip(frames, 0.0, 1.0)
+    frames = np.clip(images.detach().float().cpu().numpy(), 0.0, 1.0)
     motion = min(max(float(motion), 0.0), 1.0)
     use_motion = motion > 0 and b >= 2
     total = b * (3 if use_motion else 2)  # maps, motion cues, masks

@@ -1,11 +1,15 @@
 """Input checks shared by the pack's nodes (IMAGE, LATENT, MASK, SVD conditioning) and the one centre-crop resize.
 
-Every check raises ValueError with a message that names the input and says what would be valid. The resize is
-anchor/anchoring.center_resize: what ComfyUI's common_upscale(..., crop="center") does for SVD_img2vid_Conditioning
-(images) and SVD's extra_conds (latents), so anchors and segments land where SVD would put them.
+Every check raises ValueError with a message that names the input and says what would be valid. The IMAGE check is
+the cores' own (validation.image_batch, given the input's name); `core_settings` gives a core's SettingError the
+node's input name where the two differ. The resize is anchor/anchoring.center_resize: what ComfyUI's
+common_upscale(..., crop="center") does for SVD_img2vid_Conditioning (images) and SVD's extra_conds (latents), so
+anchors and segments land where SVD would put them.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import comfy.model_base
@@ -13,31 +17,24 @@ import torch
 from comfy.model_patcher import ModelPatcher
 
 from ..anchor.anchoring import center_resize, mask_to_latent
+from ..validation import SettingError
+from ..validation import image_batch as image_batch  # the nodes' IMAGE check is the cores' one
 
 # ComfyUI's socket types as the nodes receive them (for the type hints of node signatures)
 Latent = dict[str, Any]  # LATENT: {"samples": [frames, 4, h, w], optional "noise_mask", "batch_index", ...}
 Conditioning = list[list[Any]]  # CONDITIONING: [[embedding, {"concat_latent_image": ..., ...}], ...]
 
 
-def image_batch(images: torch.Tensor, name: str, min_frames: int = 1, rgb: bool = False) -> torch.Tensor:
-    """An IMAGE input [frames, H, W, C] with C in 1 (grey), 3 (RGB) or 4 (RGBA), finite values and at least
-    `min_frames`. With rgb=True it is returned as RGB [frames, H, W, 3], for code that needs colour (a VAE, OpenCV's
-    colour conversions): a grey image is repeated into R, G and B, an alpha channel is dropped (the pack makes video,
-    which has no transparency)."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name}: expected an IMAGE batch [frames, height, width, channels] with 1 (grey), 3 (RGB) "
-                         f"or 4 (RGBA) channels, got {shape}")
-    if images.shape[0] < min_frames:
-        got = "an empty batch" if images.shape[0] == 0 else f"{images.shape[0]} frame(s)"
-        raise ValueError(f"{name}: {got}; it needs at least {min_frames}")
-    if images.shape[1] == 0 or images.shape[2] == 0:
-        raise ValueError(f"{name}: empty frame size {tuple(images.shape[1:3])}")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name}: contains NaN or infinite values; give pixel values in 0..1")
-    if rgb and images.shape[-1] != 3:
-        images = images[..., :3] if images.shape[-1] == 4 else images.expand(-1, -1, -1, 3)
-    return images
+@contextlib.contextmanager
+def core_settings(**input_names: str) -> Iterator[None]:
+    """Run core calls whose SettingError should name the node's input: core setting name -> input name, e.g.
+    `with core_settings(frames="samples"): chunks.check_chunking(...)`. Other errors pass unchanged."""
+    try:
+        yield
+    except SettingError as error:
+        if error.setting not in input_names:
+            raise
+        raise error.renamed(input_names[error.setting]) from error
 
 
 def latent_samples(latent: Latent, name: str, min_frames: int = 1) -> torch.Tensor:

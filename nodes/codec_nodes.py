@@ -44,12 +44,8 @@ def _image_batch(images: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor,
         if len(sizes) > 1:
             raise ValueError(f"{name}: mixed frame sizes {sorted(sizes)}; resize all frames to one size first")
         images = torch.cat(list(images), 0)
-    if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[0] < min_frames:
-        raise ValueError(f"{name}: got {images.shape[0]} frame(s), need at least {min_frames}"
-                         + (" (motion is measured between consecutive frames)" if min_frames > 1 else ""))
-    checks.image_batch(images, name, min_frames)
-    if images.shape[-1] not in (1, 3):
-        raise ValueError(f"{name}: expected 1 or 3 channels (RGB), got {images.shape[-1]}")
+    checks.image_batch(images, name, min_frames, channels=(1, 3),
+                       why="motion is measured between consecutive frames" if min_frames > 1 else "")
     if images.min() < -RANGE_TOLERANCE or images.max() > 1 + RANGE_TOLERANCE:
         raise ValueError(f"{name}: values must lie in 0..1 (got {images.min().item():.3g}..{images.max().item():.3g})")
     return codec.codec_frames(images.cpu())
@@ -125,12 +121,8 @@ class VCUTMotionVectorEncode(io.ComfyNode):
         frames = _image_batch(images, "images", min_frames=2)
         block = int(block_size)
         t, h, w, c = frames.shape
-        if min(h, w) < min(codec.BLOCK_SIZES):  # the input, not the block size, is what no setting can fit
-            smallest = min(codec.BLOCK_SIZES)
-            raise ValueError(f"images: the frames are too small ({w}x{h}): every block size {codec.BLOCK_SIZES} "
-                             f"needs frames at least that many pixels on each side, so the frames must be at least "
-                             f"{smallest}x{smallest} pixels; resize or pad them")
-        codec.encode_decode.check_params(h, w, block, search_range, "fast")
+        with checks.core_settings(frames="images"):  # frames no block size fits: the input is what must change
+            codec.encode_decode.check_params(h, w, block, search_range, "fast")
         if method not in METHOD_CHOICES:
             raise ValueError(f"method must be one of {list(METHOD_CHOICES)}, got {method!r}")
         mode = METHOD_CHOICES[method]

@@ -146,8 +146,6 @@ class VCUTCutStepScheduler(io.ComfyNode):
     @classmethod
     def execute(cls, model: ModelPatcher, cut_step: int, cut_fraction: float, after_cut: str,
                 auto_threshold: float) -> io.NodeOutput:
-        if cut_fraction != 0.0 and not (0.0 < cut_fraction <= 1.0):
-            raise ValueError(f"cut_fraction must be 0 (use cut_step) or in (0, 1], got {cut_fraction}")
         config = CutConfig(cut_step, cut_fraction, after_cut, auto_threshold)
         patched = ModelPatch(model)
         patched.set_feature(CUT_STEP, config, {WrappersMP.CALC_COND_BATCH: cut_step_calc_cond_batch})

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from comfy.patcher_extension import WrapperExecutor
 
-from ..cut.schedule import CutSchedule, cut_step_from_fraction, schedule_summary
+from ..cut.schedule import CutSchedule, cut_step_from_fraction, schedule_summary, validate_cut_fraction
 from .log import log
 from .patch_layer import CUT_STEP
 from .run import FeatureConfig, FeatureState, SamplingRun, current_run
@@ -34,10 +34,9 @@ class CutConfig(FeatureConfig):
     after_cut: str = "drop"
     auto_threshold: float = 0.0
 
-    def __post_init__(self) -> None:
-        CutSchedule(self.cut_step, self.auto_threshold, self.after_cut)  # validates
-        if self.cut_fraction != 0.0 and not (0.0 < self.cut_fraction <= 1.0):
-            raise ValueError(f"cut_fraction must be 0 (use cut_step) or in (0, 1], got {self.cut_fraction}")
+    def __post_init__(self) -> None:  # the core's checks (SettingError naming the setting, as the node's input)
+        CutSchedule(self.cut_step, self.auto_threshold, self.after_cut)
+        validate_cut_fraction(self.cut_fraction)
 
     def new_state(self, run: SamplingRun) -> CutRunState | None:
         cut_step = self.cut_step

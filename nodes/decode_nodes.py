@@ -16,7 +16,7 @@ from comfy.sd import VAE
 from comfy_api.latest import io
 
 from ..decode import chunks
-from .checks import Latent
+from .checks import Latent, core_settings
 from .log import log
 
 
@@ -136,15 +136,8 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
         latent = _video_latent(latent, vae)
         frames, channels, height, width = latent.shape
         scale = int(vae.upscale_ratio)
-        if context_frames < 0:
-            raise ValueError(f"context_frames must be 0 or more, got {context_frames}")
-        for name, value in (("tile_size", tile_size), ("tile_overlap", tile_overlap)):
-            if value < 0 or value % scale:
-                raise ValueError(f"{name} must be a multiple of {scale} pixels (0 or more), got {value}")
-        tile, margin = (tile_size // scale or None), tile_overlap // scale
-        if tile is not None and tile < max(height, width) and tile <= 2 * margin:
-            raise ValueError(f"tile_overlap={tile_overlap} on each side of a tile of tile_size={tile_size} leaves "
-                             f"no centre; use tile_size > {2 * tile_overlap}")
+        chunks.check_context(context_frames, blend_frames)  # before the memory estimate uses them
+        tile, margin = chunks.check_tiling(tile_size, tile_overlap, height, width, scale)
 
         def bytes_per_frame(h: int, w: int) -> float:  # ComfyUI's own estimate, as VAE.decode uses it
             return vae.memory_used_decode((1, channels, h, w), vae.vae_dtype)
@@ -160,7 +153,8 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
             tile = tile if auto_tile is None else auto_tile
         else:  # more frames than the video: the whole video in one call, exactly VAE Decode
             chunk = min(chunk_frames, frames)
-        chunks.check_chunking(frames, chunk, context_frames, blend_frames)
+        with core_settings(frames="samples"):
+            chunks.check_chunking(frames, chunk, context_frames, blend_frames)
 
         dtype = output_dtype(vae)
 

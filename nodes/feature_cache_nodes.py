@@ -239,7 +239,7 @@ class VCUTFeatureCache(io.ComfyNode):
     @classmethod
     def execute(cls, model: ModelPatcher, interval: int, branch: int, schedule: str, start_percent: float,
                 end_percent: float) -> io.NodeOutput:
-        validate(interval, schedule, start_percent, end_percent)
+        config = CacheConfig(interval, branch, schedule, start_percent, end_percent)  # the core checks the settings
         require_svd(model)
         unet = model.model.diffusion_model
         if not isinstance(unet, openaimodel.UNetModel):
@@ -250,7 +250,6 @@ class VCUTFeatureCache(io.ComfyNode):
         if replaced:
             log.warning("%s: another node replaced %s: the model is left alone (no cache)", NAME, ", ".join(replaced))
             return io.NodeOutput(model)
-        config = CacheConfig(interval, branch, schedule, start_percent, end_percent)
         patched = ModelPatch(model)
         patched.set_feature(FEATURE_CACHE, config, {WrappersMP.DIFFUSION_MODEL: cache_diffusion_model})
         return io.NodeOutput(patched.patcher)

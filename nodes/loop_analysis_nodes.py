@@ -8,7 +8,6 @@ from comfy_api.latest import io, ui
 
 from ..loop.metrics import format_metrics, loop_metrics, render_plot
 from ..loop.saliency import is_trivial_mask, mask_preview, salient_masks
-from .checks import image_batch
 from .log import log
 
 
@@ -60,8 +59,6 @@ class VCUTSalientMask(io.ComfyNode):
     @classmethod
     def execute(cls, images: torch.Tensor, threshold: float, refine: bool, min_area: float, dilate: int,
                 feather: float, temporal_smoothing: float, motion: float = 1.0) -> io.NodeOutput:
-        if image_batch(images, "images").shape[-1] == 1:
-            raise ValueError("images: expected RGB images [B,H,W,3], got one channel")
         bar = comfy.utils.ProgressBar(3 * images.shape[0])  # maps, motion cues, masks (total set by the core)
         masks = salient_masks(images, threshold=threshold if threshold > 0 else -1.0, refine=refine,
                               min_area=min_area, dilate=dilate, feather=feather,
@@ -108,8 +105,6 @@ class VCUTVideoLoopMetrics(io.ComfyNode):
     @classmethod
     def execute(cls, frames: torch.Tensor, image: torch.Tensor,
                 clip_vision: ClipVisionModel | None = None) -> io.NodeOutput:
-        image_batch(frames, "frames", min_frames=2)
-        image_batch(image, "image")
         embed = None
         if clip_vision is not None:
             def embed(batch: torch.Tensor) -> torch.Tensor:

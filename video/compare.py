@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..validation import image_batch, same_size
 from .ssim import ssim_pair
 
 PREVIEW_PANEL = 512  # long side of each preview panel (reference, candidate, difference), in pixels
@@ -76,33 +77,16 @@ def _psnr(mse: float) -> float:
     return math.inf if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
 
 
-def _shape(images: torch.Tensor) -> str:
-    return f"{images.shape[0]} frame(s) of {images.shape[2]}x{images.shape[1]} (shape {list(images.shape)})"
-
-
 def check_videos(reference: torch.Tensor, candidate: torch.Tensor, names: tuple[str, str] = ("reference", "candidate")
                  ) -> list[str]:
-    """Raise ValueError naming the input unless both are float IMAGE batches [T, H, W, C] (C in 1, 3, 4) of one frame
-    count and size with finite values; returns notes on what the comparison ignores (alpha)."""
+    """Raise SettingError naming the input unless both are IMAGE batches (validation.image_batch) of one frame count
+    and size; returns notes on what the comparison ignores (alpha)."""
     for images, name in zip((reference, candidate), names, strict=True):
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-            shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"{name}: expected an IMAGE batch [frames, height, width, 3], got {shape}")
-        if not images.is_floating_point():
-            raise ValueError(f"{name}: expected float pixel values in 0..1 (an IMAGE), got {images.dtype}")
-        if 0 in images.shape[:3]:
-            raise ValueError(f"{name}: empty video (shape {list(images.shape)}); give at least one frame")
-    if reference.shape[:3] != candidate.shape[:3]:
-        raise ValueError(f"{names[0]} and {names[1]} differ: {names[0]} is {_shape(reference)}, {names[1]} is "
-                         f"{_shape(candidate)}; compare videos of one frame count and one size (trim or resize one)")
-    for images, name in zip((reference, candidate), names, strict=True):
-        for t in range(images.shape[0]):  # frame by frame: no mask the size of the whole video
-            if not torch.isfinite(images[t]).all():
-                raise ValueError(f"{name}: frame {t} contains NaN or infinite values; give finite pixel values "
-                                 f"in 0..1")
-    notes = [f"{name}'s alpha channel ignored (RGB compared)" for images, name in
-             zip((reference, candidate), names, strict=True) if images.shape[-1] == 4]
-    return notes
+        image_batch(images, name)
+    same_size(reference, candidate, names,
+              advice="compare videos of one frame count and one size (trim or resize one)")
+    return [f"{name}'s alpha channel ignored (RGB compared)" for images, name in
+            zip((reference, candidate), names, strict=True) if images.shape[-1] == 4]
 
 
 def _percentile_99(values: torch.Tensor) -> float:

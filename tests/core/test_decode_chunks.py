@@ -104,7 +104,7 @@ def test_check_chunking_names_the_input():
     check_chunking(25, 25, 8)  # one call: any context is fine
     for args, name in [((25, 0, 0), "chunk_frames must be at least 1"), ((25, 26, 2), "larger than the video"),
                        ((25, 8, 4), "leaves no centre frames"), ((25, 8, -1), "context_frames"),
-                       ((25, 9, 2, 3), "blend_frames"), ((0, 1, 0), "samples")]:
+                       ((25, 9, 2, 3), "blend_frames"), ((0, 1, 0), "frames: the video has 0 frames")]:
         with pytest.raises(ValueError, match=name):
             check_chunking(*args)
 

@@ -1,5 +1,6 @@
-"""The pack's layout as its imports show it: the cores (anchor/, cache/, codec/, cut/, decode/, loop/, video/) import no
-ComfyUI and none of the glue; packages import one way (no circle, anchor/ never imports loop/); only
+"""The pack's layout as its imports show it: the cores (anchor/, cache/, codec/, cut/, decode/, loop/, validation/,
+video/) import no ComfyUI and none of the glue; packages import one way (no circle, anchor/ never imports loop/,
+validation/ imports no other package, so every core can use it); only
 nodes/patch_layer.py attaches wrappers or object patches to a ModelPatcher. No ComfyUI needed: the files are read, not
 imported."""
 import ast
@@ -8,7 +9,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CORES = ("anchor", "cache", "codec", "cut", "decode", "loop", "video")
+CORES = ("anchor", "cache", "codec", "cut", "decode", "loop", "validation", "video")
 PACKAGES = (*CORES, "nodes", "runner")
 COMFY_MODULES = ("comfy", "comfy_api", "comfy_execution", "comfy_extras", "comfyui_version", "execution",
                  "folder_paths", "latent_preview", "node_helpers", "nodes", "server", "utils")
@@ -51,6 +52,7 @@ def test_cores_import_no_comfyui_and_no_glue(package):
 def test_packages_import_one_way():
     graph = package_imports()
     assert "loop" not in graph["anchor"], "anchor/ (frame anchoring) must not depend on loop/ (LoopAnimate)"
+    assert not graph["validation"], f"validation/ (every core's checks) must import no other package: {graph}"
 
     def reaches(start, goal, seen=()):
         return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph.get(start, ()))

@@ -216,15 +216,15 @@ def test_pixel_embedding_and_cosine():
 
 def test_bad_input_is_refused_with_a_clear_message():
     frames, image = _frames_from_photo([(0, 0), (1, 0)])
-    with pytest.raises(ValueError, match="frames has 1 frame"):
+    with pytest.raises(ValueError, match="frames: 1 frame; give at least 2 frames"):
         loop_metrics(frames[:1], image)
-    with pytest.raises(ValueError, match="frames has 0 frame"):
+    with pytest.raises(ValueError, match=r"frames: an empty batch \(0 frames\)"):
         loop_metrics(frames[:0], image)
     bad = frames.clone()
     bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="frames contains NaN"):
+    with pytest.raises(ValueError, match="frames: frame 0 contains NaN"):
         loop_metrics(bad, image)
-    with pytest.raises(ValueError, match="image must be an IMAGE"):
+    with pytest.raises(ValueError, match="image: expected an IMAGE batch"):
         loop_metrics(frames, image[0])
     m = loop_metrics(frames, torch.cat([image, image]))
     assert any("first one" in n for n in m["notes"])
@@ -284,11 +284,11 @@ def test_nan_in_the_input_image_and_a_one_frame_video_are_refused_by_name():
     frames, image = _frames_from_photo([(0, 0), (1, 0), (2, 0)])
     bad = image.clone()
     bad[0, 3, 3, 1] = float("inf")
-    with pytest.raises(ValueError, match="image contains NaN or infinite values"):
+    with pytest.raises(ValueError, match="image: frame 0 contains NaN or infinite values"):
         loop_metrics(frames, bad)
     late = frames.clone()
     late[2, 5, 5, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"frames contains NaN or infinite values \(frame 2\)"):
+    with pytest.raises(ValueError, match="frames: frame 2 contains NaN or infinite values"):
         loop_metrics(late, image)
-    with pytest.raises(ValueError, match="frames has 1 frame.*at least 2"):
+    with pytest.raises(ValueError, match="frames: 1 frame.*at least 2"):
         loop_metrics(frames[:1], image)

@@ -133,10 +133,11 @@ def test_alpha_is_ignored_and_said(clip):
 
 
 def test_different_frame_counts_or_sizes_name_both_shapes(clip):
-    with pytest.raises(ValueError, match=r"reference and candidate differ: reference is 6 frame\(s\) of 160x96 "
-                                         r"\(shape \[6, 96, 160, 3\]\), candidate is 5 frame\(s\) of 160x96"):
+    with pytest.raises(ValueError, match=r"reference and candidate differ: reference is 6 frames of 160x96 "
+                                         r"\(shape \[6, 96, 160, 3\]\), candidate is 5 frames of 160x96 .*; compare "
+                                         r"videos of one frame count and one size"):
         compare.compare_videos(clip, clip[:5])
-    with pytest.raises(ValueError, match=r"candidate is 6 frame\(s\) of 80x96 \(shape \[6, 96, 80, 3\]\)"):
+    with pytest.raises(ValueError, match=r"candidate is 6 frames of 80x96 \(shape \[6, 96, 80, 3\]\)"):
         compare.compare_videos(clip, clip[:, :, :80])
 
 
@@ -151,8 +152,10 @@ def test_nan_frames_are_refused_by_name(clip):
 
 
 @pytest.mark.parametrize("bad,message", [
-    (torch.zeros(4, 8, 8), r"reference: expected an IMAGE batch \[frames, height, width, 3\], got \[4, 8, 8\]"),
-    (torch.zeros(0, 8, 8, 3), r"reference: empty video"),
+    (torch.zeros(4, 8, 8), r"reference: expected an IMAGE batch \[frames, height, width, channels\] with 1 "
+                           r"\(grey\), 3 \(RGB\) or 4 \(RGBA\) channels, got \(4, 8, 8\)"),
+    (torch.zeros(0, 8, 8, 3), r"reference: an empty batch \(0 frames\); give at least 1 frame"),
+    (torch.zeros(2, 0, 8, 3), r"reference: empty frames of 8x0 pixels"),
     (torch.zeros(2, 8, 8, 3, dtype=torch.uint8), r"reference: expected float pixel values in 0..1"),
     ("frames", r"reference: expected an IMAGE batch .* got str"),
 ])

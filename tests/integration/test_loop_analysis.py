@@ -129,9 +129,9 @@ def test_video_loop_metrics_names_nan_frames_and_a_one_frame_video(comfy_nodes):
     node = next(n for n in harness.pack_module().nodes.ALL_NODES if n.__name__ == "VCUTVideoLoopMetrics")
     frames = torch.rand(4, 32, 48, 3, generator=torch.Generator().manual_seed(1))
     frames[3, 2, 2, 1] = float("nan")
-    with pytest.raises(ValueError, match="frames: contains NaN"):
+    with pytest.raises(ValueError, match="frames: frame 3 contains NaN"):
         node.execute(frames, frames[:1])
-    with pytest.raises(ValueError, match="image: contains NaN"):
+    with pytest.raises(ValueError, match="image: frame 0 contains NaN"):
         node.execute(frames[:3], frames[3:])
     with pytest.raises(ValueError, match="frames: 1 frame.*at least 2"):
         node.execute(frames[:1], frames[:1])

@@ -79,8 +79,8 @@ def test_identical_inputs_are_reported_as_identical(clip_dir):
 
 
 def test_different_frame_counts_are_refused_naming_both_shapes(clip_dir):
-    with pytest.raises(RuntimeError, match=r"reference and candidate differ: reference is 6 frame\(s\) of 100x72 "
-                                           r"\(shape \[6, 72, 100, 3\]\), candidate is 3 frame\(s\) of 100x72"):
+    with pytest.raises(RuntimeError, match=r"reference and candidate differ: reference is 6 frames of 100x72 "
+                                           r"\(shape \[6, 72, 100, 3\]\), candidate is 3 frames of 100x72"):
         harness.run_prompt(_prompt(candidate=("few", 0)))
 
 
