@@ -14,7 +14,7 @@ from ..anchor import anchoring, plans, segments
 from . import checks, shared_inputs
 from .anchor_patch import attach_plan, plan_outputs
 from .checks import Conditioning, Latent
-from .compat import schema_extras
+from .comfy_compat import schema_extras
 from .patch_layer import VIDEO_EXTEND
 
 log = checks.log
