@@ -8,7 +8,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..video import compare
-from .compat import schema_extras
+from .comfy_compat import schema_extras
 from .run import report
 
 

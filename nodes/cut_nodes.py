@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from ..cut.attention import MODES, VCUT_MODULES, original_of, plan_patch
 from ..cut.schedule import AFTER_CUT
 from .checks import require_svd
-from .compat import schema_extras
+from .comfy_compat import schema_extras
 from .cut_patch import CutConfig, cut_step_calc_cond_batch
 from .log import log
 from .patch_layer import ATTENTION_REPORT, CUT_STEP, ModelPatch

@@ -11,6 +11,7 @@ import torch
 from comfy.patcher_extension import WrapperExecutor
 
 from ..cut.schedule import CutSchedule, cut_step_from_fraction, schedule_summary, validate_cut_fraction
+from . import comfy_compat
 from .log import log
 from .patch_layer import CUT_STEP
 from .run import FeatureConfig, FeatureState, SamplingRun, current_run
@@ -19,9 +20,6 @@ _UNTOLD = object()  # the part of a call the run layer could not tell: its delta
 
 if TYPE_CHECKING:
     from comfy.model_base import BaseModel
-
-# Fields of core EasyCache's holder (comfy_extras/nodes_easycache.py, 0.8.0 to 0.38.1) that the handoff writes.
-EASYCACHE_FIELDS = ("first_cond_uuid", "output_prev_subsampled", "output_prev_norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,10 +131,10 @@ def follow_positive_with_easycache(model_options: dict, positive: list) -> None:
     The positive keeps its cached difference from the guided steps, so 0.30.0's EasyCache, which skips only when
     every conditioning of the batch has one (#12020), can skip the cut's one-conditioning batches.
     LazyCache (the same transformer_options key) works on the guider's prediction and needs nothing."""
-    holder = model_options.get("transformer_options", {}).get("easycache")
-    if holder is None or "LazyCache" in str(getattr(holder, "name", type(holder).__name__)):
+    holder = comfy_compat.easycache_holder(model_options.get("transformer_options", {}))
+    if holder is None:
         return
-    missing = [name for name in EASYCACHE_FIELDS if not hasattr(holder, name)]
+    missing = comfy_compat.easycache_missing(holder)
     if missing:
         log.warning("Cut Step Scheduler: this ComfyUI's EasyCache (%s) has no %s: it cannot be pointed at the "
                     "conditional branch at the cut%s", type(holder).__name__, ", ".join(missing),
@@ -145,10 +143,6 @@ def follow_positive_with_easycache(model_options: dict, positive: list) -> None:
         if "first_cond_uuid" in missing:
             return
     uuids = [c.get("uuid") for c in positive if isinstance(c, dict)]
-    if not uuids or holder.first_cond_uuid in uuids:
+    if not uuids or not comfy_compat.easycache_follow(holder, uuids):
         return
-    holder.first_cond_uuid = uuids[0]
-    for name in EASYCACHE_FIELDS[1:]:
-        if hasattr(holder, name):
-            setattr(holder, name, None)
     log.info("Cut Step Scheduler: EasyCache now follows the conditional branch (the unconditional one is cut)")

@@ -16,6 +16,7 @@ from comfy.sd import VAE
 from comfy_api.latest import io
 
 from ..decode import chunks
+from . import comfy_compat
 from .checks import Latent, core_settings
 from .log import log
 
@@ -24,22 +25,6 @@ def is_svd_video_vae(vae: VAE) -> bool:
     """True for SVD's video VAE: ComfyUI builds it with a temporal_ae.VideoDecoder (comfy.sd.VAE, key
     decoder.mid.block_1.mix_factor)."""
     return isinstance(getattr(getattr(vae, "first_stage_model", None), "decoder", None), VideoDecoder)
-
-
-def free_memory(vae: VAE) -> float:
-    """Free memory for the VAE's batches as core VAE.decode counts it: the patcher's get_free_memory where it exists
-    (ComfyUI 0.30.0 and later; it adds what dynamic VRAM can reclaim), else model_management's (0.8.0)."""
-    patcher_free = getattr(vae.patcher, "get_free_memory", None)
-    if patcher_free is not None:
-        return patcher_free(vae.device)
-    return comfy.model_management.get_free_memory(vae.device)
-
-
-def output_dtype(vae: VAE) -> torch.dtype:
-    """The dtype core VAE.decode returns: vae_output_dtype() (= model_management.intermediate_dtype(), float16 under
-    --fp16-intermediates) where it exists (0.30.0 to 0.38.1), else float32 (0.8.0's decode ends with .float())."""
-    dtype = getattr(vae, "vae_output_dtype", None)
-    return dtype() if dtype is not None else torch.float32
 
 
 def _latent_tensor(samples: Latent) -> torch.Tensor:
@@ -147,7 +132,7 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
         comfy.model_management.load_models_gpu([vae.patcher], memory_required=needed,
                                                force_full_load=vae.disable_offload)
         if auto_chunk:
-            free = free_memory(vae)
+            free = comfy_compat.vae_free_memory(vae)
             chunk, auto_tile = chunks.choose_chunking(frames, tile_h, tile_w, context_frames, free,
                                                       bytes_per_frame, tile_context=margin)
             tile = tile if auto_tile is None else auto_tile
@@ -156,7 +141,7 @@ class VCUTSeamlessVideoDecode(io.ComfyNode):
         with core_settings(frames="samples"):
             chunks.check_chunking(frames, chunk, context_frames, blend_frames)
 
-        dtype = output_dtype(vae)
+        dtype = comfy_compat.vae_output_dtype(vae)
 
         def decode_part(part: torch.Tensor) -> torch.Tensor:
             part = part.to(vae.vae_dtype).to(vae.device)

@@ -4,9 +4,10 @@ A feature of the sampling-run layer (run.py): CacheConfig attached to a cloned M
 sampling run (features kept per CallKey: conditioning x core context window x MultiGPU device, so a window never
 uses another window's feature), the step the layer tracks, and one wrapper, no monkey-patching:
 - DIFFUSION_MODEL: a full step runs ComfyUI's own UNetModel._forward and keeps, per conditioning row, the feature
-  that enters output block L-1-branch (through an output_block_patch, ComfyUI's own hook there); a partial step
-  runs ComfyUI's own input_blocks[0..branch] and output_blocks[L-1-branch..] through forward_timestep_embed with
-  SVD's num_video_frames / image_only_indicator / time_context, so every in-block patch still applies.
+  that enters output block L-1-branch (comfy_compat.keep_output_block_input: ComfyUI's output_block_patch hook); a
+  partial step runs ComfyUI's own input_blocks[0..branch] and output_blocks[L-1-branch..] through
+  comfy_compat.unet_forward (the pack's one copy of ComfyUI's forward sequence, checked bit for bit against the
+  running ComfyUI's), so every in-block patch still applies.
 """
 from __future__ import annotations
 
@@ -15,22 +16,18 @@ import re
 from typing import Any, ClassVar
 
 import torch
-from comfy.ldm.modules.diffusionmodules import openaimodel
 from comfy.model_patcher import ModelPatcher
 from comfy.patcher_extension import WrapperExecutor, WrappersMP
 from comfy_api.latest import io
 
 from ..cache.deepcache import SCHEDULES, RunStats, full_steps, schedule_summary, validate, validate_branch
+from . import comfy_compat
 from .checks import require_svd
-from .compat import schema_extras
 from .log import log
 from .patch_layer import FEATURE_CACHE, ModelPatch
 from .run import CALL_MARKS, CallKey, FeatureConfig, FeatureState, SamplingRun, current_run
 
 NAME = "UNet Feature Cache"
-# Model-level patches that a partial step cannot honour: they act on the blocks' outputs or skips in an order the
-# skipped deep blocks are part of. A step that has them runs fully.
-UNHONOURED_PATCHES = ("input_block_patch", "input_block_patch_after_skip", "output_block_patch")
 _REPLACED_BLOCK = re.compile(r"^diffusion_model(\.(input_blocks|middle_block|output_blocks|out)(\.\d+)?)?$")
 
 
@@ -73,46 +70,10 @@ class CacheState(FeatureState):
         return f"{NAME}: {self.stats.summary()}"
 
 
-def _partial_forward(unet: openaimodel.UNetModel, x: torch.Tensor, timesteps: torch.Tensor,
-                     context: torch.Tensor | None, y: torch.Tensor | None, transformer_options: dict,
-                     kwargs: dict[str, Any], branch: int, feature: torch.Tensor, index: int) -> torch.Tensor:
-    """UNetModel._forward (ComfyUI 0.8.0 - 0.38.1) for the shallow path only: input blocks 0..branch, then the
-    output blocks from L-1-branch on, with `feature` as the h that enters that output block (DeepCache Eq. 5)."""
-    transformer_options["original_shape"] = list(x.shape)
-    transformer_options["transformer_index"] = 0
-    patches = transformer_options.get("patches", {})
-    video = {"time_context": kwargs.get("time_context", None),
-             "num_video_frames": kwargs.get("num_video_frames", unet.default_num_video_frames),
-             "image_only_indicator": kwargs.get("image_only_indicator", None)}
-    emb = unet.time_embed(openaimodel.timestep_embedding(timesteps, unet.model_channels, repeat_only=False)
-                          .to(x.dtype))
-    for p in patches.get("emb_patch", []):
-        emb = p(emb, unet.model_channels, transformer_options)
-    if unet.num_classes is not None:
-        emb = emb + unet.label_emb(y)
-    h, hs = x, []
-    for block in range(branch + 1):
-        transformer_options["block"] = ("input", block)
-        h = openaimodel.forward_timestep_embed(unet.input_blocks[block], h, emb, context, transformer_options,
-                                               **video)
-        hs.append(h)
-    transformer_options["transformer_index"] = index  # as in a full step when it reaches this output block
-    h = feature
-    count = len(unet.output_blocks)
-    for block in range(count - 1 - branch, count):
-        transformer_options["block"] = ("output", block)
-        h = torch.cat([h, hs.pop()], dim=1)
-        output_shape = hs[-1].shape if hs else None
-        h = openaimodel.forward_timestep_embed(unet.output_blocks[block], h, emb, context, transformer_options,
-                                               output_shape, **video)
-    return unet.out(h.type(x.dtype))
-
-
 def _why_full(state: CacheState, transformer_options: dict, control: dict[str, Any] | None,
               keys: list[CallKey] | None, x: torch.Tensor) -> str | None:
     """Why this partial step must run fully, or None with every chunk's feature at hand."""
-    patches = transformer_options.get("patches", {})
-    named = [name for name in UNHONOURED_PATCHES if patches.get(name)]
+    named = comfy_compat.unfollowed_patches(transformer_options)  # act between blocks the partial step skips
     if named:
         return "another node's " + " / ".join(named)
     if control is not None:
@@ -170,18 +131,9 @@ def cache_diffusion_model(executor: WrapperExecutor, *args: Any, **kwargs: Any) 
     unet = executor.class_obj
     branch, feature, index = _plan(run, state, transformer_options, control, x)
     if feature is not None:
-        return _partial_forward(unet, x, timesteps, context, y, transformer_options, kwargs, branch, feature, index)
-    first = len(unet.output_blocks) - 1 - branch
-    kept = {}
-
-    def keep(h: torch.Tensor, hsp: torch.Tensor, options: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        if options.get("block") == ("output", first):
-            kept["h"], kept["index"] = h, options.get("transformer_index", 0)
-        return h, hsp
-    # a copy with our patch first: transformer_options' patches dict can be shared with the model's options
-    patches = dict(transformer_options.get("patches", {}))
-    patches["output_block_patch"] = [keep, *patches.get("output_block_patch", [])]
-    options = {**transformer_options, "patches": patches}
+        shallow = comfy_compat.ShallowPath(branch, feature, index)
+        return comfy_compat.unet_forward(unet, x, timesteps, context, y, transformer_options, kwargs, shallow)
+    options, kept = comfy_compat.keep_output_block_input(transformer_options, len(unet.output_blocks) - 1 - branch)
     out = executor(*args[:5], options, *args[6:], **kwargs)
     _keep(state, transformer_options, kept, x)
     return out
@@ -199,7 +151,8 @@ class VCUTFeatureCache(io.ComfyNode):
             node_id="VCUTFeatureCache",
             display_name="UNet Feature Cache",
             category="vcut/speed",
-            **schema_extras(io.Schema, search_aliases=["deepcache", "feature cache", "svd cache", "faster svd"]),
+            **comfy_compat.schema_extras(
+                io.Schema, search_aliases=["deepcache", "feature cache", "svd cache", "faster svd"]),
             description=(
                 "DeepCache (Ma, Fang, Wang, CVPR 2024) for SVD / SVD-XT: adjacent denoising steps have nearly the "
                 "same deep UNet features. A full step runs the whole UNet and keeps the feature entering the "
@@ -242,7 +195,7 @@ class VCUTFeatureCache(io.ComfyNode):
         config = CacheConfig(interval, branch, schedule, start_percent, end_percent)  # the core checks the settings
         require_svd(model)
         unet = model.model.diffusion_model
-        if not isinstance(unet, openaimodel.UNetModel):
+        if not comfy_compat.is_comfy_unet(unet):
             raise ValueError(f"model: {NAME} runs ComfyUI's UNetModel blocks, this SVD model's diffusion model is a "
                              f"{type(unet).__name__}")
         validate_branch(branch, len(unet.input_blocks))

@@ -18,7 +18,7 @@ from ..loop import conditioning as loop_cond
 from . import checks, shared_inputs
 from .anchor_patch import attach_plan, plan_outputs
 from .checks import Conditioning, Latent
-from .compat import schema_extras
+from .comfy_compat import schema_extras
 from .log import log
 from .patch_layer import FRAME_REPLACE, LOOP_ANCHOR
 

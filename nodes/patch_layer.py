@@ -2,7 +2,7 @@
 in nodes/ that attaches or removes them or sets object patches (as AnimateDiff-Evolved's ModelPatcherHelper owns its
 keys). It always works on a clone, so the node's input model, and every other clone of the session, is unchanged.
 
-    patched = ModelPatch(model)                      # model.clone()
+    patched = ModelPatch(model)                      # a clone (comfy_compat.clone)
     patched.set_wrappers(CUT_STEP, {WrappersMP.CALC_COND_BATCH: calc_cond_batch, ...})
     return io.NodeOutput(patched.patcher)
 
@@ -18,7 +18,7 @@ from typing import Any, Callable
 from comfy.model_patcher import ModelPatcher
 from comfy.patcher_extension import WrappersMP
 
-from . import run
+from . import comfy_compat, run
 
 # One key per feature, in the pack's namespace ("vcut..."; a new feature may name its key in its own module). A node
 # replaces what an earlier node of the same feature attached under its key (set_wrappers) or stacks another set
@@ -42,7 +42,7 @@ class ModelPatch:
     """A clone of a ModelPatcher (`.patcher`) and the pack's patches on it."""
 
     def __init__(self, model: ModelPatcher) -> None:
-        self.patcher = model.clone()
+        self.patcher = comfy_compat.clone(model)
 
     def set_wrappers(self, key: str, wrappers: Wrappers) -> None:
         """The feature `key`'s wrappers become exactly these (what an earlier node of that feature attached goes)."""

@@ -277,15 +277,9 @@ def _count(call: Callable[[], None]) -> int:
 
 def report(name: str, text: str) -> str:
     """Log `name: text` and show it on the executing (sampler) node where ComfyUI shows progress text
-    (PromptServer.send_progress_text, 0.8.0 and later)."""
+    (comfy_compat.show_progress_text)."""
+    from .comfy_compat import show_progress_text
     line = f"{name}: {text}"
     log.info(line)
-    try:
-        from comfy_execution.utils import get_executing_context
-        from server import PromptServer
-    except ImportError:
-        return line
-    context, server = get_executing_context(), getattr(PromptServer, "instance", None)
-    if context is not None and hasattr(server, "send_progress_text"):
-        server.send_progress_text(line, context.node_id)
+    show_progress_text(line)
     return line

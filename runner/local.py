@@ -6,9 +6,6 @@ level)."""
 from __future__ import annotations
 
 import asyncio
-import inspect
-import itertools
-import logging
 import os
 import pathlib
 import shlex
@@ -42,6 +39,7 @@ if TYPE_CHECKING:
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEMP = "vcut-run-temp-"  # the run's temporary folder (previews): vcut-run-temp-<run> in the system's temp
+COMPAT = "vcut_comfy_compat"  # the private module name of nodes/comfy_compat.py in the runner (comfy_compat())
 STAGING = ".vcut-batch-"  # the in-process batch's staging folders, output and input: .vcut-batch-<run>
 # each holds the run's lease file (common.Lease): another run removes it only once that lease is stale
 
@@ -69,15 +67,11 @@ def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = "") -> types.
         comfy.options.enable_args_parsing()
     from comfy.cli_args import args
     args.cpu = args.cpu or cpu
-    setup_logging(args)
-    try:  # newer ComfyUI (app/governance.py, after 0.8.0): main.py applies the organisation's policy first
-        from app import governance
-    except ImportError:  # ComfyUI 0.8.0
-        governance = None
-    if governance is not None and hasattr(governance, "initialize"):
-        governance.initialize()
+    compat = comfy_compat()
+    compat.setup_logging(args)  # as main.py: INFO lines (the pack's own among them) on stderr
+    compat.governance_initialize()  # main.py applies the organisation's policy first (where ComfyUI has one)
     import utils.extra_config  # as main.py: ComfyUI's utils package before comfy/utils.py
-    load_extra_paths(root, args, utils.extra_config)
+    compat.load_extra_paths(root, args, utils.extra_config)
     apply_folder_args(args)
     run_prestartup_scripts(args)
     import execution  # noqa: F401  (imported before nodes, as main.py does)
@@ -86,21 +80,15 @@ def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = "") -> types.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:  # custom nodes may register routes on PromptServer.instance at import: give them one, as main.py does
-        new_prompt_server(server, loop, args)
+        compat.new_prompt_server(server, loop, args)
     except Exception as error:  # the runner itself does not need the web server
         log(f"note: ComfyUI's PromptServer could not be created ({error}); continuing without it")
-    try:  # as main.py: undo what custom nodes patch in ComfyUI's core functions while loading
-        import hook_breaker_ac10a0 as hook_breaker
-    except ImportError:  # older ComfyUI
-        hook_breaker = None
+    hook_breaker = compat.hook_breaker()  # as main.py: undo what custom nodes patch in ComfyUI's core functions
     if hook_breaker:
         hook_breaker.save_functions()
-    # Partner (paid API) nodes: ComfyUI 0.8.0 skips them with --disable-api-nodes; newer ones (0.38.1) with
-    # --disable-partner-nodes, which --disable-api-nodes (now an alias of --offline) also sets.
-    partner_off = getattr(args, "disable_partner_nodes", None)
     loop.run_until_complete(nodes.init_extra_nodes(
         init_custom_nodes=not args.disable_all_custom_nodes or len(args.whitelist_custom_nodes) > 0,
-        init_api_nodes=not (args.disable_api_nodes if partner_off is None else partner_off)))
+        init_api_nodes=not compat.partner_nodes_off(args)))
     if hook_breaker:
         hook_breaker.restore_functions()
     loaded = {pathlib.Path(p).resolve() for p in nodes.LOADED_MODULE_DIRS.values()}
@@ -110,39 +98,18 @@ def start_comfyui(root: pathlib.Path, cpu: bool, comfy_args: str = "") -> types.
     return nodes
 
 
-def setup_logging(args: argparse.Namespace) -> None:
-    """ComfyUI's logging set-up, as main.py: INFO lines (the pack's own among them) on stderr."""
-    import comfy.cli_args
-    try:
-        from app.logger import setup_logger
-    except ImportError:  # older ComfyUI
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        return
-    kwargs = {}
-    if hasattr(comfy.cli_args, "get_console_log_level"):
-        # newer ComfyUI (0.38.1): --verbose is a list of (LEVEL, FILE or None) read through get_console_log_level
-        level = comfy.cli_args.get_console_log_level(args.verbose)
-        if hasattr(comfy.cli_args, "get_file_log_outputs") and \
-                "file_outputs" in inspect.signature(setup_logger).parameters:
-            kwargs["file_outputs"] = comfy.cli_args.get_file_log_outputs(args.verbose)
-    else:  # ComfyUI 0.8.0: --verbose is one level name
-        level = args.verbose
-    setup_logger(log_level=level, use_stdout=False, **kwargs)
-
-
-def load_extra_paths(root: pathlib.Path, args: argparse.Namespace, extra_config: types.ModuleType) -> None:
-    """Extra model folders, as main.py reads them."""
-    extra_paths = root / "extra_paths.yaml"  # newer ComfyUI (0.38.1): primary config, extra_model_paths.yaml's superset
-    legacy = root / "extra_model_paths.yaml"
-    if extra_paths.is_file():
-        if "allow_system_dirs" in inspect.signature(extra_config.load_extra_path_config).parameters:
-            extra_config.load_extra_path_config(str(extra_paths), allow_system_dirs=True)
-        else:
-            extra_config.load_extra_path_config(str(extra_paths))
-    elif legacy.is_file():
-        extra_config.load_extra_path_config(str(legacy))
-    for config in itertools.chain(*(args.extra_model_paths_config or [])):
-        extra_config.load_extra_path_config(config)
+def comfy_compat() -> types.ModuleType:
+    """The pack's nodes/comfy_compat.py, the one home of the differences between ComfyUI releases, loaded by its path
+    under a private name: the runner is not imported as part of the pack's package, and nodes/ is imported only by
+    ComfyUI's loader, after ComfyUI has started."""
+    module = sys.modules.get(COMPAT)
+    if module is None:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location(COMPAT, PACK_ROOT / "nodes" / "comfy_compat.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[COMPAT] = module
+    return module
 
 
 def apply_folder_args(args: argparse.Namespace) -> None:
@@ -158,23 +125,9 @@ def apply_folder_args(args: argparse.Namespace) -> None:
         folder_paths.set_user_directory(os.path.abspath(args.user_directory))
 
 
-def new_prompt_server(server_module: types.ModuleType, loop: asyncio.AbstractEventLoop,
-                      args: argparse.Namespace) -> Any:
-    """server.PromptServer as main.py creates it. ComfyUI 0.8.0: PromptServer(loop); newer ones (0.38.1):
-    PromptServer(loop, asset_manager), where a headless run takes app.assets.manager.NoAssets (assets off)."""
-    parameters = inspect.signature(server_module.PromptServer.__init__).parameters
-    if "asset_manager" in parameters:
-        from app.assets.manager import NoAssets
-        return server_module.PromptServer(loop, NoAssets(args))
-    return server_module.PromptServer(loop)
-
-
 def new_executor(execution: types.ModuleType, server: Any, cache_type: Any) -> Any:
-    """execution.PromptExecutor with no node cache kept between runs. ComfyUI 0.8.0 reads cache_args["lru"] and
-    ["ram"]; newer ones (0.38.1's execute_async) also read cache_args["ram_inactive"] (a KeyError without it), and
-    older ones ignore keys they do not read."""
-    return execution.PromptExecutor(server, cache_type=cache_type,
-                                    cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+    """execution.PromptExecutor with no node cache kept between runs (comfy_compat.new_prompt_executor)."""
+    return comfy_compat().new_prompt_executor(execution, server, cache_type)
 
 
 def run_prestartup_scripts(args: argparse.Namespace) -> None:
@@ -216,12 +169,8 @@ class HeadlessServer:
 
     def executing(self) -> str | None:
         """The node running now (ComfyUI's executing context where it has one, else the last "executing")."""
-        try:
-            from comfy_execution.utils import get_executing_context
-        except ImportError:  # older ComfyUI
-            return self.last_node_id
-        context = get_executing_context()
-        return context.node_id if context is not None else self.last_node_id
+        node_id = comfy_compat().executing_node_id()
+        return node_id if node_id is not None else self.last_node_id
 
     def describe(self, node_id: str | None) -> str:
         return describe_node(self.prompt, node_id)

@@ -24,10 +24,6 @@ def rel_err(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def module_of():
-    return harness.pack_module().nodes.feature_cache_nodes
-
-
 @pytest.fixture()
 def deep_calls():
     """Forward hooks on the first layer of the tiny UNet's blocks (forward_timestep_embed calls a block's layers,
@@ -47,7 +43,7 @@ def deep_calls():
 
 
 def test_partial_step_with_the_same_steps_feature_equals_the_full_step_on_comfyuis_unet(comfy_nodes):
-    fc = module_of()
+    compat = harness.pack_module().nodes.comfy_compat  # the partial step the cache runs (comfy_compat.unet_forward)
     model = harness.tiny_svd()
     unet = model.model.diffusion_model
     g = torch.Generator().manual_seed(3)
@@ -64,7 +60,8 @@ def test_partial_step_with_the_same_steps_feature_equals_the_full_step_on_comfyu
                     kept["h"], kept["index"] = h, options["transformer_index"]
                 return h, hsp
             full = unet(x, t, context, y, transformer_options={"patches": {"output_block_patch": [keep]}}, **video)
-            partial = fc._partial_forward(unet, x, t, context, y, {}, video, branch, kept["h"], kept["index"])
+            shallow = compat.ShallowPath(branch, kept["h"], kept["index"])
+            partial = compat.unet_forward(unet, x, t, context, y, {}, video, shallow)
             assert torch.equal(partial, full), branch
 
 
