@@ -434,3 +434,63 @@ def check_stack(nodes, run_feature, out, patched, plain, pos, neg, latent, calls
 CHECKS = {"VCUT exact": check_exact, "Cut Step Scheduler": check_cut, "UNet Feature Cache": check_cache,
           "STIV Frame Replace": check_anchoring, "Loop Conditioning": check_anchoring,
           "Video Extend": check_anchoring, "stack": check_stack}
+
+
+# ---- one server across edited prompts ----
+
+def session_prompt(feature, variant):
+    """An API prompt: the tiny SVD -> the feature (variant 0 or 1: two settings a user switches between; None: no
+    feature) -> KSampler -> capture."""
+    prompt = {"1": {"class_type": "VCUTTestTinySVD", "inputs": {"frames": FRAMES, "seed": 0}}}
+    model, pos, neg, latent = ["1", 0], ["1", 1], ["1", 2], ["1", 3]
+    chain = [] if variant is None else (["VCUT exact", "Cut Step Scheduler", "UNet Feature Cache",
+                                         "STIV Frame Replace"] if feature == "stack" else [feature])
+    for i, name in enumerate(chain):
+        key = f"f{i}"
+        if name == "VCUT exact":
+            mode = "paper" if variant and feature == "VCUT exact" else "exact"  # the edit: exact -> paper mode
+            prompt[key] = {"class_type": "VCUTPatchModel", "inputs": {"model": model, "mode": mode}}
+        elif name == "Cut Step Scheduler":
+            prompt[key] = {"class_type": "VCUTCutStepScheduler", "inputs": {
+                "model": model, "cut_step": 2 + variant, "cut_fraction": 0.0, "after_cut": "reuse_delta",
+                "auto_threshold": 0.0}}
+        elif name == "UNet Feature Cache":
+            prompt[key] = {"class_type": "VCUTFeatureCache", "inputs": {
+                "model": model, "interval": 2 + variant, "branch": 0, "schedule": "uniform", "start_percent": 0.0,
+                "end_percent": 1.0}}
+        elif name == "STIV Frame Replace":
+            prompt[key] = {"class_type": "VCUTFrameReplace", "inputs": {
+                "model": model, "latent": latent, "frames": ["0", "0,5"][variant], "anchor_steps": 1.0,
+                "jit_cfg": True, "positive": pos}}
+            latent = [key, 1]
+        elif name == "Loop Conditioning":
+            prompt[key] = {"class_type": "VCUTLoopConditioning", "inputs": {
+                "model": model, "positive": pos, "negative": neg, "latent": latent, "concat_layout": "sdslc",
+                "init": "inverted noise", "close_loop": True, "anchor_first": bool(variant), "anchor_steps": 1.0,
+                "mask_layout": "still background"}}
+            pos, neg, latent = [key, 1], [key, 2], [key, 3]
+        elif name == "Video Extend":
+            prompt[key] = {"class_type": "VCUTVideoExtend", "inputs": {
+                "model": model, "previous": latent, "positive": pos, "negative": neg, "overlap": 1 + variant,
+                "frames": FRAMES, "anchor_steps": 1.0, "jit_cfg": True, "image_from_previous": True}}
+            pos, neg, latent = [key, 1], [key, 2], [key, 3]
+        model = [key, 0]
+    prompt["k"] = harness.ksampler_node(model, pos, neg, latent, steps=STEPS)
+    prompt["c"] = {"class_type": "VCUTTestCapture", "inputs": {"value": ["k", 0], "key": "latent"}}
+    return prompt
+
+
+@pytest.mark.parametrize("feature", list(FEATURES))
+def test_one_server_across_edited_prompts(comfy_nodes, feature):
+    """One PromptExecutor (a server: unchanged nodes are not run again, the last sampled model stays loaded with
+    its patches) across the feature, its edited setting, no feature, and the feature again: every prompt gives
+    what a fresh server gives it, bit for bit."""
+    session = harness.Session()
+    videos = [session.run(session_prompt(feature, variant))["latent"]["samples"] for variant in (0, 1, None, 0)]
+    fresh = {variant: harness.fresh_session_run(session_prompt(feature, variant))["latent"]["samples"]
+             for variant in (0, 1, None)}
+    for video, variant in zip(videos, (0, 1, None, 0), strict=True):
+        assert torch.equal(video, fresh[variant]), variant
+    assert not torch.equal(fresh[0], fresh[1])  # the edit changes the video
+    if feature != "VCUT exact":  # (VCUT exact is the unpatched video within float tolerance)
+        assert not torch.equal(fresh[0], fresh[None])
