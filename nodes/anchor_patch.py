@@ -56,8 +56,14 @@ class AnchorConfig(FeatureConfig):
         latent_format = run.guider.model_patcher.model.latent_format
         anchor = latent_format.process_in(self.anchor.to(device=noise.device, dtype=torch.float32))
         frames = [i for i in range(expected[0]) if float(self.keep[i].max()) > 0]
-        return AnchorRun(self, anchor, self.keep.to(noise.device), noise.to(torch.float32),
-                         anchoring.AnchorSchedule(run.sigmas, self.fraction), frames)
+        state = AnchorRun(self, anchor, self.keep.to(noise.device), noise.to(torch.float32),
+                          anchoring.AnchorSchedule(run.sigmas, self.fraction), frames)
+        # JIT-CFG's unconditional branch is the guider's negative, told by the uuids ComfyUI's sampler gave its
+        # entries: cond_or_uncond is the index in the guider's list, and DualCFGGuider lists [negative, middle,
+        # positive], so "index 0 is conditional" would zero the positive's image there.
+        negative = (getattr(run.guider, "conds", None) or {}).get("negative") or []
+        state.negative = frozenset(c["uuid"] for c in negative if isinstance(c, dict) and c.get("uuid") is not None)
+        return state
 
 
 class AnchorRun(FeatureState):
@@ -68,6 +74,7 @@ class AnchorRun(FeatureState):
         self.config, self.anchor, self.keep, self.noise, self.schedule = config, anchor, keep, noise, schedule
         self.frames = frames
         self.calls = 0
+        self.negative: frozenset = frozenset()  # uuids of the guider's negative conditioning (JIT-CFG's branch)
 
     def finish(self, latent: torch.Tensor) -> torch.Tensor:
         if not self.schedule.whole_schedule:
@@ -109,7 +116,11 @@ def make_apply_model(key: str) -> Callable[..., torch.Tensor]:
                                  f"{len(branches)} branch(es) of frames {tuple(states[0].anchor.shape[1:])}")
             return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         frames = list(part.window) if part.window is not None else slice(None)
-        conditional = [b == 0 for b in branches]
+        uuids = transformer_options.get("uuids") or []
+        if uuids and len(uuids) == len(branches):  # a guider without a negative has no unconditional branch
+            conditional = [u not in states[0].negative for u in uuids]
+        else:  # no uuids: ComfyUI's COND index 0
+            conditional = [b == 0 for b in branches]
         done = []
         for state in states:
             anchored = [c or not state.config.jit_cfg for c in conditional]

@@ -61,10 +61,12 @@ class CacheState(FeatureState):
         self.full = set(full_steps(total_steps, config.interval, config.schedule, config.start_percent,
                                    config.end_percent))
         self.features: dict[CallKey, tuple] = {}  # key -> (input rows shape, feature rows, transformer_index)
+        self.weights: dict[CallKey, tuple | None] = {}  # key -> the hook weights its feature was computed with
         self.stats = RunStats()
 
     def reset(self) -> None:
         self.features.clear()
+        self.weights.clear()
 
     def report(self) -> str:
         return f"{NAME}: {self.stats.summary()}"
@@ -83,7 +85,18 @@ def _why_full(state: CacheState, transformer_options: dict, control: dict[str, A
     rows = x.shape[0] // len(keys)
     if any(k not in state.features or state.features[k][0] != (rows, *x.shape[1:]) for k in keys):
         return "no kept feature for this batch"
+    if any(state.weights.get(k) != transformer_options[CALL_MARKS].get("weights") for k in keys):
+        return "a hook keyframe changed the weights since the kept feature"
     return None
+
+
+def _hook_weights(run: SamplingRun) -> tuple | None:
+    """The hook weights in effect for this call: ComfyUI patches a conditioning's hooks into the weights before its
+    calls (ModelPatcher.current_hooks, each hook's keyframe strength; 0.8.0 and later). A kept feature is valid
+    only under the same weights (hook keyframes switch mid-run)."""
+    patcher = getattr(run.guider.model_patcher.model, "current_patcher", None)
+    hooks = getattr(patcher, "current_hooks", None)
+    return None if hooks is None else tuple((id(h.hook_ref), float(h.strength)) for h in hooks.hooks)
 
 
 @torch.compiler.disable
@@ -96,7 +109,7 @@ def _plan(run: SamplingRun, state: CacheState, transformer_options: dict, contro
     branch, step = state.config.branch, run.step_at(transformer_options.get("sigmas"))
     keys = run.call_keys(transformer_options, x.shape[0], NAME)
     marks = transformer_options.setdefault(CALL_MARKS, {})
-    marks["keys"] = keys
+    marks["keys"], marks["weights"] = keys, _hook_weights(run)
     if step not in state.full:
         reason = _why_full(state, transformer_options, control, keys, x)
         if reason is None:
@@ -114,11 +127,13 @@ def _plan(run: SamplingRun, state: CacheState, transformer_options: dict, contro
 @torch.compiler.disable
 def _keep(state: CacheState, transformer_options: dict, kept: dict, x: torch.Tensor) -> None:
     """Keep a full call's feature per CallKey (outside compiled graphs, as _plan)."""
-    keys = transformer_options.get(CALL_MARKS, {}).get("keys")
+    marks = transformer_options.get(CALL_MARKS, {})
+    keys = marks.get("keys")
     if keys is not None and "h" in kept:
         rows = x.shape[0] // len(keys)
         for key, chunk in zip(keys, kept["h"].split(rows), strict=True):
             state.features[key] = ((rows, *x.shape[1:]), chunk, kept["index"])
+            state.weights[key] = marks.get("weights")
 
 
 def cache_diffusion_model(executor: WrapperExecutor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -162,8 +177,8 @@ class VCUTFeatureCache(io.ComfyNode):
                 "conditioning row). ControlNet residuals and input/output block patches make a step run fully "
                 "(named in the log). A partial step is an approximation (interval 1 is exact): its quality on "
                 "real SVD weights was not measured here; judge with the seam and motion numbers the pack "
-                "reports. A cached feature holds the weights of the step that computed it (hook keyframes "
-                "switching mid-run take effect at the next full step)."),
+                "reports. A hook keyframe that changes the weights mid-run makes that step run fully (named in "
+                "the log)."),
             inputs=[
                 io.Model.Input("model", tooltip="An SVD image-to-video model (optionally after VCUT Patch Model)."),
                 io.Int.Input("interval", default=3, min=1, max=100,
