@@ -389,7 +389,7 @@ def check_cache(nodes, run_feature, out, patched, plain, pos, neg, latent, calls
     split (one device here) gives the cache's own video; a hook keyframe switch makes its step full (the video of a
     cache scheduled full there)."""
     steps = call_steps(run_feature, calls)
-    full = set(harness.pack_module().cut.feature_cache.full_steps(STEPS, INTERVAL))
+    full = set(harness.pack_module().cache.deepcache.full_steps(STEPS, INTERVAL))
     if isinstance(run_feature, HookKeyframes):
         full.add(2)  # the keyframe switches at step 2: the kept feature holds the other weights
     for call, step in zip(calls, steps, strict=True):
@@ -411,7 +411,7 @@ def check_cache(nodes, run_feature, out, patched, plain, pos, neg, latent, calls
     if isinstance(run_feature, HookKeyframes):  # the same video as a cache whose schedule has step 2 full
         base = harness.tiny_svd()
         steps_1_to_3 = node(nodes, "VCUTFeatureCache").execute(base, INTERVAL, 0, "uniform", 0.5, 1.0).result[0]
-        assert harness.pack_module().cut.feature_cache.full_steps(STEPS, INTERVAL, "uniform", 0.5) == [1, 2, 3]
+        assert harness.pack_module().cache.deepcache.full_steps(STEPS, INTERVAL, "uniform", 0.5) == [1, 2, 3]
         assert rel_err(out, sample(run_feature, steps_1_to_3, pos, neg, latent)) <= 1e-6
 
 
