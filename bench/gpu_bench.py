@@ -36,7 +36,7 @@ Codec: Motion Vector Encode's search on a 1920x1080 clip (vid_h264.mp4 upscaled)
 GPU (codec/torch_ops.py) beside the CPU paths, best of --codec-repeats, vectors checked equal, encoding lossless.
 
 Writes <out>/gpu_bench.md (the tables, rewritten after every part so a run cut short still leaves its rows) and
-<out>/gpu_bench.json. The full-size run of both releases is one command on a lent H200 (scripts/gpu_bench.sh, see
+<out>/gpu_bench.json. The full-size run of both releases is one command on a GPU machine (scripts/gpu_bench.sh, see
 BENCHMARKS.md, "GPU benchmark"); on the CPU at a reduced size it proves the path works:
 
     python bench/gpu_bench.py --out bench/out/gpu --comfy .gpu/ComfyUI-0.30.0         # full size, cuda, fp16

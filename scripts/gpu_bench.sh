@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs bench/gpu_bench.py on a lent GPU machine that has this working tree and the carried .gpu/ folder
-# (scripts/gpu_bench_prep.sh): installs the carried wheels outside the tree, then the benchmark once per ComfyUI
+# Runs bench/gpu_bench.py on a GPU machine without network access that has this working tree and the .gpu/ folder
+# copied with it (scripts/gpu_bench_prep.sh): installs those wheels outside the tree, then the benchmark once per ComfyUI
 # release, 0.30.0 (dynamic VRAM, as its main.py enables it) first, then 0.8.0, each in its own process, within one
 # time budget: each release gets an equal share of what is left, and bench/gpu_bench.py's time guard skips (and
 # reports) whatever would pass its share. The codec part does not depend on ComfyUI: it runs with the first release.
@@ -18,7 +18,7 @@ budget=${VCUT_GPU_BUDGET_S:-480}
 read -r -a releases <<<"${VCUT_RELEASES:-0.30.0 0.8.0}"
 for release in "${releases[@]}"; do
   if [ ! -d ".gpu/ComfyUI-$release" ]; then
-    echo ".gpu/ComfyUI-$release is missing: run scripts/gpu_bench_prep.sh here and name .gpu in the run's carry"
+    echo ".gpu/ComfyUI-$release is missing: run scripts/gpu_bench_prep.sh where the network is and copy .gpu with the tree"
     exit 1
   fi
 done

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares the git-ignored folder .gpu/ that travels (`carry`) with the working tree to a lent GPU machine, which
+# Prepares the git-ignored folder .gpu/ that is copied with the working tree to a GPU machine without network, which
 # has torch 2.11, torchvision, transformers, safetensors, einops, aiohttp, opencv and numpy but no network:
 #   .gpu/ComfyUI-0.8.0, .gpu/ComfyUI-0.30.0   the two releases the pack is tested on, copied from
 #                       ../shared/comfyui without git data, tests, tokenizer data (the benchmark loads no text
