@@ -9,7 +9,7 @@
 #                       torchsde and trampoline (comfy.k_diffusion.sampling), comfy-aimdo (0.30.0's dynamic VRAM,
 #                       imported by comfy.model_management) and comfy-kitchen: 0.30.0 imports it unguarded
 #                       (comfy/ldm/joyimage/model.py, reached through comfy.model_base). Its wheel is 45 MB, 98% of
-#                       it the compiled backends/{cuda,hip}/_C; they are left out of the carried copy (its CUDA
+#                       it the compiled backends/{cuda,hip}/_C; they are left out of the copy (its CUDA
 #                       backend falls back to eager without _C, and an fp16 SVD calls none of its kernels)
 #   .gpu/vid_h264.mp4   the clip the codec part upscales to 1920x1080 (from ../shared/data/video)
 # The folder is never committed (.gitignore). Then: see BENCHMARKS.md, "GPU benchmark", for the `run` call.
