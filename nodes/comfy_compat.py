@@ -68,6 +68,16 @@ def clone(model: Any) -> Any:
     return model.clone()
 
 
+def hook_weights(model_patcher: Any) -> tuple | None:
+    """The hook keyframe weights in effect for the model call in progress, as (hook, strength) pairs; None without
+    hooks. ComfyUI patches a conditioning's hooks into the weights before its calls: BaseModel.current_patcher (set
+    while the model is patched) -> ModelPatcher.current_hooks, a HookGroup whose hooks carry their hook_ref and
+    current keyframe strength (0.8.0 and later)."""
+    patcher = getattr(model_patcher.model, "current_patcher", None)
+    hooks = getattr(patcher, "current_hooks", None)
+    return None if hooks is None else tuple((id(h.hook_ref), float(h.strength)) for h in hooks.hooks)
+
+
 # --- UNet forward (the feature cache's full and partial steps) ---------------------------------------------------
 
 # Patches of transformer_options["patches"] that act between the blocks, which unet_forward does not follow: a call

@@ -90,15 +90,6 @@ def _why_full(state: CacheState, transformer_options: dict, control: dict[str, A
     return None
 
 
-def _hook_weights(run: SamplingRun) -> tuple | None:
-    """The hook weights in effect for this call: ComfyUI patches a conditioning's hooks into the weights before its
-    calls (ModelPatcher.current_hooks, each hook's keyframe strength; 0.8.0 and later). A kept feature is valid
-    only under the same weights (hook keyframes switch mid-run)."""
-    patcher = getattr(run.guider.model_patcher.model, "current_patcher", None)
-    hooks = getattr(patcher, "current_hooks", None)
-    return None if hooks is None else tuple((id(h.hook_ref), float(h.strength)) for h in hooks.hooks)
-
-
 @torch.compiler.disable
 def _plan(run: SamplingRun, state: CacheState, transformer_options: dict, control: dict[str, Any] | None,
           x: torch.Tensor) -> tuple[int, torch.Tensor | None, int]:
@@ -109,7 +100,8 @@ def _plan(run: SamplingRun, state: CacheState, transformer_options: dict, contro
     branch, step = state.config.branch, run.step_at(transformer_options.get("sigmas"))
     keys = run.call_keys(transformer_options, x.shape[0], NAME)
     marks = transformer_options.setdefault(CALL_MARKS, {})
-    marks["keys"], marks["weights"] = keys, _hook_weights(run)
+    # a kept feature is valid only under the same weights (hook keyframes switch them mid-run)
+    marks["keys"], marks["weights"] = keys, comfy_compat.hook_weights(run.guider.model_patcher)
     if step not in state.full:
         reason = _why_full(state, transformer_options, control, keys, x)
         if reason is None:

@@ -133,6 +133,24 @@ def test_clone_carries_what_the_patch_layer_relies_on(comfy_nodes):
     assert model.get_wrappers(WrappersMP.DIFFUSION_MODEL, CAPTURE) == [wrapper]
 
 
+def test_hook_weights_read_the_hooks_the_running_patcher_applies(comfy_nodes):
+    """comfy_compat.hook_weights on the running ModelPatcher and comfy.hooks: None while no hooks are applied; once
+    the patcher holds a HookGroup (as ComfyUI's patch_hooks sets it before a hooked conditioning's calls), one
+    (hook, strength) pair per hook, whose strength follows the hook's keyframe."""
+    import comfy.hooks
+    compat = pack_compat()
+    model = harness.tiny_svd()
+    assert compat.hook_weights(model) is None
+    group = comfy.hooks.create_hook_model_as_lora(comfy.hooks.get_patch_weights_from_model(harness.tiny_svd(1)),
+                                                  None, 1.0, 0.0)
+    model.model.current_patcher, model.current_hooks = model, group
+    try:
+        weights = compat.hook_weights(model)
+        assert len(weights) == len(group.hooks) == 1 and weights[0][1] == float(group.hooks[0].strength)
+    finally:
+        model.model.current_patcher, model.current_hooks = None, None
+
+
 def test_easycache_functions_on_the_running_easycache_holders(comfy_nodes):
     """On the running ComfyUI's own EasyCacheHolder: found under "easycache", no field missing, pointed at the
     positive's uuids with its output history dropped; LazyCacheHolder (same key) is not EasyCache's."""
