@@ -17,3 +17,9 @@ class SettingError(ValueError):
         text = str(self)
         text = name + text[len(self.setting):] if text.startswith(self.setting) else f"{name}: {text}"
         return SettingError(name, text)
+
+
+# ComfyUI names a node's error by its type's module and name (execution.full_type_name), and the pack's module path
+# is where ComfyUI found its folder ("/opt/ComfyUI/custom_nodes/vcut.validation.settings"): users read
+# "vcut.SettingError" instead.
+SettingError.__module__ = "vcut"

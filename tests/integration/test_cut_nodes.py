@@ -170,5 +170,5 @@ def test_patch_layer_replaces_its_own_key_only_and_never_the_input_model(comfy_n
     assert list(model.wrappers[outer]) == ["easycache"] and len(second.patcher.wrappers[outer]["easycache"]) == 1
     second.remove_wrappers(layer.FRAME_REPLACE)
     assert not second.patcher.wrappers[outer].get(layer.FRAME_REPLACE)
-    with pytest.raises(ValueError, match="not one of the pack's wrapper keys"):
+    with pytest.raises(ValueError, match="'easycache' is not a key of the pack's namespace"):
         second.set_wrappers("easycache", {outer: "e"})
