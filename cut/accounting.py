@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .attention import BroadcastCrossAttention, unread_parameter_count
+from .attention import BroadcastCrossAttention, linear_of, unread_parameter_count
 
 _ATTENTION_OPS = ("bmm", "baddbmm", "_scaled_dot_product")
 
@@ -48,7 +48,7 @@ def vector_macs(unet: nn.Module, contexts: int) -> int:
     total = 0
     for module in unet.modules():
         if isinstance(module, BroadcastCrossAttention):
-            to_out = next(layer for layer in module.to_out if hasattr(layer, "out_features"))
+            to_out = linear_of(module.to_out)
             total += contexts * (module.to_v.in_features * module.to_v.out_features
                                  + to_out.in_features * to_out.out_features)
     return total

@@ -99,7 +99,7 @@ def _writable(out: torch.Tensor, transformer_options) -> torch.Tensor:
     return out
 
 
-def _linear_of(layers) -> nn.Module:
+def linear_of(layers) -> nn.Module:
     """The Linear layer of to_out (nn.Sequential in ComfyUI, nn.ModuleList in diffusers; the other layer is dropout)."""
     return next(layer for layer in layers if hasattr(layer, "out_features"))
 
@@ -107,7 +107,7 @@ def _linear_of(layers) -> nn.Module:
 def attention_macs(module: nn.Module, batch: int, tokens: int, context_tokens: int) -> int:
     """MACs of an unpatched q/k/v/out attention: `batch` samples of `tokens` queries, each attending to
     `context_tokens` keys (to_q, to_k, to_v, q k^T, softmax(.) v and to_out; counted as FlopCounterMode counts them)."""
-    inner, out = module.to_q.out_features, _linear_of(module.to_out).out_features
+    inner, out = module.to_q.out_features, linear_of(module.to_out).out_features
     queries, keys = batch * tokens, batch * context_tokens
     return (queries * module.to_q.in_features * inner + 2 * keys * module.to_k.in_features * inner
             + 2 * queries * context_tokens * inner + queries * inner * out)
@@ -182,7 +182,7 @@ class BroadcastCrossAttention(_StandIn):
         per_sample, distinct = self._vectors(source[:, 0, :])  # (N, C): VCUT Eq. 4, the linear output of the token
         self.saved_macs = (attention_macs(self, x.shape[0], x.shape[1], 1)
                            - distinct * (self.to_v.in_features * self.to_v.out_features
-                                         + _linear_of(self.to_out).in_features * per_sample.shape[-1]))
+                                         + linear_of(self.to_out).in_features * per_sample.shape[-1]))
         out = per_sample.unsqueeze(1).expand(x.shape[0], x.shape[1], per_sample.shape[-1])
         return _writable(out, transformer_options)
 
