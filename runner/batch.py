@@ -115,7 +115,7 @@ class Result:
     def record(self, run: str | None = None) -> dict:
         record = {"input": self.item.key, "outputs": self.outputs,
                   "reported": len(self.outputs) if self.reported is None else self.reported,
-                  "seconds": round(self.seconds, 3), "status": self.status, "error": self.error,
+                  "seconds": self.seconds, "status": self.status, "error": self.error,
                   "server": self.server, "run": run}
         if self.item.sweep:
             record["sweep"] = {"values": self.item.sweep, **(self.metrics or {})}
