@@ -25,6 +25,7 @@ from comfy.patcher_extension import WrapperExecutor, WrappersMP
 from ..anchor import anchoring
 from ..anchor.plans import AnchorPlan
 from .checks import Conditioning
+from .log import log
 from .patch_layer import FRAME_REPLACE, LOOP_ANCHOR, VIDEO_EXTEND, ModelPatch
 from .run import FeatureConfig, FeatureState, SamplingRun, current_run, feature_config
 
@@ -55,9 +56,23 @@ class AnchorConfig(FeatureConfig):
                              f"for {expected} (frames, channels, h, w); sample the LATENT that this node outputs")
         latent_format = run.guider.model_patcher.model.latent_format
         anchor = latent_format.process_in(self.anchor.to(device=noise.device, dtype=torch.float32))
+        noise = noise.to(torch.float32)
+        start, end = float(run.sigmas[0]), float(run.sigmas[-1])
+        added_noise = bool(torch.any(noise))
+        if not added_noise and start > 0:
+            # No noise added (KSamplerAdvanced's add_noise disabled): the latent carries its noise, e.g. the leftover
+            # of an earlier segment of the schedule, whose anchored frames are anchor + start * noise (eq. of
+            # noise_level_anchor). Recover that noise, so the anchored frames go on from where the latent is.
+            latent = latent_format.process_in(run.latent.to(device=noise.device, dtype=torch.float32))
+            noise = (latent - anchor) / start
         frames = [i for i in range(expected[0]) if float(self.keep[i].max()) > 0]
-        state = AnchorRun(self, anchor, self.keep.to(noise.device), noise.to(torch.float32),
-                          anchoring.AnchorSchedule(run.sigmas, self.fraction), frames)
+        schedule = anchoring.AnchorSchedule(run.sigmas, self.fraction)
+        if not schedule.whole_schedule and schedule.anchored_steps and (end > 0 or not added_noise):
+            log.warning("%s: this sampler runs part of a schedule (it %s), and anchor_steps %g anchors %d of this "
+                        "part's %d steps, not that fraction of the whole schedule; anchor_steps 1.0 splits exactly",
+                        self.label, "ends with leftover noise" if end > 0 else "adds no noise",
+                        self.fraction, schedule.anchored_steps, schedule.total_steps)
+        state = AnchorRun(self, anchor, self.keep.to(noise.device), noise, schedule, frames, end, latent_format)
         # JIT-CFG's unconditional branch is the guider's negative, told by the uuids ComfyUI's sampler gave its
         # entries: cond_or_uncond is the index in the guider's list, and DualCFGGuider lists [negative, middle,
         # positive], so "index 0 is conditional" would zero the positive's image there.
@@ -70,17 +85,21 @@ class AnchorRun(FeatureState):
     """What one sampling run of one anchoring needs, in the model's latent space, on the sampler's device."""
 
     def __init__(self, config: AnchorConfig, anchor: torch.Tensor, keep: torch.Tensor, noise: torch.Tensor,
-                 schedule: anchoring.AnchorSchedule, frames: list[int]) -> None:
+                 schedule: anchoring.AnchorSchedule, frames: list[int], end: float, latent_format: Any) -> None:
         self.config, self.anchor, self.keep, self.noise, self.schedule = config, anchor, keep, noise, schedule
-        self.frames = frames
+        self.frames, self.end, self.latent_format = frames, end, latent_format
         self.calls = 0
         self.negative: frozenset = frozenset()  # uuids of the guider's negative conditioning (JIT-CFG's branch)
 
     def finish(self, latent: torch.Tensor) -> torch.Tensor:
         if not self.schedule.whole_schedule:
             return latent
+        keep = self.config.keep.to(latent.device)
+        if self.end > 0:  # a schedule that ends with leftover noise: the replacement at its last sigma
+            noisy = anchoring.noise_level_anchor(self.anchor, self.end, self.noise)
+            return anchoring.blend(latent, self.latent_format.process_out(noisy).to(latent.device), keep)
         # The replacement at sigma = 0: the finished anchored frames are the anchor itself.
-        return anchoring.blend(latent, self.config.anchor.to(latent.device), self.config.keep.to(latent.device))
+        return anchoring.blend(latent, self.config.anchor.to(latent.device), keep)
 
     def report(self) -> str:
         return (f"{self.config.label}: frames {', '.join(map(str, self.frames))} pinned for "

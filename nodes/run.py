@@ -116,8 +116,10 @@ class RunCost:
 class SamplingRun:
     """One sampling run: the step tracker, one state per feature, the call keys and the cost."""
 
-    def __init__(self, guider: Any, noise: torch.Tensor, sigmas: torch.Tensor, evaluates_step_end: bool) -> None:
-        self.guider, self.noise, self.sigmas = guider, noise, sigmas
+    def __init__(self, guider: Any, noise: torch.Tensor, latent: torch.Tensor, sigmas: torch.Tensor,
+                 evaluates_step_end: bool) -> None:
+        # latent: the sampler's latent_image as the guider got it (before process_latent_in)
+        self.guider, self.noise, self.latent, self.sigmas = guider, noise, latent, sigmas
         self.counter = StepCounter(sigmas, evaluates_step_end)
         self.total_steps = self.counter.total_steps
         self.step: int | None = None
@@ -211,7 +213,7 @@ def run_outer_sample(executor: WrapperExecutor, noise: torch.Tensor, latent_imag
     if not configs:
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
     step_end = getattr(getattr(sampler, "sampler_function", None), "__name__", "") in STEP_END_SAMPLERS
-    run = SamplingRun(guider, noise, sigmas, step_end)
+    run = SamplingRun(guider, noise, latent_image, sigmas, step_end)
     for key, config in configs:
         state = config.new_state(run)
         if state is not None:

@@ -100,6 +100,42 @@ def test_a_feature_attached_twice_keeps_the_later_settings(comfy_nodes):
     assert torch.equal(out[0], image) and torch.equal(out[2], image) and not torch.equal(out[1], image)
 
 
+def anchored(nodes, kind, anchor_steps):
+    """(model, positive, negative, latent) of an anchoring on the tiny SVD, as its node returns them."""
+    model = harness.tiny_svd()
+    pos, neg, latent = harness.svd_conds(frames=5)
+    if kind == "STIV Frame Replace":
+        patched, out = node(nodes, "VCUTFrameReplace").execute(model, latent, "0,3", anchor_steps, True,
+                                                               positive=pos).result
+        return patched, pos, neg, out
+    return node(nodes, "VCUTLoopConditioning").execute(model, pos, neg, latent, "sdslc", "inverted noise", True,
+                                                       True, anchor_steps, "still background").result
+
+
+@pytest.mark.parametrize("kind", ["STIV Frame Replace", "Loop Conditioning"])
+def test_an_anchoring_split_over_two_samplers_is_the_one_sampler_video(comfy_nodes, kind, caplog):
+    """KSamplerAdvanced's split: steps 1..2 adding noise and returning it with leftover noise, then steps 3..4
+    adding none, is the one-KSampler video: the first part leaves its anchored frames at anchor + sigma * noise
+    (not the clean anchor), the second reads that noise off the latent it gets (it adds none of its own). With
+    anchor_steps below 1 each part anchors that fraction of its own steps: a warning says so."""
+    steps, split = 4, 2
+    model, pos, neg, latent = anchored(comfy_nodes, kind, 1.0)
+    one = harness.sample(model, pos, neg, latent, steps=steps)
+    first = comfy_nodes.common_ksampler(model, 0, steps, 2.5, "euler", "karras", pos, neg, latent,
+                                        start_step=0, last_step=split, force_full_denoise=False)[0]
+    second = comfy_nodes.common_ksampler(model, 0, steps, 2.5, "euler", "karras", pos, neg, first,
+                                         disable_noise=True, start_step=split, last_step=steps)[0]["samples"]
+    assert float((second - one).norm() / one.norm()) <= 1e-5
+    assert not torch.equal(first["samples"][0], latent["samples"][0])  # leftover noise on the anchored frame
+    assert "part of a schedule" not in caplog.text
+    model, pos, neg, latent = anchored(comfy_nodes, kind, 0.5)
+    with caplog.at_level(logging.WARNING, logger="vcut"):
+        comfy_nodes.common_ksampler(model, 0, steps, 2.5, "euler", "karras", pos, neg, latent,
+                                    start_step=0, last_step=split, force_full_denoise=False)
+    assert f"{kind}: this sampler runs part of a schedule (it ends with leftover noise), and anchor_steps 0.5 " \
+           "anchors 1 of this part's 2 steps" in caplog.text
+
+
 def stack_prompt(defaults, cut_step, interval):
     return {
         "1": {"class_type": "VCUTTestTinySVD", "inputs": {"frames": FRAMES, "seed": 0}},
