@@ -3,7 +3,7 @@
 #   core         always: no ComfyUI (.venv from scripts/bootstrap.sh)
 #   integration  ComfyUI's own loader, models, samplers and executor, in-process, plus the headless runner and
 #   browser      the web extension in headless Chromium against a real ComfyUI server (tests/integration/test_web.py)
-# Which ComfyUI: $COMFYUI_PATH when set (that one only), else every release in ../shared/comfyui, in turn:
+# Which ComfyUI: $COMFYUI_PATH when set (that one only), else every release in ../shared/comfyui, side by side:
 #   ComfyUI-0.8.0 (the oldest the pack supports, pinned by venv-constraints.txt) and ComfyUI-0.30.0 (pinned by
 #   venv-constraints-0.30.0.txt). They are read-only: nothing is written into them.
 # ComfyUI's Python: $COMFYUI_PYTHON when set (with COMFYUI_PATH), else a venv outside the clone, created once and
@@ -108,24 +108,41 @@ fi
 # Bytecode goes to a cache folder, never into the ComfyUI checkout (read-only in CI); every ComfyUI folder the
 # tests write (input/output/temp/user, a server's base directory) is a temporary folder (see tests/integration).
 export PYTHONPYCACHEPREFIX="${XDG_CACHE_HOME:-$HOME/.cache}/vcut/pycache"
-summary=()
-failed=0
-for entry in "${releases[@]}"; do
-  IFS='|' read -r comfy_path constraints venv <<<"$entry"
+# The releases' environments are made one after the other; their tests then run side by side, each on its share of
+# the cores (torch's threads), each into its own log, printed whole (in order) when that release is done.
+cores=$(nproc 2>/dev/null || echo 1)
+threads=$(( cores / ${#releases[@]} )); [ "$threads" -ge 1 ] || threads=1
+runs=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$runs"' EXIT
+labels=()
+pids=()
+for i in "${!releases[@]}"; do
+  IFS='|' read -r comfy_path constraints venv <<<"${releases[$i]}"
   if [ ! -f "$comfy_path/main.py" ] || [ ! -d "$comfy_path/comfy" ]; then
     echo "ERROR: $comfy_path is not a ComfyUI checkout (no main.py / comfy/)"; exit 1
   fi
   version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$comfy_path/comfyui_version.py" 2>/dev/null)
   comfy_python=$(comfy_env "$comfy_path" "$constraints" "$venv") || exit 1
-  echo "== integration + browser tests against ComfyUI ${version:-?} at $comfy_path with $comfy_python"
-  start=$SECONDS
-  log=$(mktemp)
-  COMFYUI_PATH="$comfy_path" run_pytest "$comfy_python" -m pytest -c tests/pytest.ini tests/integration 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
+  labels+=("ComfyUI ${version:-?}")
+  echo "== integration + browser tests against ComfyUI ${version:-?} at $comfy_path with $comfy_python" \
+       "($threads thread(s); its output follows when it is done)"
+  mkdir "$runs/$i"
+  ( start=$SECONDS
+    COMFYUI_PATH="$comfy_path" OMP_NUM_THREADS=$threads run_pytest "$comfy_python" -m pytest -c tests/pytest.ini \
+      tests/integration --basetemp "$runs/$i/tmp" >"$runs/$i/log" 2>&1
+    echo "$? $(( SECONDS - start ))" >"$runs/$i/done" ) &
+  pids+=($!)
+done
+failed=0
+summary=()
+for i in "${!releases[@]}"; do
+  wait "${pids[$i]}"
+  echo "== ${labels[$i]}: integration + browser tests"
+  cat "$runs/$i/log"
+  read -r rc seconds <"$runs/$i/done" 2>/dev/null || { rc=1; seconds=?; }
   [ "$rc" -eq 0 ] || failed=1
-  result=$(grep -E '^=+ .*(passed|failed|error|no tests ran).* =+$' "$log" | tail -n 1 | tr -d '=' | xargs)
-  rm -f "$log"
-  summary+=("ComfyUI ${version:-?}: ${result:-no pytest summary} (exit $rc, $(( SECONDS - start )) s)")
+  result=$(grep -E '^=+ .*(passed|failed|error|no tests ran).* =+$' "$runs/$i/log" | tail -n 1 | tr -d '=' | xargs)
+  summary+=("${labels[$i]}: ${result:-no pytest summary} (exit $rc, $seconds s)")
 done
 echo "== integration + browser tiers, per ComfyUI release:"
 printf '   %s\n' "${summary[@]}"

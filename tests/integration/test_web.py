@@ -17,6 +17,7 @@ Needs: `apt-get install -y chromium` and `npm ci --prefix tests/web` (scripts/te
 """
 from __future__ import annotations
 
+import fcntl
 import importlib
 import importlib.metadata
 import json
@@ -64,7 +65,23 @@ SETUPS = {
 
 def frontend_static(version: str) -> pathlib.Path:
     """The static folder of PyPI's comfyui-frontend-package==version: downloaded with pip and unpacked once into
-    ~/.cache/vcut/frontend/<version>/ ($XDG_CACHE_HOME/vcut/... when set), reused when present."""
+    ~/.cache/vcut/frontend/<version>/ ($XDG_CACHE_HOME/vcut/... when set), reused when present. The releases' test
+    runs go side by side: one downloads while the other waits on the cache's lock (at most 20 minutes)."""
+    FRONTEND_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(FRONTEND_CACHE / f"{version}.lock", "w") as lock:
+        deadline = time.monotonic() + 1200
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test run held {lock.name} for over 20 minutes")
+                time.sleep(1)
+        return _fetch_frontend(version)  # the lock goes with the file
+
+
+def _fetch_frontend(version: str) -> pathlib.Path:
     target = FRONTEND_CACHE / version
     static = target / "comfyui_frontend_package" / "static"
     if (static / "index.html").is_file():
