@@ -3,15 +3,16 @@
 Used by STIV Frame Replace, Loop Conditioning and Video Extend; the plan (anchors, keep mask) comes from
 ../anchor/plans.py. Anchoring is a model patch, not a LATENT noise_mask, because a noise_mask is shared by both CFG
 branches and cannot give JIT-CFG's unconditional branch an un-anchored input. A feature of the sampling-run layer
-(run.py): AnchorConfig attached to the clone (a tuple of them under FRAME_REPLACE, which stacks), one AnchorRun
-per sampling run (the sampler's noise and schedule; its `finish` sets the anchored frames of the finished latent to
-the anchor, the replacement at sigma = 0, equal bit for bit), and one APPLY_MODEL wrapper per key: per model call
-it sees every CFG branch's rows (transformer_options["cond_or_uncond"]) and, under core context windows, the
-window's frames; it replaces the anchored frames of the input by anchor + sigma * noise (the sampler's own initial
-noise, as ComfyUI's inpainting uses it) and those of the denoised output by the clean anchor, on the steps the
-layer's step tracker counts as anchored. It always calls through to the executor it was given, so it composes with
-VCUT Patch Model (attn2 object patches), Cut Step Scheduler (runs [cond, None] after the cut step), the feature
-cache and each other.
+(run.py): AnchorConfig attached to the clone (a tuple of them under FRAME_REPLACE, which stacks), one AnchorRun per
+sampling run (the sampler's noise and schedule; its `finish` sets the anchored frames of the finished latent to the
+anchor, the replacement at sigma = 0, equal bit for bit, or at the last sigma of a run that ends with leftover
+noise), and one APPLY_MODEL wrapper per key: per model call it sees every CFG branch's rows
+(transformer_options["cond_or_uncond"]) and, under core context windows, the window's frames; it replaces the
+anchored frames of the input by anchor + sigma * noise (the sampler's own initial noise, as ComfyUI's inpainting
+uses it; for a sampler that adds none, the noise its latent carries from an earlier part of the schedule) and those
+of the denoised output by the clean anchor, on the steps the layer's step tracker counts as anchored. It always
+calls through to the executor it was given, so it composes with VCUT Patch Model (attn2 object patches), Cut Step
+Scheduler (runs [cond, None] after the cut step), the feature cache and each other.
 """
 from __future__ import annotations
 
