@@ -23,10 +23,9 @@ import time
 
 import torch
 
-from ..cache import deepcache as fc
+from ..cache import deepcache
 from ..cut.accounting import MacCount, count_macs, parameter_count, vector_macs, video_macs
-from . import diffusers_reference as ref
-from .diffusers_reference import patch_unet_
+from . import diffusers_reference
 
 T = 1e12
 STEPS = 25
@@ -66,7 +65,7 @@ def variants_of(unet):
     out = {"baseline": (unet, None)}
     for mode in ("exact", "paper"):
         patched = copy.deepcopy(unet)
-        out[mode] = (patched, patch_unet_(patched, mode))
+        out[mode] = (patched, diffusers_reference.patch_unet_(patched, mode))
     return out
 
 
@@ -130,7 +129,7 @@ def cache_mac_rows():
     the cut at step 17; a partial step counted on the meta device with diffusers_reference.step."""
     base = build_unet()
     exact = copy.deepcopy(base)
-    patch_unet_(exact, "exact")
+    diffusers_reference.patch_unet_(exact, "exact")
     rows = []
     for name, frames in MODELS.items():
         costs = {}
@@ -141,20 +140,20 @@ def cache_mac_rows():
                         args = unet_inputs(batch, frames, 576, 1024)
                         if branch is None:
                             return count_macs(lambda: model(*args))
-                        kept = ref.step(model, *args, branch)[1]
-                        return count_macs(lambda: ref.step(model, *args, branch, cached=kept))
-                modules = [model] if branch is None else ref.shallow_modules(model, branch)
+                        kept = diffusers_reference.step(model, *args, branch)[1]
+                        return count_macs(lambda: diffusers_reference.step(model, *args, branch, cached=kept))
+                modules = [model] if branch is None else diffusers_reference.shallow_modules(model, branch)
                 second = sum(vector_macs(m, 1) for m in modules)  # a CFG step's second context (exact only)
                 costs[variant, branch] = (step(2) + MacCount(second, second), step(1))
         baseline = video_macs(*costs["baseline", None], STEPS, STEPS + 1)
         for branch in CACHE_BRANCHES:
             for interval in CACHE_INTERVALS:
-                for schedule in fc.SCHEDULES:
-                    full = fc.full_steps(STEPS, interval, schedule)
-                    alone = fc.cached_video_macs(*costs["baseline", None], *costs["baseline", branch], STEPS,
-                                                 STEPS + 1, full)
-                    stacked = fc.cached_video_macs(*costs["exact", None], *costs["exact", branch], STEPS,
-                                                   CUT_STEPS[0], full)
+                for schedule in deepcache.SCHEDULES:
+                    full = deepcache.full_steps(STEPS, interval, schedule)
+                    alone = deepcache.cached_video_macs(*costs["baseline", None], *costs["baseline", branch],
+                                                        STEPS, STEPS + 1, full)
+                    stacked = deepcache.cached_video_macs(*costs["exact", None], *costs["exact", branch], STEPS,
+                                                          CUT_STEPS[0], full)
                     rows.append({"model": name, "interval": interval, "branch": branch, "schedule": schedule,
                                  "alone": alone, "stacked": stacked, "baseline": baseline,
                                  "partial_share": costs["baseline", branch][1].all_matmuls

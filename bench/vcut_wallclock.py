@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cache import deepcache as fc
+from ..cache import deepcache
 from ..cut.schedule import CutSchedule
-from . import diffusers_reference as ref
-from .diffusers_reference import patch_unet_
+from . import diffusers_reference
 
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 700.0, 7.0  # SVD's sampling settings (ComfyUI's SVD_img2vid, Karras schedule)
 CFG = 2.5
@@ -94,7 +93,7 @@ def sample_video(unet, inputs: VideoInputs, steps: int, cut_step: int, cache_int
     Eq. 5). Returns the final latent [1, F, 4, h, w]."""
     sigmas = karras_sigmas(steps)
     run = CutSchedule(cut_step).new_run()
-    full = set(fc.full_steps(steps, cache_interval))
+    full = set(deepcache.full_steps(steps, cache_interval))
     kept = None
     frames = inputs.noise.shape[1]
     x = inputs.noise * sigmas[0]
@@ -110,9 +109,9 @@ def sample_video(unet, inputs: VideoInputs, steps: int, cut_step: int, cache_int
         if cache_interval == 1:
             v = unet(*args).sample
         elif i + 1 in full:
-            v, kept = ref.step(unet, *args, CACHE_BRANCH)
+            v, kept = diffusers_reference.step(unet, *args, CACHE_BRANCH)
         else:  # the batch is flattened row by row: the conditional row's frames come first
-            v, _ = ref.step(unet, *args, CACHE_BRANCH, cached=kept[:rows * frames])
+            v, _ = diffusers_reference.step(unet, *args, CACHE_BRANCH, cached=kept[:rows * frames])
         denoised = x * c_skip + v * c_out  # [rows, F, 4, h, w]
         if rows == 2:
             denoised = denoised[1:] + CFG * (denoised[:1] - denoised[1:])
@@ -127,7 +126,7 @@ def variants(unet, steps: int, cut_step: int) -> dict:
     models = {"baseline": unet}
     for mode in ("exact", "paper"):
         models[mode] = copy.deepcopy(unet)
-        patch_unet_(models[mode], mode)
+        diffusers_reference.patch_unet_(models[mode], mode)
     out = {}
     for name, model in models.items():
         out[name] = (model, steps + 1, 1)

@@ -31,8 +31,6 @@ PIXEL_EMBED_SIZE = 32
 EMBED_BATCH = 8  # frames per embedding call (CLIP or pixel): bounds its memory
 
 
-
-
 def _frame(images: torch.Tensor, i: int) -> torch.Tensor:
     """Frame i of an IMAGE batch as float32 on the CPU [H,W,C]: one frame is converted at a time, never the video."""
     return images[i].float().cpu()

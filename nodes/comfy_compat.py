@@ -241,15 +241,15 @@ def show_progress_text(text: str) -> bool:
     .send_progress_text and comfy_execution.utils.get_executing_context, 0.8.0 and later). False where nothing
     shows it: no node is executing (a direct sampler call), no PromptServer instance (the runner without one), or
     a ComfyUI without these."""
+    node_id = executing_node_id()
     try:
-        from comfy_execution.utils import get_executing_context
         from server import PromptServer
     except ImportError:
         return False
-    context, server = get_executing_context(), getattr(PromptServer, "instance", None)
-    if context is None or not hasattr(server, "send_progress_text"):
+    server = getattr(PromptServer, "instance", None)
+    if node_id is None or not hasattr(server, "send_progress_text"):
         return False
-    server.send_progress_text(text, context.node_id)
+    server.send_progress_text(text, node_id)
     return True
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from comfy.model_patcher import ModelPatcher
@@ -52,6 +52,15 @@ class CacheConfig(FeatureConfig):
         return state
 
 
+class KeptFeature(NamedTuple):
+    """What a full call kept for one CallKey: its input rows' shape, the feature rows entering output block
+    L-1-branch, the transformer_index there, and the hook weights it was computed with (None without hooks)."""
+    shape: tuple
+    rows: torch.Tensor
+    transformer_index: int
+    weights: tuple | None
+
+
 class CacheState(FeatureState):
     """One sampling run: which steps are full, the kept features per CallKey (conditioning x context window x
     device), what was done."""
@@ -60,13 +69,11 @@ class CacheState(FeatureState):
         self.config = config
         self.full = set(full_steps(total_steps, config.interval, config.schedule, config.start_percent,
                                    config.end_percent))
-        self.features: dict[CallKey, tuple] = {}  # key -> (input rows shape, feature rows, transformer_index)
-        self.weights: dict[CallKey, tuple | None] = {}  # key -> the hook weights its feature was computed with
+        self.features: dict[CallKey, KeptFeature] = {}
         self.stats = RunStats()
 
     def reset(self) -> None:
         self.features.clear()
-        self.weights.clear()
 
     def report(self) -> str:
         return f"{NAME}: {self.stats.summary()}"
@@ -83,9 +90,9 @@ def _why_full(state: CacheState, transformer_options: dict, control: dict[str, A
     if keys is None:
         return "batch chunks not told apart"
     rows = x.shape[0] // len(keys)
-    if any(k not in state.features or state.features[k][0] != (rows, *x.shape[1:]) for k in keys):
+    if any(k not in state.features or state.features[k].shape != (rows, *x.shape[1:]) for k in keys):
         return "no kept feature for this batch"
-    if any(state.weights.get(k) != transformer_options[CALL_MARKS].get("weights") for k in keys):
+    if any(state.features[k].weights != transformer_options[CALL_MARKS].get("weights") for k in keys):
         return "a hook keyframe changed the weights since the kept feature"
     return None
 
@@ -107,8 +114,8 @@ def _plan(run: SamplingRun, state: CacheState, transformer_options: dict, contro
         if reason is None:
             state.stats.record(x.shape[0], partial=True)
             marks["kind"] = "partial"
-            feature = torch.cat([state.features[k][1].to(x.device) for k in keys])
-            return branch, feature, state.features[keys[0]][2]
+            feature = torch.cat([state.features[k].rows.to(x.device) for k in keys])
+            return branch, feature, state.features[keys[0]].transformer_index
         if reason not in state.stats.forced:
             log.info("%s: step %d runs the whole UNet: %s", NAME, step, reason)
         state.stats.force(reason)
@@ -124,8 +131,7 @@ def _keep(state: CacheState, transformer_options: dict, kept: dict, x: torch.Ten
     if keys is not None and "h" in kept:
         rows = x.shape[0] // len(keys)
         for key, chunk in zip(keys, kept["h"].split(rows), strict=True):
-            state.features[key] = ((rows, *x.shape[1:]), chunk, kept["index"])
-            state.weights[key] = marks.get("weights")
+            state.features[key] = KeptFeature((rows, *x.shape[1:]), chunk, kept["index"], marks.get("weights"))
 
 
 def cache_diffusion_model(executor: WrapperExecutor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -30,6 +30,7 @@ from comfy.patcher_extension import WrapperExecutor
 
 from ..cut.accounting import count_macs
 from ..cut.schedule import StepCounter
+from . import comfy_compat
 from .log import log
 
 if TYPE_CHECKING:
@@ -280,8 +281,7 @@ def _count(call: Callable[[], None]) -> int:
 def report(name: str, text: str) -> str:
     """Log `name: text` and show it on the executing (sampler) node where ComfyUI shows progress text
     (comfy_compat.show_progress_text)."""
-    from .comfy_compat import show_progress_text
     line = f"{name}: {text}"
     log.info(line)
-    show_progress_text(line)
+    comfy_compat.show_progress_text(line)
     return line

@@ -125,11 +125,6 @@ def apply_folder_args(args: argparse.Namespace) -> None:
         folder_paths.set_user_directory(os.path.abspath(args.user_directory))
 
 
-def new_executor(execution: types.ModuleType, server: Any, cache_type: Any) -> Any:
-    """execution.PromptExecutor with no node cache kept between runs (comfy_compat.new_prompt_executor)."""
-    return comfy_compat().new_prompt_executor(execution, server, cache_type)
-
-
 def run_prestartup_scripts(args: argparse.Namespace) -> None:
     """Custom node packs' prestartup_script.py, run before ComfyUI's nodes are imported, as main.py runs them."""
     if args.disable_all_custom_nodes and not args.whitelist_custom_nodes:
@@ -244,7 +239,7 @@ def execute(options: argparse.Namespace, prompt: dict, execution: types.ModuleTy
     """One run: execute the prompt; print the written files."""
     server = HeadlessServer(prompt)
     hook_progress(server)
-    executor = new_executor(execution, server, execution.CacheType.CLASSIC)
+    executor = comfy_compat().new_prompt_executor(execution, server, execution.CacheType.CLASSIC)
     start = time.perf_counter()
     try:
         history = execute_prompt(prompt, execution, executor, server, options.verbose)
@@ -288,7 +283,7 @@ def run_in_process(options: argparse.Namespace, prompt: dict, nodes: types.Modul
     folder_paths.set_output_directory(str(staging))
     server = HeadlessServer(prompt)
     hook_progress(server)
-    executor = new_executor(execution, server, execution.CacheType.CLASSIC)
+    executor = comfy_compat().new_prompt_executor(execution, server, execution.CacheType.CLASSIC)
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, stop)  # a terminated batch still removes its staging folders
     if batch.sweep is not None:  # the reports each item's nodes make (sweep.py reads its numbers from them)

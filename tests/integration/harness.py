@@ -189,6 +189,21 @@ def rows_recorder(calls: list):
     return RecordRows
 
 
+def node(nodes, name):
+    """The node class registered under `name` (ComfyUI's NODE_CLASS_MAPPINGS)."""
+    return nodes.NODE_CLASS_MAPPINGS[name]
+
+
+def rel_err_max(a, b) -> float:
+    """The largest difference relative to the largest value: max |a - b| / max |b|."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def rel_err_l2(a, b) -> float:
+    """The relative L2 difference: ||a - b|| / ||b||."""
+    return float((a - b).norm() / b.norm())
+
+
 def record_unet_calls(model):
     """Clone of `model` whose UNet calls are recorded as (rows, sigma) through ComfyUI's unet function wrapper."""
     calls = []
@@ -233,8 +248,8 @@ def _new_executor(cache_type: str):
     init_comfy()
     import execution
 
-    from vcut.runner.local import new_executor
-    return new_executor(execution, _Server(), getattr(execution.CacheType, cache_type))
+    from vcut.runner.local import comfy_compat
+    return comfy_compat().new_prompt_executor(execution, _Server(), getattr(execution.CacheType, cache_type))
 
 
 def _execute_on(executor, prompt: dict):

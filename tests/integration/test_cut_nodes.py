@@ -4,6 +4,7 @@ import json
 import harness
 import pytest
 import torch
+from harness import rel_err_max as rel_err
 
 FRAMES = 3
 
@@ -19,10 +20,6 @@ def patch(node, model, mode="exact"):
 
 def cut(node, model, cut_step, after_cut="drop", cut_fraction=0.0):
     return node.execute(model, cut_step, cut_fraction, after_cut, 0.0).result[0]
-
-
-def rel_err(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def test_pack_loads_through_comfyui_loader_with_every_node():

@@ -7,15 +7,12 @@ import logging
 import harness
 import pytest
 import torch
+from harness import rel_err_max as rel_err
 
 FRAMES = 3
 WINDOW_FRAMES = 7   # more frames than the context length: core context windows split every model call
 CONTEXT_LENGTH = 4
 SOURCE = {"class_type": "VCUTTestTinySVD", "inputs": {"frames": FRAMES, "seed": 0}}
-
-
-def rel_err(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def cut(nodes, model, cut_step, after_cut="drop"):

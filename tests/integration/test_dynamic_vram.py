@@ -37,15 +37,12 @@ from contextlib import contextmanager
 import harness
 import pytest
 import torch
+from harness import rel_err_max as rel_err
 
 FRAMES, STEPS, SEED = 3, 3, 0
 CPU = torch.device("cpu")
 PROBE = "vcut_probe"  # the buffer every attn2 of the dynamic model gets
 SEQUENCE = ["base", "stack", "base", "stack", "exact"]
-
-
-def rel_err(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def dynamic_patcher_class():

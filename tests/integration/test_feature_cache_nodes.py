@@ -4,6 +4,7 @@ import logging
 import harness
 import pytest
 import torch
+from harness import rel_err_l2 as rel_err
 
 FRAMES = 3
 DEEP = ("middle_block", "input_blocks.1", "input_blocks.2", "input_blocks.3", "output_blocks.0", "output_blocks.1",
@@ -18,10 +19,6 @@ def nodes(comfy_nodes):
 
 def cache(node, model, interval=3, branch=0, schedule="uniform", start=0.0, end=1.0):
     return node.execute(model, interval, branch, schedule, start, end).result[0]
-
-
-def rel_err(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ import logging
 import harness
 import pytest
 import torch
+from harness import node
 from test_cut_with_core_nodes import node_defaults, with_context_windows
 
 FRAMES = 9  # more than one core context window (context_length 4)
@@ -19,10 +20,6 @@ def nodes(comfy_nodes):
     if "ContextWindowsManual" not in comfy_nodes.NODE_CLASS_MAPPINGS:
         pytest.skip("this ComfyUI has no core context windows")
     return comfy_nodes
-
-
-def node(nodes, name):
-    return nodes.NODE_CLASS_MAPPINGS[name]
 
 
 def stack(nodes, model, cut_step=2, interval=2):
@@ -125,7 +122,7 @@ def test_an_anchoring_split_over_two_samplers_is_the_one_sampler_video(comfy_nod
                                         start_step=0, last_step=split, force_full_denoise=False)[0]
     second = comfy_nodes.common_ksampler(model, 0, steps, 2.5, "euler", "karras", pos, neg, first,
                                          disable_noise=True, start_step=split, last_step=steps)[0]["samples"]
-    assert float((second - one).norm() / one.norm()) <= 1e-5
+    assert harness.rel_err_l2(second, one) <= 1e-5
     assert not torch.equal(first["samples"][0], latent["samples"][0])  # leftover noise on the anchored frame
     assert "part of a schedule" not in caplog.text
     model, pos, neg, latent = anchored(comfy_nodes, kind, 0.5)

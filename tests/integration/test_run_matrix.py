@@ -16,6 +16,8 @@ import logging
 import harness
 import pytest
 import torch
+from harness import node
+from harness import rel_err_l2 as rel_err
 from test_cut_with_core_nodes import node_defaults, with_context_windows
 
 FRAMES = 9  # more frames than one core context window (context_length 4): windows split every model call
@@ -33,14 +35,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def rel_err(a, b):
-    return float((a - b).norm() / b.norm())
-
-
-def node(nodes, name):
-    return nodes.NODE_CLASS_MAPPINGS[name]
 
 
 def result(out):

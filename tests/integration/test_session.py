@@ -11,6 +11,7 @@ import re
 import harness
 import pytest
 import torch
+from harness import rel_err_max as rel_err
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -19,10 +20,6 @@ STEPS = 3
 SOURCE = {"class_type": "VCUTTestTinySVD", "inputs": {"frames": FRAMES, "seed": 0}}
 TO_Q_CALLS: list[int] = []
 MODEL_INPUT = {"ModelMergeSimple": "model1"}  # nodes whose MODEL input has another name
-
-
-def rel_err(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def capture(value, key):
